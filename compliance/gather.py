@@ -1,0 +1,171 @@
+"""Gather: run the probe once on every host, in parallel, and close every connection.
+
+>>> targets = make_targets(["paramiko://root@web1"], timeout=5)      # doctest: +SKIP
+>>> [r.host for r in gather(targets, workers=16)]                    # doctest: +SKIP
+['web1']
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import socket
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import paramiko
+import testinfra.backend
+from testinfra.backend.base import BaseBackend
+
+from compliance import backends
+from compliance.probe import PROBE_COMMAND, HostFacts, ProbeError, excerpt, parse_probe
+
+DEFAULT_WORKERS = 16
+
+
+@dataclasses.dataclass
+class Target:
+    """One host to audit. ``label`` is how reports name it: no scheme, user or password."""
+
+    label: str
+    backend: BaseBackend
+
+
+@dataclasses.dataclass(frozen=True)
+class HostResult:
+    """The outcome of gathering one host: facts, or a one-line error."""
+
+    host: str
+    facts: HostFacts | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"host": self.host, "facts": self.facts.to_dict() if self.facts else None, "error": self.error}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> HostResult:
+        facts = HostFacts.from_dict(data["facts"]) if data["facts"] else None
+        return cls(data["host"], facts, data["error"])
+
+
+def label_of(backend: BaseBackend) -> str:
+    """``HOST`` or ``HOST:PORT`` (port only when not 22); ``local`` for this machine."""
+    if backend.NAME == "local":
+        return "local"
+    spec = getattr(backend, "host", None)
+    if spec is None or isinstance(spec, str):  # ansible keeps the inventory name
+        return str(spec or backend.get_hostname())
+    port = spec.port
+    name = f"[{spec.name}]" if ":" in spec.name else spec.name
+    return f"{name}:{port}" if port and str(port) != "22" else name
+
+
+def make_targets(hosts: Sequence[str] | None, **backend_kwargs: Any) -> list[Target]:
+    """Expand host specs (``ansible://`` groups included) into targets, one per label.
+
+    ``backend_kwargs`` are testinfra's (ssh_config, ssh_identity_file, sudo, ...) plus
+    ``timeout`` and ``known_hosts``. No host is contacted here.
+    """
+    backends.install()
+    specs = list(hosts) if hosts else [None]
+    backend_kwargs.setdefault("controlpersist", 0)  # OpenSSH: leave no master connection behind
+    try:
+        found = testinfra.backend.get_backends(specs, **backend_kwargs)
+    except FileNotFoundError as exc:
+        if "ansible" in str(exc):
+            raise RuntimeError(
+                "ansible:// hosts need ansible-core: pip install 'xennet-compliance[ansible]'"
+            ) from exc
+        raise
+    targets: dict[str, Target] = {}
+    for backend in found:
+        targets.setdefault(label_of(backend), Target(label_of(backend), backend))
+    return sorted(targets.values(), key=lambda t: t.label)
+
+
+def _connection_backend(target: Target, timeout: float, known_hosts: str | None) -> BaseBackend:
+    """The backend that really connects: an Ansible host resolves to paramiko, ssh or local."""
+    backend = target.backend
+    runner = getattr(backend, "ansible_runner", None)
+    if runner is None or backend.force_ansible:
+        return backend
+    inner = runner.get_host(backend.host, ssh_config=backend.ssh_config, ssh_identity_file=backend.ssh_identity_file)
+    if inner is None:
+        return backend
+    inner = inner.backend
+    # testinfra builds these from the inventory; our deadlines and known_hosts still apply.
+    inner.timeout = timeout if isinstance(inner, backends.ParamikoBackend) else max(1, round(timeout))
+    inner.known_hosts = known_hosts
+    if hasattr(inner, "controlpersist"):
+        inner.controlpersist = 0
+    return inner
+
+
+def describe_error(exc: BaseException, target: Target, timeout: float) -> str:
+    """One line naming the cause, never a secret (host labels carry no password)."""
+    host = target.label
+    if isinstance(exc, (TimeoutError, socket.timeout)):
+        detail = str(exc) if str(exc) and str(exc) != "timed out" else f"timed out after {timeout:g}s"
+        return f"{host}: {detail}"
+    if isinstance(exc, (ConnectionRefusedError, paramiko.ssh_exception.NoValidConnectionsError)):
+        return f"{host}: connection refused"
+    if isinstance(exc, paramiko.BadHostKeyException):
+        return f"host key mismatch for {host}"
+    if isinstance(exc, paramiko.AuthenticationException):
+        return f"{host}: authentication failed"
+    if isinstance(exc, paramiko.SSHException) and "not found in known_hosts" in str(exc):
+        return f"{host}: host key is not in known_hosts (add it, or pass --ssh-known-hosts FILE)"
+    if isinstance(exc, RuntimeError) and hasattr(exc.args[0] if exc.args else None, "stderr"):
+        return f"{host}: ssh failed: {_last_line(exc.args[0].stderr)}"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{host}: {exc.strerror}"
+    return f"{host}: {type(exc).__name__}: {excerpt(str(exc))}"
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    return excerpt(lines[-1]) if lines else "no output"
+
+
+def probe_host(target: Target, timeout: float = backends.DEFAULT_TIMEOUT, known_hosts: str | None = None) -> HostResult:
+    """Run the probe on one host over one connection, then close it."""
+    backend = None
+    try:
+        backend = _connection_backend(target, timeout, known_hosts)
+        result = backend.run(PROBE_COMMAND)
+        try:
+            facts = parse_probe(result.stdout)
+        except ProbeError as exc:
+            stderr = result.stderr
+            if "password is required" in stderr or "terminal is required" in stderr:
+                return HostResult(target.label, error=f"sudo requires a password on {target.label}")
+            if result.rc != 0:
+                return HostResult(target.label, error=f"{target.label}: probe failed (exit {result.rc}): {_last_line(stderr)}")
+            return HostResult(target.label, error=f"{target.label}: {exc}")
+        return HostResult(target.label, facts=facts)
+    except Exception as exc:  # noqa: BLE001 - every failure becomes this host's error case
+        return HostResult(target.label, error=describe_error(exc, target, timeout))
+    finally:
+        close = getattr(backend, "close", None)
+        if close is not None:
+            close()
+
+
+def gather(
+    targets: Sequence[Target],
+    workers: int = DEFAULT_WORKERS,
+    timeout: float = backends.DEFAULT_TIMEOUT,
+    known_hosts: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[HostResult]:
+    """Probe every target from a bounded thread pool; results come back sorted by host."""
+    results: list[HostResult] = []
+    if not targets:
+        return results
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(workers, len(targets)))) as pool:
+        futures = [pool.submit(probe_host, t, timeout, known_hosts) for t in targets]
+        for future in concurrent.futures.as_completed(futures):
+            results.append(future.result())
+            if progress is not None:
+                progress(len(results), len(targets))
+    return sorted(results, key=lambda r: r.host)

@@ -1,0 +1,219 @@
+"""The probe: one remote shell command that reports a host's network facts, and its parser.
+
+The command is POSIX sh, reads only sysfs and ``ethtool -k``, and changes nothing.
+Interface names only ever reach a command as a quoted ``"$n"`` argument. Its output
+is a line protocol (``key<TAB>value``, ethtool lines prefixed by ``|``) that the
+parser reads strictly: anything it does not recognise becomes a problem, never a pass.
+
+>>> facts = parse_probe(run_on_host(PROBE_COMMAND))        # doctest: +SKIP
+>>> [(i.name, i.driver, i.mtu, i.scatter_gather) for i in facts.interfaces]  # doctest: +SKIP
+[('eth0', 'xen_netfront', 1500, True)]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shlex
+from typing import Any
+
+PROTOCOL = "XENNET-PROBE 1"
+END = "XENNET-PROBE-END"
+EXCERPT_CHARS = 200
+
+# Names reach commands only as "$n"; ethtool is looked up in PATH, then /sbin and
+# /usr/sbin, because non-root PATHs (and sudo's secure_path on some distros) omit them.
+PROBE_SCRIPT = r"""
+LC_ALL=C; export LC_ALL
+line() { printf '%s\t%s\n' "$1" "$2"; }
+first() { if [ -r "$1" ]; then head -n 1 "$1" 2>/dev/null; fi; }
+e=$(command -v ethtool 2>/dev/null)
+if [ -z "$e" ]; then
+  for c in /sbin/ethtool /usr/sbin/ethtool; do
+    if [ -x "$c" ]; then e=$c; break; fi
+  done
+fi
+echo 'XENNET-PROBE 1'
+line kernel "$(uname -r)"
+line hypervisor "$(first /sys/hypervisor/type)"
+line sys_vendor "$(first /sys/class/dmi/id/sys_vendor)"
+line board_asset_tag "$(first /sys/class/dmi/id/board_asset_tag)"
+line ethtool "$e"
+for p in /sys/class/net/*; do
+  [ -e "$p" ] || [ -L "$p" ] || continue
+  n=${p##*/}
+  [ "$n" = lo ] && continue
+  line iface "$n"
+  if [ ! -d "$p" ]; then line kind notdir; continue; fi
+  case $(readlink -f "$p") in */devices/virtual/*) line virtual 1 ;; *) line virtual 0 ;; esac
+  d=
+  if [ -e "$p/device/driver/module" ]; then d=$(readlink -f "$p/device/driver/module")
+  elif [ -e "$p/device/driver" ]; then d=$(readlink -f "$p/device/driver"); fi
+  line driver "${d##*/}"
+  line mtu "$(cat "$p/mtu" 2>&1)"
+  if [ -n "$e" ]; then
+    o=$("$e" -k "$n" 2>&1); line ethtool_rc "$?"
+    printf '%s\n' "$o" | while IFS= read -r l; do printf '|%s\n' "$l"; done
+  fi
+done
+echo 'XENNET-PROBE-END'
+"""
+
+# sh -c keeps the script POSIX whatever the remote login shell is.
+PROBE_COMMAND = "sh -c " + shlex.quote(PROBE_SCRIPT)
+
+
+class ProbeError(Exception):
+    """The probe's output cannot be trusted; the message is one line, safe to show."""
+
+
+@dataclasses.dataclass(frozen=True)
+class InterfaceFacts:
+    """What the probe saw of one interface. ``problem`` is set when its state is unknown."""
+
+    name: str
+    driver: str | None = None
+    virtual: bool = False
+    mtu: int | None = None
+    scatter_gather: bool | None = None
+    sg_fixed: bool = False
+    problem: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class HostFacts:
+    """What the probe saw of one host."""
+
+    kernel: str
+    hypervisor: str | None
+    sys_vendor: str | None
+    board_asset_tag: str | None
+    ethtool: str | None
+    interfaces: tuple[InterfaceFacts, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> HostFacts:
+        ifaces = tuple(InterfaceFacts(**i) for i in data["interfaces"])
+        return cls(**{**data, "interfaces": ifaces})
+
+
+def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
+    """A short, single-line, printable rendering of untrusted host output."""
+    shown = text[:limit].encode("unicode_escape").decode("ascii")
+    return shown + ("..." if len(text) > limit else "")
+
+
+_FEATURE = re.compile(r"(\t?)([a-z0-9][a-z0-9_-]*): (on|off)(?: \[([a-z ]+)\])?")
+_HEADER = re.compile(r"(?:Features|Offload parameters) for (.+):")
+_NOISE = re.compile(r"Cannot get .*")  # ethtool's stderr for optional features
+
+
+def parse_ethtool_features(text: str, name: str) -> tuple[bool, bool]:
+    """Return (scatter_gather_on, sg_fixed) from ``ethtool -k NAME`` output.
+
+    >>> parse_ethtool_features("Features for eth0:\\nscatter-gather: on\\n"
+    ...                        "\\ttx-scatter-gather: on [fixed]\\n", "eth0")
+    (True, True)
+    """
+    header = None
+    top: list[bool] = []
+    sub: list[tuple[bool, str | None]] = []
+    for raw in text.splitlines():
+        if not raw or _NOISE.fullmatch(raw):
+            continue
+        if header is None:
+            match = _HEADER.fullmatch(raw)
+            if not match:
+                raise ProbeError(f"unexpected ethtool -k output: {excerpt(raw)}")
+            header = match.group(1)
+            continue
+        match = _FEATURE.fullmatch(raw)
+        if not match:
+            raise ProbeError(f"unexpected ethtool -k line: {excerpt(raw)}")
+        indent, feature, state, note = match.groups()
+        if feature == "scatter-gather" and not indent:
+            top.append(state == "on")
+        elif feature == "tx-scatter-gather" and indent:
+            sub.append((state == "on", note))
+    if header is None:
+        raise ProbeError(f"no ethtool -k output for {excerpt(name)}")
+    if header != name:
+        raise ProbeError(f"ethtool -k answered for {excerpt(header)}, not {excerpt(name)}")
+    if len(top) != 1 or len(sub) > 1:
+        raise ProbeError(f"no single scatter-gather line in ethtool -k output: {excerpt(text)}")
+    if sub and sub[0][0] != top[0]:
+        raise ProbeError(f"contradictory scatter-gather lines: {excerpt(text)}")
+    return top[0], bool(sub) and sub[0][1] == "fixed"
+
+
+def _interface(block: dict[str, Any]) -> InterfaceFacts:
+    name = block["iface"]
+    if block.get("kind") == "notdir":
+        return InterfaceFacts(name, problem=f"/sys/class/net/{excerpt(name)} is not an interface directory")
+    driver = block.get("driver") or None
+    virtual = block.get("virtual") == "1"
+    facts = InterfaceFacts(name, driver=driver, virtual=virtual)
+    mtu_text = block.get("mtu", "")
+    if not mtu_text.isdigit():
+        return dataclasses.replace(facts, problem=f"cannot read MTU of {excerpt(name)}: {excerpt(mtu_text)}")
+    facts = dataclasses.replace(facts, mtu=int(mtu_text))
+    ethtool_text = "\n".join(block.get("ethtool_lines", []))
+    try:
+        sg, fixed = parse_ethtool_features(ethtool_text, name)
+    except ProbeError as exc:
+        rc = block.get("ethtool_rc")
+        detail = str(exc) if rc == "0" else f"ethtool -k failed (exit {excerpt(rc or '?')}): {excerpt(ethtool_text)}"
+        return dataclasses.replace(facts, problem=detail)
+    return dataclasses.replace(facts, scatter_gather=sg, sg_fixed=fixed)
+
+
+_HOST_KEYS = ("kernel", "hypervisor", "sys_vendor", "board_asset_tag", "ethtool")
+_IFACE_KEYS = ("kind", "virtual", "driver", "mtu", "ethtool_rc")
+
+
+def parse_probe(stdout: str) -> HostFacts:
+    """Parse the probe's output. Raises ProbeError when the host as a whole is in doubt."""
+    lines = stdout.splitlines()
+    try:
+        start = lines.index(PROTOCOL)
+    except ValueError:
+        raise ProbeError(f"no probe output (got: {excerpt(stdout) or 'nothing'})") from None
+    if END not in lines[start:]:
+        raise ProbeError(f"probe output is truncated: {excerpt(stdout[-EXCERPT_CHARS:])}")
+    body = lines[start + 1 : lines.index(END, start)]
+    host: dict[str, str] = {}
+    blocks: list[dict[str, Any]] = []
+    for raw in body:
+        if raw.startswith("|") and blocks:
+            blocks[-1].setdefault("ethtool_lines", []).append(raw[1:])
+            continue
+        key, sep, value = raw.partition("\t")
+        if not sep:
+            raise ProbeError(f"unexpected probe line: {excerpt(raw)}")
+        if key == "iface":
+            blocks.append({"iface": value})
+        elif key in _IFACE_KEYS and blocks and key not in blocks[-1]:
+            blocks[-1][key] = value
+        elif key in _HOST_KEYS and not blocks and key not in host:
+            host[key] = value
+        else:
+            raise ProbeError(f"unexpected probe line: {excerpt(raw)}")
+    missing = [k for k in _HOST_KEYS if k not in host]
+    if missing:
+        raise ProbeError(f"probe output lacks {', '.join(missing)}")
+    if not host["ethtool"]:
+        raise ProbeError("ethtool not found (looked in PATH, /sbin and /usr/sbin)")
+    names = [b["iface"] for b in blocks]
+    if len(set(names)) != len(names):
+        raise ProbeError("probe output lists an interface twice")
+    return HostFacts(
+        kernel=host["kernel"],
+        hypervisor=host["hypervisor"] or None,
+        sys_vendor=host["sys_vendor"] or None,
+        board_asset_tag=host["board_asset_tag"] or None,
+        ethtool=host["ethtool"],
+        interfaces=tuple(sorted((_interface(b) for b in blocks), key=lambda i: i.name)),
+    )

@@ -1,0 +1,238 @@
+"""Report: turn case records into JUnit details, HTML cells, summary.json and the terminal block.
+
+Every string in a record came from a host and is untrusted: it is escaped for the
+format it lands in (XML by ElementTree, HTML by :func:`html.escape`, terminals by
+:func:`printable`).
+
+>>> printable("eth0\\x1b[2J")
+'eth0\\\\x1b[2J'
+"""
+
+from __future__ import annotations
+
+import datetime
+import html
+import json
+import os
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _pytest.junitxml import xml_key  # the stash key pytest's own record_xml_attribute uses
+
+from compliance.rule import CONTROL, Verdict
+
+SCHEMA = 1
+JUNIT_PROPERTIES = ("host", "interface", "driver", "mtu", "scatter_gather", "sg_fixed", "verdict", "kernel")
+HTML_COLUMNS = (
+    ("host", "Host"),
+    ("interface", "Interface"),
+    ("driver", "Driver"),
+    ("mtu", "MTU"),
+    ("sg", "SG"),
+    ("verdict", "Verdict"),
+)
+TAGS = {
+    Verdict.SG_ON.value: "SUCCESS",
+    Verdict.JUMBO_MTU.value: "SUCCESS",
+    Verdict.SUSCEPTIBLE.value: "WARN",
+    Verdict.ERROR.value: "ERROR",
+}
+ONE_DOT_LEADER = "\u2024"  # looks like "." but is not Jenkins' package separator
+
+
+def printable(text: Any) -> str:
+    """Render untrusted text for a terminal: control and non-ASCII characters escaped."""
+    return str(text).encode("unicode_escape").decode("ascii")
+
+
+def property_value(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def junit_properties(record: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(name, property_value(record[name])) for name in JUNIT_PROPERTIES]
+
+
+def junit_names(record: dict[str, Any]) -> tuple[str, str]:
+    """(classname, name) so that Jenkins shows host -> interface -> check.
+
+    Jenkins splits a classname at its last dot into package and class, so dots in
+    the interface name (VLANs such as ``eth0.100``) are replaced by a look-alike.
+    """
+    iface = record["interface"]
+    cls = "(host)" if iface is None else iface.replace(".", ONE_DOT_LEADER)
+    return f"{record['host']}.{cls}", f"{CONTROL.id} scatter-gather/MTU"
+
+
+def html_header_cells() -> list[str]:
+    return [f'<th class="sortable" data-column-type="{key}">{title}</th>' for key, title in HTML_COLUMNS]
+
+
+def html_row_cells(record: dict[str, Any] | None) -> list[str]:
+    record = record or {}
+    values = {
+        "host": record.get("host"),
+        "interface": record.get("interface"),
+        "driver": record.get("driver"),
+        "mtu": record.get("mtu"),
+        "sg": record.get("scatter_gather"),
+        "verdict": record.get("verdict"),
+    }
+    return [f'<td class="col-{key}">{html.escape(property_value(values[key]))}</td>' for key, _ in HTML_COLUMNS]
+
+
+def html_test_id_cell(test_id: str) -> str:
+    return f'<td class="col-testId">{html.escape(test_id)}</td>'
+
+
+def summary(
+    records: Iterable[dict[str, Any]], *, scope: str, target: str, complete: bool, generated: datetime.datetime | None = None
+) -> dict[str, Any]:
+    rows = sorted(records, key=lambda r: (r["host"], r["interface"] or ""))
+    counts = Counter(r["verdict"] for r in rows)
+    return {
+        "schema": SCHEMA,
+        "generated": (generated or datetime.datetime.now(datetime.timezone.utc)).isoformat(timespec="seconds"),
+        "scope": scope,
+        "target": target,
+        "complete": complete,
+        "counts": {v.value: counts.get(v.value, 0) for v in Verdict} | dict(counts),
+        "results": rows,
+    }
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write atomically, so a reader (or an interrupted run) never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=True) + "\n")
+    os.replace(tmp, path)
+
+
+def case_label(record: dict[str, Any]) -> str:
+    host = printable(record["host"])
+    return host if record["interface"] is None else f"{host}|{printable(record['interface'])}"
+
+
+def terminal_lines(records: Iterable[dict[str, Any]]) -> list[str]:
+    """ec2rl's ``[Diagnostic Results]`` block: one line per judged case, then counts."""
+    rows = sorted(records, key=lambda r: (r["host"], r["interface"] or ""))
+    lines = ["----------[Diagnostic Results]----------"]
+    for record in rows:
+        tag = TAGS.get(record["verdict"])
+        if tag is None:
+            continue
+        lines.append(f"[{tag}] {case_label(record)}: {printable(record['message'])}")
+        if record["verdict"] == Verdict.SUSCEPTIBLE.value:
+            enable, mtu = record["fixes"]
+            lines.append(f"-- You can enable Scatter-Gather with '{printable(enable)}'")
+            lines.append(f"-- You can set MTU with '{printable(mtu)}'")
+    counts = Counter(r["verdict"] for r in rows)
+    lines.append("  ".join(f"{v.value}: {counts.get(v.value, 0)}" for v in Verdict))
+    return lines
+
+
+def redact_spec(spec: str) -> str:
+    """A host spec without its password: ``paramiko://user:pw@h`` -> ``paramiko://user@h``."""
+    scheme, sep, rest = spec.rpartition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if at and ":" in userinfo:
+        userinfo = userinfo.split(":", 1)[0]
+    return f"{scheme}{sep}{userinfo}{at}{host}"
+
+
+def target_description(hosts: str | None) -> str:
+    if not hosts:
+        return "local (this machine)"
+    specs = [redact_spec(s) for s in hosts.split(",")]
+    shown = ", ".join(specs[:5])
+    return shown + (f" and {len(specs) - 5} more" if len(specs) > 5 else "")
+
+
+def _escape_metadata(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {html.escape(str(k)): _escape_metadata(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_escape_metadata(v) for v in value]
+    return html.escape(str(value))
+
+
+class AuditReporter:
+    """Controller-side plugin: collects every case's record and writes the reports.
+
+    Under xdist it runs only on the controller, which receives each worker's reports
+    (with their ``xennet`` record attached) through ``pytest_runtest_logreport``.
+    """
+
+    def __init__(self, config: Any, expected_cases: Any) -> None:
+        self.config = config
+        self.expected_cases = expected_cases  # callable: how many cases this run should report
+        self.records: dict[str, dict[str, Any]] = {}
+        self.summary_path = Path(config.getoption("xennet_summary"))
+        if not self.summary_path.is_absolute():
+            self.summary_path = config.rootpath / self.summary_path
+
+    @pytest.hookimpl(tryfirst=True)  # before LogXML records the testcase
+    def pytest_runtest_logreport(self, report: Any) -> None:
+        record = getattr(report, "xennet", None)
+        if record is None:
+            return
+        self.records[report.nodeid] = record
+        xml = self.config.stash.get(xml_key, None)
+        if xml is not None:
+            # Done here on the controller: record_xml_attribute is a no-op on xdist workers.
+            classname, name = junit_names(record)
+            reporter = xml.node_reporter(report)
+            reporter.add_attribute("classname", classname)
+            reporter.add_attribute("name", name)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_html_report_title(self, report: Any) -> None:
+        report.title = f"{CONTROL.id}: xen-netfront scatter-gather/MTU compliance"
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_html_results_table_header(self, cells: list[str]) -> None:
+        cells[2:2] = html_header_cells()
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_html_results_table_row(self, report: Any, cells: list[str]) -> None:
+        # pytest-html inserts the test id as raw HTML; hostile interface names are in it.
+        test_id = report.nodeid + ("" if report.when == "call" else f"::{report.when}")
+        cells[1] = html_test_id_cell(test_id)
+        cells[2:2] = html_row_cells(getattr(report, "xennet", None))
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_metadata(self, metadata: dict[str, Any], config: Any) -> None:
+        metadata["Audit target"] = target_description(config.option.hosts)
+        metadata["Scope"] = config.getoption("xennet_scope")
+        metadata["Check"] = f"{CONTROL.id}: {CONTROL.title}"
+        # pytest-html 4.2 renders environment keys and values as raw HTML.
+        escaped = _escape_metadata(dict(metadata))
+        metadata.clear()
+        metadata.update(escaped)
+
+    def _summary(self, exitstatus: int) -> dict[str, Any]:
+        complete = exitstatus != 2 and len(self.records) >= self.expected_cases()
+        return summary(
+            self.records.values(),
+            scope=self.config.getoption("xennet_scope"),
+            target="local" if not self.config.option.hosts else "remote",
+            complete=complete,
+        )
+
+    def pytest_sessionfinish(self, session: Any, exitstatus: int) -> None:
+        write_json(self.summary_path, self._summary(int(exitstatus)))
+
+    def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int) -> None:
+        for line in terminal_lines(self.records.values()):
+            terminalreporter.write_line(line)
+        if int(exitstatus) == 2:
+            terminalreporter.write_line("the run was interrupted: reports hold only what finished", red=True)
+        terminalreporter.write_line(f"summary: {self.summary_path}")
