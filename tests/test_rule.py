@@ -1,0 +1,83 @@
+"""The rule, as a table: facts in, verdict and message out."""
+
+from __future__ import annotations
+
+import pytest
+
+from compliance.probe import InterfaceFacts
+from compliance.rule import JUMBO_MTU, Verdict, fix_commands, judge
+
+
+def xen(name="eth0", **kw):
+    return InterfaceFacts(name, driver=kw.pop("driver", "xen_netfront"), **kw)
+
+
+@pytest.mark.parametrize(
+    ("iface", "scope", "verdict", "message"),
+    [
+        (xen(mtu=1500, scatter_gather=True), "xen", Verdict.SG_ON,
+         "Scatter-Gather is enabled on eth0. This mitigates the bug."),
+        (xen(mtu=9001, scatter_gather=False), "xen", Verdict.JUMBO_MTU,
+         "MTU is set to Jumbo-Frame size on eth0. This mitigates the bug."),
+        # ec2rl only matched exactly 9001; anything above is jumbo too.
+        (xen(mtu=9216, scatter_gather=False), "xen", Verdict.JUMBO_MTU,
+         "MTU is set to Jumbo-Frame size on eth0. This mitigates the bug."),
+        (xen(mtu=9000, scatter_gather=False), "xen", Verdict.SUSCEPTIBLE,
+         "Scatter-Gather is off and MTU is set below 9001 on eth0. You are potentially susceptible to the bug."),
+        (xen(mtu=1500, scatter_gather=False, driver="vif"), "xen", Verdict.SUSCEPTIBLE,
+         "Scatter-Gather is off and MTU is set below 9001 on eth0. You are potentially susceptible to the bug."),
+        (xen(mtu=1500, scatter_gather=False, driver="netfront"), "xen", Verdict.SUSCEPTIBLE,
+         "Scatter-Gather is off and MTU is set below 9001 on eth0. You are potentially susceptible to the bug."),
+        (xen(mtu=1500, scatter_gather=False, driver="ena"), "xen", Verdict.NOT_APPLICABLE,
+         "eth0 uses ena: not affected"),
+        (InterfaceFacts("veth1", virtual=True, mtu=1500, scatter_gather=False), "xen", Verdict.NOT_APPLICABLE,
+         "veth1 is virtual: not affected"),
+        # ec2rl passes when it cannot read the driver; we do not.
+        (InterfaceFacts("eth0", mtu=1500, scatter_gather=True), "xen", Verdict.ERROR,
+         "cannot read the driver of eth0"),
+        (InterfaceFacts("veth1", virtual=True, mtu=1500, scatter_gather=False), "all", Verdict.SUSCEPTIBLE,
+         "Scatter-Gather is off and MTU is set below 9001 on veth1. You are potentially susceptible to the bug."),
+        (xen(mtu=1500, scatter_gather=True, driver="ena"), "all", Verdict.SG_ON,
+         "Scatter-Gather is enabled on eth0. This mitigates the bug."),
+        (xen(mtu=1500, problem="ethtool -k failed (exit 1): boom"), "xen", Verdict.ERROR,
+         "ethtool -k failed (exit 1): boom"),
+        (xen(mtu=1500), "xen", Verdict.ERROR, "cannot determine scatter-gather and MTU of eth0"),
+        (xen(scatter_gather=False), "all", Verdict.ERROR, "cannot determine scatter-gather and MTU of eth0"),
+        (InterfaceFacts("bonding_masters", problem="not a dir"), "xen", Verdict.ERROR, "not a dir"),
+    ],
+)
+def test_verdicts(iface, scope, verdict, message):
+    judgement = judge(iface, scope)
+    assert (judgement.verdict, judgement.message) == (verdict, message)
+
+
+def test_susceptible_carries_both_fixes_for_that_interface():
+    judgement = judge(xen("eth1", mtu=1500, scatter_gather=False))
+    assert judgement.fixes == ("sudo ethtool -K eth1 sg on", f"sudo ip link set dev eth1 mtu {JUMBO_MTU}")
+
+
+def test_mitigated_verdicts_carry_no_fixes():
+    assert judge(xen(mtu=1500, scatter_gather=True)).fixes == ()
+
+
+@pytest.mark.parametrize("name", ["$(reboot)", "`id`", "a;b", "a|b", "a'b", "<b>x<b>"])
+def test_fix_commands_quote_hostile_names(name):
+    import shlex
+
+    for command in fix_commands(name):
+        assert shlex.split(command)[3 if "ethtool" in command else 5] == name
+
+
+def test_each_interface_is_judged_by_its_own_driver():
+    # ec2rl judged every NIC by the first NIC's driver.
+    first, second = xen("eth0", driver="ena", mtu=1500, scatter_gather=False), xen("eth1", mtu=1500, scatter_gather=False)
+    assert [judge(i).verdict for i in (first, second)] == [Verdict.NOT_APPLICABLE, Verdict.SUSCEPTIBLE]
+
+
+def test_unknown_scope_is_refused():
+    with pytest.raises(ValueError):
+        judge(xen(mtu=1500, scatter_gather=True), "some")
+
+
+def test_only_sg_on_and_jumbo_mtu_are_mitigated():
+    assert {v for v in Verdict if v.mitigated} == {Verdict.SG_ON, Verdict.JUMBO_MTU}
