@@ -1,4 +1,9 @@
-"""Project root marker for pytest: puts the project on sys.path, so `compliance` imports
-from a fresh clone without installing. The audit's own wiring is compliance/conftest.py."""
+"""Project root for pytest.
 
+Being here puts the project on sys.path, so `compliance` imports from a fresh clone,
+and loads the audit's options when the project is not installed (installed, they
+come from the entry point of the same name). The audit's wiring is compliance/conftest.py.
+"""
+
+pytest_plugins = ["compliance.options"]
 collect_ignore = ["bench", "reports", "inventories"]

@@ -13,50 +13,14 @@ from typing import Any
 import pytest
 
 from compliance import backends, report
-from compliance.report import AuditReporter
-
 from compliance.cases import Case, build_cases
-from compliance.gather import DEFAULT_WORKERS, HostResult, gather, make_targets
-from compliance.rule import SCOPES, Verdict
+from compliance.gather import HostResult, gather, make_targets
+from compliance.report import AuditReporter
+from compliance.rule import Verdict
 
 RESULTS = pytest.StashKey[list]()  # list[HostResult], same on controller and workers
 RECORD = pytest.StashKey[dict]()  # this item's record
 WORKERINPUT_KEY = "xennet_results"
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("xennet", "xen-netfront scatter-gather/MTU audit")
-    group.addoption(
-        "--xennet-scope",
-        choices=SCOPES,
-        default="xen",
-        help="xen (default): judge only xen-netfront interfaces; all: judge every non-loopback interface",
-    )
-    group.addoption(
-        "--xennet-workers",
-        type=int,
-        default=DEFAULT_WORKERS,
-        metavar="N",
-        help=f"hosts gathered in parallel (default {DEFAULT_WORKERS})",
-    )
-    group.addoption(
-        "--xennet-timeout",
-        type=float,
-        default=backends.DEFAULT_TIMEOUT,
-        metavar="SECONDS",
-        help=f"bound on connecting to a host, and on its remote command (default {backends.DEFAULT_TIMEOUT})",
-    )
-    group.addoption(
-        "--xennet-summary",
-        default="reports/summary.json",
-        metavar="PATH",
-        help="where to write the JSON summary (default reports/summary.json)",
-    )
-    group.addoption(
-        "--ssh-known-hosts",
-        metavar="FILE",
-        help="known_hosts file(s), space-separated, checked in addition to ~/.ssh/known_hosts",
-    )
 
 
 def _is_worker(config: pytest.Config) -> bool:

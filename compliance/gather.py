@@ -102,24 +102,24 @@ def _connection_backend(target: Target, timeout: float, known_hosts: str | None)
 
 
 def describe_error(exc: BaseException, target: Target, timeout: float) -> str:
-    """One line naming the cause, never a secret (host labels carry no password)."""
+    """One line naming the cause; reports show it beside the host. Never a secret."""
     host = target.label
     if isinstance(exc, (TimeoutError, socket.timeout)):
         detail = str(exc) if str(exc) and str(exc) != "timed out" else f"timed out after {timeout:g}s"
-        return f"{host}: {detail}"
+        return detail
     if isinstance(exc, (ConnectionRefusedError, paramiko.ssh_exception.NoValidConnectionsError)):
-        return f"{host}: connection refused"
+        return "connection refused"
     if isinstance(exc, paramiko.BadHostKeyException):
         return f"host key mismatch for {host}"
     if isinstance(exc, paramiko.AuthenticationException):
-        return f"{host}: authentication failed"
+        return "authentication failed"
     if isinstance(exc, paramiko.SSHException) and "not found in known_hosts" in str(exc):
-        return f"{host}: host key is not in known_hosts (add it, or pass --ssh-known-hosts FILE)"
+        return f"host key for {host} is not in known_hosts (add it, or pass --ssh-known-hosts FILE)"
     if isinstance(exc, RuntimeError) and hasattr(exc.args[0] if exc.args else None, "stderr"):
-        return f"{host}: ssh failed: {_last_line(exc.args[0].stderr)}"
+        return f"ssh failed: {_last_line(exc.args[0].stderr)}"
     if isinstance(exc, OSError) and exc.strerror:
-        return f"{host}: {exc.strerror}"
-    return f"{host}: {type(exc).__name__}: {excerpt(str(exc))}"
+        return exc.strerror
+    return f"{type(exc).__name__}: {excerpt(str(exc))}"
 
 
 def _last_line(text: str) -> str:
@@ -140,8 +140,8 @@ def probe_host(target: Target, timeout: float = backends.DEFAULT_TIMEOUT, known_
             if "password is required" in stderr or "terminal is required" in stderr:
                 return HostResult(target.label, error=f"sudo requires a password on {target.label}")
             if result.rc != 0:
-                return HostResult(target.label, error=f"{target.label}: probe failed (exit {result.rc}): {_last_line(stderr)}")
-            return HostResult(target.label, error=f"{target.label}: {exc}")
+                return HostResult(target.label, error=f"probe failed (exit {result.rc}): {_last_line(stderr)}")
+            return HostResult(target.label, error=str(exc))
         return HostResult(target.label, facts=facts)
     except Exception as exc:  # noqa: BLE001 - every failure becomes this host's error case
         return HostResult(target.label, error=describe_error(exc, target, timeout))

@@ -228,6 +228,8 @@ class AuditReporter:
         )
 
     def pytest_sessionfinish(self, session: Any, exitstatus: int) -> None:
+        if self.config.option.collectonly:
+            return
         write_json(self.summary_path, self._summary(int(exitstatus)))
 
     def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int) -> None:

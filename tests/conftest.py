@@ -1,0 +1,121 @@
+"""Fixtures for the project's own tests: a session-wide lab of real SSH hosts, and a
+helper that runs the audit against it exactly as a user would (``python -m pytest``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from tests.lab import HostPlan, IfacePlan, Lab, require_root
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Mixed states; the verdict each interface must get under --xennet-scope=all.
+PLAN = (
+    HostPlan("sgon", (IfacePlan("eth0", mtu=1500, sg=True),)),
+    HostPlan("jumbo", (IfacePlan("eth0", mtu=9001, sg=False),)),
+    HostPlan("exposed", (IfacePlan("eth0", mtu=1500, sg=False),)),
+    HostPlan("multi", (
+        IfacePlan("eth0", mtu=1500, sg=True),
+        IfacePlan("eth1", mtu=1500, sg=False),
+        IfacePlan("eth2", mtu=9001, sg=False),
+        IfacePlan("eth1.100", mtu=1500, sg=True),
+    )),
+    HostPlan("bigmtu", (IfacePlan("eth0", mtu=9216, sg=False),)),
+    HostPlan("below", (IfacePlan("eth0", mtu=9000, sg=False),)),
+    HostPlan("mixed", (IfacePlan("eth0", mtu=9001, sg=True), IfacePlan("eth1", mtu=1500, sg=False))),
+    HostPlan("plain1", (IfacePlan("eth0"),)),
+    HostPlan("plain2", (IfacePlan("eth0"), IfacePlan("eth1"))),
+    HostPlan("plain3", (IfacePlan("eth0", mtu=1500, sg=False),)),
+    HostPlan("dead", sshd=False),
+    HostPlan("hung", hang=True),
+)
+EXPECTED = {
+    ("sgon", "eth0"): "sg-on",
+    ("jumbo", "eth0"): "jumbo-mtu",
+    ("exposed", "eth0"): "susceptible",
+    ("multi", "eth0"): "sg-on",
+    ("multi", "eth1"): "susceptible",
+    ("multi", "eth2"): "jumbo-mtu",
+    ("multi", "eth1.100"): "sg-on",
+    ("bigmtu", "eth0"): "jumbo-mtu",
+    ("below", "eth0"): "susceptible",
+    ("mixed", "eth0"): "sg-on",
+    ("mixed", "eth1"): "susceptible",
+    ("plain1", "eth0"): "sg-on",
+    ("plain2", "eth0"): "sg-on",
+    ("plain2", "eth1"): "sg-on",
+    ("plain3", "eth0"): "susceptible",
+    ("dead", None): "error",
+    ("hung", None): "error",
+}
+LAB_TIMEOUT = 3
+
+
+@pytest.fixture(scope="session")
+def lab():
+    reason = require_root()
+    if reason:
+        pytest.skip(f"lab needs root and its tools: {reason}")
+    with Lab(PLAN, prefix="xnl", network="198.18.0.0/20") as started:
+        yield started
+
+
+@dataclasses.dataclass
+class Audit:
+    """One finished audit run and its three reports."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    reports: Path
+
+    @property
+    def summary(self) -> dict:
+        return json.loads((self.reports / "summary.json").read_text())
+
+    @property
+    def junit(self) -> ET.Element:
+        return ET.parse(self.reports / "junit.xml").getroot()
+
+    @property
+    def html(self) -> str:
+        return (self.reports / "report.html").read_text()
+
+    def verdicts(self, lab: Lab) -> dict:
+        """(lab host name, interface) -> verdict, from summary.json."""
+        names = {h.address: name for name, h in lab.hosts.items()}
+        return {(names[r["host"]], r["interface"]): r["verdict"] for r in self.summary["results"]}
+
+
+def run_audit(reports: Path, *args: str, timeout: float = 300) -> Audit:
+    """Run the audit as a user would, from the project root, writing reports under ``reports``."""
+    reports.mkdir(parents=True, exist_ok=True)
+    argv = [
+        sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+        f"--junitxml={reports / 'junit.xml'}",
+        f"--html={reports / 'report.html'}",
+        f"--xennet-summary={reports / 'summary.json'}",
+        *args,
+    ]
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, COLUMNS="200"))
+    return Audit(proc.returncode, proc.stdout, proc.stderr, reports)
+
+
+def lab_args(lab: Lab, names=None, scheme: str = "paramiko") -> list[str]:
+    names = list(names or lab.hosts)
+    return [
+        "--hosts=" + ",".join(lab.spec(n, scheme=scheme) for n in names),
+        f"--ssh-identity-file={lab.key_file}",
+        f"--ssh-known-hosts={lab.known_hosts}",
+        f"--xennet-timeout={LAB_TIMEOUT}",
+        "--xennet-scope=all",
+    ]

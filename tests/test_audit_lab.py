@@ -1,0 +1,165 @@
+"""The audit, run as a user runs it, against the lab's real SSH hosts."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+
+import pytest
+
+from tests.conftest import EXPECTED, LAB_TIMEOUT, ROOT, lab_args, run_audit
+
+
+@pytest.fixture(scope="module")
+def serial(lab, tmp_path_factory):
+    return run_audit(tmp_path_factory.mktemp("serial"), *lab_args(lab))
+
+
+@pytest.fixture(scope="module")
+def parallel(lab, tmp_path_factory):
+    return run_audit(tmp_path_factory.mktemp("xdist"), *lab_args(lab), "-n", "2")
+
+
+def test_every_interface_gets_its_verdict_in_summary_json(lab, serial):
+    assert serial.verdicts(lab) == EXPECTED, serial.stdout
+    summary = serial.summary
+    assert summary["schema"] == 1 and summary["scope"] == "all" and summary["complete"] is True
+    assert summary["counts"] == {"sg-on": 7, "jumbo-mtu": 3, "susceptible": 5, "not-applicable": 0, "error": 2}
+
+
+def test_summary_rows_carry_the_kernel_state(lab, serial):
+    rows = {(r["host"], r["interface"]): r for r in serial.summary["results"]}
+    row = rows[(lab.hosts["multi"].address, "eth2")]
+    assert (row["mtu"], row["scatter_gather"], row["virtual"], row["driver"]) == (9001, "off", True, None)
+    assert row["message"] == "MTU is set to Jumbo-Frame size on eth2. This mitigates the bug."
+    assert row["kernel"] and row["sg_fixed"] is False
+
+
+def test_exit_status_is_nonzero_when_any_interface_is_exposed_or_in_error(serial):
+    assert serial.returncode == 1
+
+
+def test_exit_status_is_zero_when_everything_is_mitigated(lab, tmp_path):
+    audit = run_audit(tmp_path, *lab_args(lab, ["sgon", "jumbo", "plain1"]))
+    assert audit.returncode == 0, audit.stdout
+    assert set(audit.verdicts(lab).values()) == {"sg-on", "jumbo-mtu"}
+
+
+def test_xdist_gives_the_same_results(serial, parallel):
+    strip = lambda s: [{k: v for k, v in r.items()} for r in s["results"]]  # noqa: E731
+    assert strip(parallel.summary) == strip(serial.summary)
+    assert parallel.summary["counts"] == serial.summary["counts"]
+    assert parallel.returncode == serial.returncode == 1
+
+
+def test_xdist_workers_do_not_gather_again(lab, parallel):
+    # Each host accepted exactly one SSH login for the xdist run's gathering.
+    assert "gathering" in parallel.stdout
+    assert parallel.stdout.count("gathered 12 hosts") == 1
+
+
+def test_dead_and_hung_hosts_are_one_error_case_each(lab, serial):
+    errors = [r for r in serial.summary["results"] if r["verdict"] == "error"]
+    by_host = {r["host"]: r for r in errors}
+    assert set(by_host) == {lab.hosts["dead"].address, lab.hosts["hung"].address}
+    assert all(r["interface"] is None for r in errors)
+    assert by_host[lab.hosts["dead"].address]["message"] == "connection refused"
+    assert by_host[lab.hosts["hung"].address]["message"] == f"command timed out after {LAB_TIMEOUT}s"
+    assert all("\n" not in r["message"] for r in errors)
+
+
+def test_junit_has_host_then_interface_then_check(lab, serial):
+    cases = serial.junit.iter("testcase")
+    by_class = {c.get("classname"): c for c in cases}
+    multi = lab.hosts["multi"].address
+    vlan = by_class[f"{multi}.eth1\u2024100"]  # the dot in eth1.100 must not split the class
+    props = {p.get("name"): p.get("value") for p in vlan.iter("property")}
+    assert props == {"host": multi, "interface": "eth1.100", "driver": "", "mtu": "1500",
+                     "scatter_gather": "on", "sg_fixed": "false", "verdict": "sg-on", "kernel": props["kernel"]}
+    assert vlan.get("name") == "XENNET-01 scatter-gather/MTU"
+    exposed = by_class[f"{lab.hosts['exposed'].address}.eth0"]
+    assert exposed.find("failure") is not None
+    assert "You are potentially susceptible to the bug." in exposed.find("failure").get("message")
+    dead = by_class[f"{lab.hosts['dead'].address}.(host)"]
+    assert dead.find("error") is not None
+    assert len(by_class) == len(EXPECTED)
+
+
+def test_html_report_has_sortable_audit_columns(lab, serial):
+    page = serial.html
+    for title in ("Host", "Interface", "Driver", "MTU", "SG", "Verdict"):
+        assert re.search(rf'<th class="sortable" data-column-type="\w+">{title}</th>', page), title
+    blob = json.loads(html.unescape(re.search(r'data-jsonblob="([^"]*)"', page).group(1)))
+    rows = [t for tests in blob["tests"].values() for t in tests]
+    verdicts = {}
+    for row in rows:
+        cells = "".join(row["resultsTableRow"])
+        host = re.search(r'<td class="col-host">([^<]*)</td>', cells).group(1)
+        iface = re.search(r'<td class="col-interface">([^<]*)</td>', cells).group(1)
+        verdicts[(host, iface)] = re.search(r'<td class="col-verdict">([^<]*)</td>', cells).group(1)
+    names = {h.address: n for n, h in lab.hosts.items()}
+    assert {(names[h], i or None): v for (h, i), v in verdicts.items()} == EXPECTED
+    assert "<script src=" not in page  # self-contained
+
+
+def test_terminal_summary_is_the_diagnostic_results_block(lab, serial):
+    out = serial.stdout
+    assert "----------[Diagnostic Results]----------" in out
+    exposed = lab.hosts["exposed"].address
+    assert (f"[WARN] {exposed}|eth0: Scatter-Gather is off and MTU is set below 9001 on eth0. "
+            "You are potentially susceptible to the bug.") in out
+    assert "-- You can enable Scatter-Gather with 'sudo ethtool -K eth0 sg on'" in out
+    assert f"[SUCCESS] {lab.hosts['sgon'].address}|eth0: Scatter-Gather is enabled on eth0." in out
+    assert "sg-on: 7  jumbo-mtu: 3  susceptible: 5  not-applicable: 0  error: 2" in out
+
+
+def test_test_ids_are_host_pipe_interface_and_sorted(lab, tmp_path):
+    audit = run_audit(tmp_path, *lab_args(lab, ["multi", "sgon"]), "--collect-only", "-q")
+    ids = re.findall(r"test_xennet_sg_mtu\[(.*)\]", audit.stdout)
+    assert ids == sorted(ids) and len(ids) == 5
+    assert f"{lab.hosts['multi'].address}|eth1.100" in ids
+    assert not any("paramiko" in i or "root@" in i for i in ids)
+
+
+def test_default_scope_skips_non_xen_interfaces_naming_their_driver(lab, tmp_path):
+    args = [a for a in lab_args(lab, ["multi"]) if not a.startswith("--xennet-scope")]
+    audit = run_audit(tmp_path, *args, "-rs")
+    assert audit.returncode == 0, audit.stdout
+    assert set(audit.verdicts(lab).values()) == {"not-applicable"}
+    assert "eth1 is virtual: not affected" in audit.stdout
+    assert audit.summary["scope"] == "xen"
+
+
+def test_openssh_backend_gives_the_same_verdicts(lab, tmp_path):
+    names = ["sgon", "exposed", "multi", "dead"]
+    audit = run_audit(tmp_path, *lab_args(lab, names, scheme="ssh"), f"--ssh-config={lab.ssh_config}")
+    assert audit.verdicts(lab) == {k: v for k, v in EXPECTED.items() if k[0] in names}, audit.stdout
+
+
+def test_ansible_inventory_goes_through_testinfra(lab, tmp_path):
+    pytest.importorskip("ansible", reason="ansible-core is the optional [ansible] extra")
+    names = ["sgon", "exposed", "multi"]
+    inventory = lab.write_ansible_inventory(tmp_path / "lab.ini", connection="paramiko_ssh", names=names)
+    audit = run_audit(tmp_path / "reports", "--hosts=ansible://all", f"--ansible-inventory={inventory}",
+                      f"--ssh-known-hosts={lab.known_hosts}", "--xennet-scope=all")
+    hosts = {r["host"] for r in audit.summary["results"]}
+    assert hosts == set(names), audit.stdout  # inventory names label the hosts
+    verdicts = {(r["host"], r["interface"]): r["verdict"] for r in audit.summary["results"]}
+    assert verdicts == {k: v for k, v in EXPECTED.items() if k[0] in names}
+
+
+def test_plain_pytest_audits_this_machine_and_says_so(tmp_path):
+    audit = run_audit(tmp_path)
+    assert audit.returncode == 0, audit.stdout
+    assert audit.summary["target"] == "local"
+    assert {r["host"] for r in audit.summary["results"]} == {"local"}
+    assert "local (this machine)" in audit.html
+    assert "xennet: target local (this machine)" in audit.stdout
+
+
+def test_plain_pytest_does_not_collect_the_projects_own_tests(tmp_path):
+    audit = run_audit(tmp_path, "--collect-only", "-q")
+    collected = [line for line in audit.stdout.splitlines() if "::" in line]
+    assert collected and all(line.startswith("compliance/test_xennet.py::") for line in collected)
+    assert (ROOT / "tests").is_dir()
