@@ -87,7 +87,7 @@ class ParamikoBackend(testinfra.backend.paramiko.ParamikoBackend):
                 ssh_config.parse(f)
             self._load_ssh_config(client, cfg, ssh_config, os.path.dirname(config_path))
         if self.ssh_identity_file:
-            cfg["key_filename"] = self.ssh_identity_file
+            cfg["key_filename"] = os.path.expanduser(self.ssh_identity_file)
         # Default known_hosts first, as OpenSSH does; the user's files add to it.
         client.load_system_host_keys()
         for path in self._config_known_hosts + _expand(self.known_hosts):

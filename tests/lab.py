@@ -1,0 +1,721 @@
+"""A lab of real SSH hosts built from Linux network namespaces.
+
+Each lab host is a network namespace with its own veth interfaces (hostile
+names, MTUs and scatter-gather settings exactly as planned) and its own sshd
+listening on the host's address.  All management interfaces hang off one
+bridge in the root namespace, so the test process reaches every host directly
+by IP.  Nothing is routed anywhere else.
+
+Typical use::
+
+    with Lab([HostPlan("web1"), HostPlan("db1", sshd=False)]) as lab:
+        lab.spec("web1")   # "paramiko://root@198.18.0.10"
+
+Everything the lab creates is named after ``prefix`` (namespaces
+``PREFIX-h000``..., ``PREFIX-park``, links ``PREFIX-br``/``PREFIX-vN``), which
+is also how leftovers of a killed run are found and removed.
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import ipaddress
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Sequence, TypeVar
+
+__all__ = [
+    "HostPlan",
+    "IfacePlan",
+    "Lab",
+    "LabError",
+    "LabHost",
+    "cleanup_prefix",
+    "read_sg",
+    "require_root",
+]
+
+SSHD = "/usr/sbin/sshd"
+# Files in root's home that bash/sh read for a remote command; each lab host sees
+# an empty file instead (the real ones run `pyenv init`: slow and lock-contended).
+SHELL_STARTUP_FILES = ("/root/.bashrc", "/root/.profile", "/root/.bash_profile")
+# The sh wrapper every host command runs through: bind-mount (SRC, DST) pairs up
+# to "--", then exec the rest.  Paths arrive as argv, never inside the script.
+_MOUNT_WRAPPER = (
+    'while [ "$1" != -- ]; do mount --bind "$1" "$2" || exit 1; shift 2; done; '
+    'shift; exec "$@"'
+)
+_PREFIX_RE = re.compile(r"[a-z][a-z0-9]{0,7}")
+_HOST_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
+_WORKERS = 8
+_T = TypeVar("_T")
+
+
+class LabError(RuntimeError):
+    """The lab could not be built, configured or verified."""
+
+
+@dataclass(frozen=True)
+class IfacePlan:
+    """One interface inside a lab host."""
+
+    name: str  # may be hostile ("$(reboot)", "a;b"); kernel limit 15 bytes
+    mtu: int = 1500
+    sg: bool = True  # scatter-gather, set with `ethtool -K NAME sg on|off`
+
+
+@dataclass(frozen=True)
+class HostPlan:
+    """One lab host; ``ifaces[0]`` is the management interface."""
+
+    name: str
+    ifaces: tuple[IfacePlan, ...] = (IfacePlan("eth0"),)
+    sshd: bool = True  # False: address exists but port 22 refuses
+    hang: bool = False  # True: auth works, every command hangs
+
+
+@dataclass(frozen=True)
+class LabHost:
+    """A host of a lab: where it lives and how it was planned."""
+
+    name: str
+    netns: str
+    address: str
+    plan: HostPlan
+    index: int = 0
+    root_veth: str = ""  # root-namespace end of the management veth
+    # (source, target) bind mounts applied in the host's mount namespace, for
+    # sshd and for Lab.exec alike.  Add per-host private mounts here.
+    mounts: tuple[tuple[Path, Path], ...] = ()
+
+
+def require_root() -> str | None:
+    """Return why the lab cannot run on this machine, or None if it can."""
+    if os.geteuid() != 0:
+        return "the namespace lab needs root (network namespaces, veth, sshd)"
+    missing = [t for t in ("ip", "ethtool", "ssh-keygen", "mount", "sh") if not shutil.which(t)]
+    if not os.access(SSHD, os.X_OK):
+        missing.append(SSHD)
+    if missing:
+        return "the namespace lab needs missing tools: " + ", ".join(missing)
+    if not os.path.exists("/proc/self/ns/net") or not os.path.exists("/proc/self/ns/mnt"):
+        return "the kernel has no network/mount namespace support"
+    probe = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        return f"`ip netns` does not work here: {probe.stderr.strip()}"
+    return None
+
+
+# --------------------------------------------------------------------------
+# small process helpers
+
+
+def _run(
+    argv: Sequence[str], *, input: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """Run argv (never through a shell), capturing text output."""
+    proc = subprocess.run(list(argv), input=input, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise LabError(
+            f"command failed (rc={proc.returncode}): {list(argv)!r}\n"
+            f"stdout: {proc.stdout.strip()}\nstderr: {proc.stderr.strip()}"
+        )
+    return proc
+
+
+def _ip_batch(lines: Iterable[str], netns: str | None = None, force: bool = False) -> None:
+    """Run many `ip` commands in one process.  Lines hold only lab-made names."""
+    text = "".join(line + "\n" for line in lines)
+    if not text:
+        return
+    argv = ["ip"] + (["-n", netns] if netns else []) + (["-force"] if force else [])
+    _run(argv + ["-batch", "-"], input=text, check=not force)
+
+
+def _ip_json(argv: Sequence[str], netns: str | None = None) -> list[dict]:
+    out = _run(["ip", "-j"] + (["-n", netns] if netns else []) + list(argv)).stdout
+    return json.loads(out) if out.strip() else []
+
+
+def _parallel(fn: Callable[[_T], object], items: Sequence[_T]) -> None:
+    """Apply fn to every item on a small thread pool; re-raise the first error.
+
+    The work is mostly fork/exec of short `ip`/`ethtool` processes, which
+    overlap well even on two cores.
+    """
+    if not items:
+        return
+    with ThreadPoolExecutor(max_workers=min(_WORKERS, len(items))) as pool:
+        for future in [pool.submit(fn, item) for item in items]:
+            future.result()
+
+
+def read_sg(ethtool_k_output: str) -> bool:
+    """Parse the top-level ``scatter-gather: on|off`` line of `ethtool -k`."""
+    for line in ethtool_k_output.splitlines():
+        if line.startswith("scatter-gather:"):
+            return line.split(":", 1)[1].split()[0] == "on"
+    raise LabError(f"no scatter-gather line in ethtool output:\n{ethtool_k_output}")
+
+
+def _valid_ifname(name: str) -> bool:
+    """Kernel rules (dev_valid_name) for an interface name."""
+    return (
+        0 < len(name.encode()) <= 15
+        and name not in (".", "..")
+        and not any(c in "/:" or c.isspace() for c in name)
+    )
+
+
+# --------------------------------------------------------------------------
+# process and namespace teardown (also used for leftovers of killed runs)
+
+
+def _netns_pids(names: Iterable[str]) -> list[int]:
+    """PIDs living in any of the named netns: one /proc scan for all of them
+    (`ip netns pids` per namespace rescans /proc each time: quadratic)."""
+    wanted = set()
+    for name in names:
+        try:
+            st = os.stat(f"/run/netns/{name}")
+        except OSError:
+            continue
+        wanted.add((st.st_dev, st.st_ino))
+    pids = []
+    for entry in os.listdir("/proc") if wanted else ():
+        if not entry.isdigit():
+            continue
+        try:
+            st = os.stat(f"/proc/{entry}/ns/net")
+        except OSError:  # exited meanwhile, or a kernel thread
+            continue
+        if (st.st_dev, st.st_ino) in wanted:
+            pids.append(int(entry))
+    return pids
+
+
+def _kill_netns_processes(names: Sequence[str]) -> None:
+    """SIGKILL everything in the namespaces; repeat since sshd may fork meanwhile."""
+    for _ in range(50):
+        pids = _netns_pids(names)
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.02)
+    raise LabError(f"processes in {list(names)} survive SIGKILL: {_netns_pids(names)}")
+
+
+def _root_links() -> dict[str, dict]:
+    return {link["ifname"]: link for link in _ip_json(["link", "show"])}
+
+
+def _links_with_prefix(prefix: str) -> list[str]:
+    return [name for name in _root_links() if name.startswith(prefix + "-")]
+
+
+def _netns_with_prefix(prefix: str) -> list[str]:
+    return [ns["name"] for ns in _ip_json(["netns", "list"]) if ns["name"].startswith(prefix + "-")]
+
+
+def _remove(netns: Sequence[str], links: Sequence[str], timeout: float = 5.0) -> None:
+    """Kill processes in, then delete, the given namespaces and root links."""
+    existing_ns = {ns["name"] for ns in _ip_json(["netns", "list"])}
+    netns = [ns for ns in netns if ns in existing_ns]
+    _kill_netns_processes(netns)
+    root = _root_links()
+    # A veth whose peer sits in another namespace dies with that namespace.
+    # The kernel destroys a deleted namespace's devices asynchronously but in
+    # one batch: 0.1 s for 200 veths against ~3 s for 200 `link del`s.
+    crossing = [link for link in links if "link_netnsid" in root.get(link, {})]
+    _ip_batch([f"link del dev {link}" for link in links if link in root and link not in crossing], force=True)
+    _ip_batch([f"netns del {ns}" for ns in netns], force=True)
+    deadline = time.monotonic() + timeout
+    while crossing and time.monotonic() < deadline:
+        time.sleep(0.02)
+        root = _root_links()
+        crossing = [link for link in crossing if link in root]
+    _ip_batch([f"link del dev {link}" for link in crossing], force=True)  # peers elsewhere
+
+
+def cleanup_prefix(prefix: str, timeout: float = 10.0, keep: Path | None = None) -> None:
+    """Remove every namespace and root link named ``PREFIX-*`` (leftovers of a
+    killed lab), killing the processes inside those namespaces first, and the
+    temporary workdirs such labs left behind (except ``keep``)."""
+    _remove(_netns_with_prefix(prefix), _links_with_prefix(prefix))
+    for stale in Path(tempfile.gettempdir()).glob(f"{prefix}-lab-*"):
+        # Only directories that look like a lab workdir (see Lab._prepare_workdir).
+        if stale != keep and (stale / "empty").is_file() and (stale / "hosts").is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+    deadline = time.monotonic() + timeout
+    while _links_with_prefix(prefix) or _netns_with_prefix(prefix):
+        if time.monotonic() > deadline:
+            raise LabError(
+                f"leftovers with prefix {prefix!r} do not go away: "
+                f"links={_links_with_prefix(prefix)} netns={_netns_with_prefix(prefix)}"
+            )
+        time.sleep(0.05)
+
+
+# --------------------------------------------------------------------------
+# the lab
+
+
+class Lab:
+    """A set of namespace hosts, each running a real sshd (see module doc)."""
+
+    def __init__(
+        self,
+        plan: Sequence[HostPlan],
+        prefix: str = "xnl",
+        network: str = "198.18.0.0/20",
+        workdir: Path | None = None,
+    ) -> None:
+        if not _PREFIX_RE.fullmatch(prefix):
+            raise ValueError(f"prefix must match {_PREFIX_RE.pattern}: {prefix!r}")
+        self.prefix = prefix
+        self.network = ipaddress.IPv4Network(network)
+        self.plan = tuple(plan)
+        self._own_workdir = workdir is None
+        self.workdir: Path | None = Path(workdir) if workdir is not None else None
+        self.bridge = f"{prefix}-br"
+        self.park_netns = f"{prefix}-park"
+        self._validate_plan()
+        self.hosts: dict[str, LabHost] = {
+            hp.name: self._make_host(idx, hp) for idx, hp in enumerate(self.plan)
+        }
+        self._sshd: dict[str, subprocess.Popen[bytes]] = {}
+        self._built = False  # True once anything may exist in the kernel
+
+    # ---- planning -------------------------------------------------------
+
+    def _validate_plan(self) -> None:
+        names = [hp.name for hp in self.plan]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate host names in plan: {names}")
+        last = int(self.network.network_address) + 10 + len(self.plan) - 1
+        if len(self.plan) > 0 and last >= int(self.network.broadcast_address):
+            raise ValueError(f"{len(self.plan)} hosts do not fit in {self.network}")
+        if len(f"{self.prefix}-v{len(self.plan)}") > 15:
+            raise ValueError("too many hosts for the interface name length limit")
+        for hp in self.plan:
+            if not _HOST_NAME_RE.fullmatch(hp.name):
+                raise ValueError(f"host name must match {_HOST_NAME_RE.pattern}: {hp.name!r}")
+            if not hp.ifaces:
+                raise ValueError(f"host {hp.name!r} needs at least one interface")
+            ifnames = [i.name for i in hp.ifaces]
+            if len(set(ifnames)) != len(ifnames) or "lo" in ifnames:
+                raise ValueError(f"host {hp.name!r}: interface names must be unique and not 'lo'")
+            for name in ifnames:
+                if not _valid_ifname(name):
+                    raise ValueError(f"host {hp.name!r}: invalid interface name {name!r}")
+
+    def _make_host(self, idx: int, hp: HostPlan) -> LabHost:
+        address = self.network.network_address + 10 + idx
+        return LabHost(
+            name=hp.name,
+            netns=f"{self.prefix}-h{idx:03d}",
+            address=str(address),
+            plan=hp,
+            index=idx,
+            root_veth=f"{self.prefix}-v{idx}",
+        )
+
+    @staticmethod
+    def _tmp_names(hp: HostPlan) -> list[str]:
+        """Safe creation-time names for a host's interfaces, distinct from every
+        planned name so that renaming in order can never collide."""
+        planned = {i.name for i in hp.ifaces}
+        base = "lt"
+        while any(f"{base}{k}" in planned for k in range(len(hp.ifaces))):
+            base += "_"
+        return [f"{base}{k}" for k in range(len(hp.ifaces))]
+
+    @staticmethod
+    def _park_peer(host: LabHost, ifidx: int) -> str:
+        return f"p{host.index}x{ifidx}"
+
+    # ---- paths ------------------------------------------------------------
+
+    def _wd(self) -> Path:
+        if self.workdir is None:
+            raise LabError("the lab has not been started")
+        return self.workdir
+
+    @property
+    def key_file(self) -> Path:
+        """Client private key (ed25519, no passphrase), authorized on every host."""
+        return self._wd() / "client_ed25519"
+
+    @property
+    def known_hosts(self) -> Path:
+        """known_hosts with every host's key, keyed by IP address."""
+        return self._wd() / "known_hosts"
+
+    @property
+    def ssh_config(self) -> Path:
+        """ssh_config for OpenSSH (`ssh -F`) and paramiko.SSHConfig."""
+        return self._wd() / "ssh_config"
+
+    def host_dir(self, name: str) -> Path:
+        """Per-host directory in the workdir (host key, sshd config and log)."""
+        return self._wd() / "hosts" / f"h{self.hosts[name].index:03d}"
+
+    def sshd_log(self, name: str) -> Path:
+        return self.host_dir(name) / "sshd.log"
+
+    # ---- public API -------------------------------------------------------
+
+    def __enter__(self) -> "Lab":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> "Lab":
+        """Build namespaces, interfaces and sshds; tear down and re-raise on failure."""
+        if self._built:
+            raise LabError("lab already started")
+        try:
+            self._prepare_workdir()
+            cleanup_prefix(self.prefix, keep=self.workdir)
+            self._check_routes()
+            self._make_keys()
+            self._built = True
+            atexit.register(self.stop)
+            self._create_topology()
+            _parallel(self._configure_host, list(self.hosts.values()))
+            self._write_client_files()
+            self._start_sshds()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Remove everything this lab created.  Idempotent."""
+        atexit.unregister(self.stop)
+        try:
+            if self._built:
+                self._teardown_kernel_state()
+        finally:
+            if self._own_workdir and self.workdir is not None:
+                shutil.rmtree(self.workdir, ignore_errors=True)
+                self.workdir = None
+
+    def _teardown_kernel_state(self) -> None:
+        for proc in self._sshd.values():
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # sshd and its listener group
+            except ProcessLookupError:
+                pass
+        hosts = list(self.hosts.values())
+        _remove(
+            [h.netns for h in hosts] + [self.park_netns],
+            [h.root_veth for h in hosts] + [self.bridge],
+        )
+        for proc in self._sshd.values():
+            proc.wait(timeout=10)  # reap the SIGKILLed sshds: no zombies
+        self._sshd.clear()
+        self._built = False
+
+    def detach(self) -> None:
+        """Keep the lab running after this Python process exits (for the CLI)."""
+        atexit.unregister(self.stop)
+
+    def spec(self, name: str, scheme: str = "paramiko", user: str = "root") -> str:
+        """testinfra host spec, e.g. ``paramiko://root@198.18.0.10``."""
+        return f"{scheme}://{user}@{self.hosts[name].address}"
+
+    def exec(self, name: str, argv: Sequence[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run argv inside the host's namespaces (network namespace, its own
+        /sys, and the same private bind mounts its sshd sees)."""
+        proc = subprocess.run(self._ns_argv(self.hosts[name], argv), capture_output=True, text=True)
+        if check and proc.returncode != 0:
+            raise subprocess.CalledProcessError(proc.returncode, proc.args, proc.stdout, proc.stderr)
+        return proc
+
+    def set_sg(self, name: str, iface: str, on: bool) -> None:
+        """Set scatter-gather with real ethtool and verify the kernel took it."""
+        host = self.hosts[name]
+        said = self._ethtool_sg(host, iface, on)
+        self._check(host, iface, "sg", self._read_sg(host, iface), on, said)
+
+    def set_mtu(self, name: str, iface: str, mtu: int) -> None:
+        """Set the MTU with `ip link` and verify the kernel took it."""
+        host = self.hosts[name]
+        _run(["ip", "-n", host.netns, "link", "set", "dev", iface, "mtu", str(mtu)])
+        (link,) = _ip_json(["link", "show", "dev", iface], netns=host.netns)
+        self._check(host, iface, "mtu", link["mtu"], mtu)
+
+    def write_ansible_inventory(
+        self, path: Path, connection: str = "paramiko_ssh", names: Sequence[str] | None = None
+    ) -> Path:
+        """Write an INI inventory with group [lab] and return its path."""
+        lines = ["[lab]"]
+        for name in names if names is not None else list(self.hosts):
+            host = self.hosts[name]
+            line = (
+                f"{name} ansible_host={host.address} ansible_user=root "
+                f"ansible_connection={connection} ansible_ssh_private_key_file={self.key_file}"
+                # Lab hosts share this machine's filesystem: skip interpreter discovery.
+                " ansible_python_interpreter=/usr/bin/python3"
+            )
+            if connection == "ssh":
+                line += f" ansible_ssh_common_args='-F {self.ssh_config}'"
+            elif connection == "paramiko_ssh":
+                # Ansible's paramiko plugin can only check ~/.ssh/known_hosts and
+                # would record lab keys there; the lab never writes root's home.
+                line += " ansible_paramiko_host_key_checking=False"
+            lines.append(line)
+        path = Path(path)
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    # ---- start(): steps -----------------------------------------------------
+
+    def _prepare_workdir(self) -> None:
+        if self.workdir is None:
+            self.workdir = Path(tempfile.mkdtemp(prefix=f"{self.prefix}-lab-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if re.search(r"[\s'\"\\%#]", str(self.workdir.resolve())):
+            # Paths go unquoted into ssh_config and the inventory.
+            raise LabError(f"workdir path must not contain blanks/quotes: {self.workdir}")
+        self.workdir = self.workdir.resolve()
+        (self._wd() / "empty").write_text("")
+        for name, host in self.hosts.items():
+            self.host_dir(name).mkdir(parents=True, exist_ok=True)
+            self.hosts[name] = dataclasses.replace(host, mounts=tuple(self._host_mounts(host)))
+
+    def _host_mounts(self, host: LabHost) -> list[tuple[Path, Path]]:
+        """The (source, target) bind mounts private to one host: the single
+        place to add more (e.g. a per-host writable copy of /etc/...)."""
+        empty = self._wd() / "empty"
+        return [(empty, Path(t)) for t in SHELL_STARTUP_FILES if os.path.isfile(t)]
+
+    def _check_routes(self) -> None:
+        """Refuse a network that overlaps a route we do not own."""
+        for route in _ip_json(["-4", "route", "show", "table", "all"]):
+            dst = route.get("dst", "default")
+            if dst == "default" or route.get("dev") == self.bridge:
+                continue
+            if ipaddress.IPv4Network(dst, strict=False).overlaps(self.network):
+                raise LabError(
+                    f"lab network {self.network} overlaps existing route {dst} "
+                    f"dev {route.get('dev')} (table {route.get('table', 'main')})"
+                )
+
+    def _make_keys(self) -> None:
+        """One client key for the lab, one host key per host (ssh-keygen)."""
+
+        def keygen(path: Path) -> None:
+            _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "xennet-lab", "-f", str(path)])
+
+        paths = [self.key_file] + [self.host_dir(n) / "ssh_host_ed25519_key" for n in self.hosts]
+        for p in paths:
+            p.unlink(missing_ok=True)  # a reused workdir: ssh-keygen would prompt
+        _parallel(keygen, paths)
+
+    def _create_topology(self) -> None:
+        """Bridge, namespaces and every veth pair, in two `ip -batch` runs.
+
+        Interfaces are created under safe temporary names; hostile final names
+        are applied later, one argv at a time.
+        """
+        plen = self.network.prefixlen
+        lines = [
+            f"netns add {self.park_netns}",
+            f"link add name {self.bridge} type bridge",
+            f"address add {self.network.network_address + 1}/{plen} dev {self.bridge}",
+            f"link set dev {self.bridge} up",
+        ]
+        park_up = []
+        for host in self.hosts.values():
+            tmps = self._tmp_names(host.plan)
+            lines += [
+                f"netns add {host.netns}",
+                f"link add name {host.root_veth} type veth peer name {tmps[0]} netns {host.netns}",
+                f"link set dev {host.root_veth} master {self.bridge} up",
+            ]
+            for k in range(1, len(tmps)):
+                peer = self._park_peer(host, k)
+                lines.append(
+                    f"link add name {tmps[k]} netns {host.netns} type veth peer name {peer} netns {self.park_netns}"
+                )
+                park_up.append(f"link set dev {peer} up")
+        _ip_batch(lines)
+        _ip_batch(park_up, netns=self.park_netns)
+
+    def _configure_host(self, host: LabHost) -> None:
+        """Address, names, SG and MTU of one host's interfaces, then verify."""
+        tmps = self._tmp_names(host.plan)
+        _ip_batch(
+            [
+                "link set dev lo up",
+                f"address add {host.address}/{self.network.prefixlen} dev {tmps[0]}",
+            ],
+            netns=host.netns,
+        )
+        for tmp, iface in zip(tmps, host.plan.ifaces):
+            # SG first: some drivers (xen-netfront) cap the MTU by SG state.
+            self._ethtool_sg(host, tmp, iface.sg)
+            _run(["ip", "-n", host.netns, "link", "set", "dev", tmp, "name", iface.name, "mtu", str(iface.mtu), "up"])
+        self._verify_host(host)
+
+    def _write_client_files(self) -> None:
+        pub = self.key_file.with_name(self.key_file.name + ".pub").read_text()
+        (self._wd() / "authorized_keys").write_text(pub)
+        known = []
+        for name, host in self.hosts.items():
+            keytype, key = (self.host_dir(name) / "ssh_host_ed25519_key.pub").read_text().split()[:2]
+            known.append(f"{host.address} {keytype} {key}\n")
+        self.known_hosts.write_text("".join(known))
+        self.ssh_config.write_text("".join(self._ssh_config_block(h) for h in self.hosts.values()))
+
+    def _ssh_config_block(self, host: LabHost) -> str:
+        return (
+            f"Host {host.address} {host.name}\n"
+            f"    HostName {host.address}\n"
+            "    User root\n"
+            f"    IdentityFile {self.key_file}\n"
+            "    IdentitiesOnly yes\n"
+            f"    UserKnownHostsFile {self.known_hosts}\n"
+            "    GlobalKnownHostsFile /dev/null\n"
+            "    StrictHostKeyChecking yes\n"
+            "    BatchMode yes\n"
+            "    PasswordAuthentication no\n"
+            "    ControlMaster no\n"
+            "    ConnectTimeout 10\n"
+            "    LogLevel ERROR\n\n"
+        )
+
+    def _sshd_config(self, host: LabHost) -> str:
+        hdir = self.host_dir(host.name)
+        lines = [
+            f"ListenAddress {host.address}",
+            "Port 22",
+            f"HostKey {hdir / 'ssh_host_ed25519_key'}",
+            f"PidFile {hdir / 'sshd.pid'}",
+            f"AuthorizedKeysFile {self._wd() / 'authorized_keys'}",
+            "PermitRootLogin prohibit-password",
+            "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no",
+            "UsePAM no",
+            "StrictModes no",
+            "PrintMotd no",
+            "PrintLastLog no",
+            "UseDNS no",
+            "X11Forwarding no",
+            "MaxStartups 1000:30:2000",
+            "MaxSessions 100",
+            "LogLevel ERROR",
+            "Subsystem sftp internal-sftp",  # ansible transfers files over sftp
+        ]
+        if host.plan.hang:
+            lines.append("ForceCommand exec sleep 3600")
+        return "\n".join(lines) + "\n"
+
+    def _start_sshds(self) -> None:
+        """Spawn every sshd first, then wait for all, so 200 hosts start fast."""
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd privsep dir
+        wanted = [h for h in self.hosts.values() if h.plan.sshd]
+        for host in wanted:
+            cfg = self.host_dir(host.name) / "sshd_config"
+            cfg.write_text(self._sshd_config(host))
+            with open(self.sshd_log(host.name), "wb") as log:
+                self._sshd[host.name] = subprocess.Popen(
+                    self._ns_argv(host, [SSHD, "-D", "-e", "-f", str(cfg)]),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+        self._wait_for_sshds(wanted, timeout=max(10.0, 0.1 * len(wanted)))
+
+    def _wait_for_sshds(self, hosts: Sequence[LabHost], timeout: float) -> None:
+        pending = {h.name: h for h in hosts}
+        deadline = time.monotonic() + timeout
+        while pending:
+            for name, host in list(pending.items()):
+                rc = self._sshd[name].poll()
+                if rc is not None:
+                    self._sshd_failed(name, f"sshd exited with status {rc}")
+                if _listening(self._sshd[name].pid, host.address):
+                    del pending[name]
+            if pending and time.monotonic() > deadline:
+                self._sshd_failed(next(iter(pending)), f"sshd not accepting after {timeout:.0f}s")
+            if pending:
+                time.sleep(0.05)
+
+    def _sshd_failed(self, name: str, why: str) -> None:
+        log = self.sshd_log(name).read_text(errors="replace")
+        raise LabError(f"{name} ({self.hosts[name].address}): {why}; sshd log:\n{log}")
+
+    # ---- namespace helpers --------------------------------------------------
+
+    def _ns_argv(self, host: LabHost, argv: Sequence[str]) -> list[str]:
+        """argv that runs `argv` in the host's netns with its bind mounts.
+
+        `ip netns exec` gives a private (slave) mount namespace with /sys
+        remounted for the netns, so the mounts never leak to the root.
+        """
+        mount_args = [str(p) for pair in host.mounts for p in pair]
+        return ["ip", "netns", "exec", host.netns, "sh", "-c", _MOUNT_WRAPPER, "sh", *mount_args, "--", *argv]
+
+    def _ethtool_sg(self, host: LabHost, iface: str, on: bool) -> str:
+        """Request SG on/off; return ethtool's complaints.  Callers verify the
+        result with `ethtool -k`: -K's exit status does not say what changed."""
+        # ethtool has no netns option; `ip netns exec` also gives it a fitting /sys.
+        argv = ["ip", "netns", "exec", host.netns, "ethtool", "-K", iface, "sg", "on" if on else "off"]
+        proc = _run(argv, check=False)
+        return proc.stdout + proc.stderr
+
+    def _read_sg(self, host: LabHost, iface: str) -> bool:
+        return read_sg(_run(["ip", "netns", "exec", host.netns, "ethtool", "-k", iface]).stdout)
+
+    def _verify_host(self, host: LabHost) -> None:
+        """The kernel state must be exactly the plan: names, MTUs and SG."""
+        links = {link["ifname"]: link for link in _ip_json(["link", "show"], netns=host.netns)}
+        planned = {i.name for i in host.plan.ifaces} | {"lo"}
+        if set(links) != planned:
+            raise LabError(f"{host.name}: interfaces {sorted(links)} != planned {sorted(planned)}")
+        for iface in host.plan.ifaces:
+            self._check(host, iface.name, "mtu", links[iface.name]["mtu"], iface.mtu)
+            self._check(host, iface.name, "sg", self._read_sg(host, iface.name), iface.sg)
+
+    @staticmethod
+    def _check(host: LabHost, iface: str, what: str, actual: object, wanted: object, detail: str = "") -> None:
+        if actual != wanted:
+            raise LabError(
+                f"{host.name}/{iface!r}: kernel has {what}={actual!r}, wanted {wanted!r}"
+                + (f"\n{detail.strip()}" if detail.strip() else "")
+            )
+
+
+def _listening(pid: int, address: str, port: int = 22) -> bool:
+    """True once the process's netns has a TCP listener on address:port.
+
+    /proc/PID/net/tcp shows the sockets of PID's netns: no subprocess, and
+    unlike a probe connection no sshd child and no sshd log noise.
+    """
+    ip_hex = int.from_bytes(socket.inet_aton(address), "little")
+    want = f"{ip_hex:08X}:{port:04X}"
+    try:
+        lines = Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return False
+    return any(f[1] == want and f[3] == "0A" for f in (line.split() for line in lines))  # 0A: LISTEN
