@@ -36,6 +36,7 @@ PLAN = (
     HostPlan("plain3", (IfacePlan("eth0", mtu=1500, sg=False),)),
     HostPlan("dead", sshd=False),
     HostPlan("hung", hang=True),
+    HostPlan("noethtool", ethtool=False),
 )
 EXPECTED = {
     ("sgon", "eth0"): "sg-on",
@@ -55,6 +56,7 @@ EXPECTED = {
     ("plain3", "eth0"): "susceptible",
     ("dead", None): "error",
     ("hung", None): "error",
+    ("noethtool", None): "error",
 }
 LAB_TIMEOUT = 3
 

@@ -62,6 +62,9 @@ _WORKERS = 8
 _T = TypeVar("_T")
 
 
+ETHTOOL_PATHS = ("/usr/sbin/ethtool", "/sbin/ethtool", "/usr/bin/ethtool", "/bin/ethtool")
+
+
 class LabError(RuntimeError):
     """The lab could not be built, configured or verified."""
 
@@ -83,6 +86,7 @@ class HostPlan:
     ifaces: tuple[IfacePlan, ...] = (IfacePlan("eth0"),)
     sshd: bool = True  # False: address exists but port 22 refuses
     hang: bool = False  # True: auth works, every command hangs
+    ethtool: bool = True  # False: ethtool is hidden from the host's sessions, as if not installed
 
 
 @dataclass(frozen=True)
@@ -378,6 +382,14 @@ class Lab:
     def sshd_log(self, name: str) -> Path:
         return self.host_dir(name) / "sshd.log"
 
+    def sshd_events(self, name: str) -> tuple[int, int]:
+        """(logins, session commands) this host's sshd has logged so far."""
+        try:
+            text = self.sshd_log(name).read_text(errors="replace")
+        except FileNotFoundError:
+            return 0, 0
+        return text.count("Accepted publickey for "), text.count("Starting session: ")
+
     # ---- public API -------------------------------------------------------
 
     def __enter__(self) -> "Lab":
@@ -505,7 +517,11 @@ class Lab:
         """The (source, target) bind mounts private to one host: the single
         place to add more (e.g. a per-host writable copy of /etc/...)."""
         empty = self._wd() / "empty"
-        return [(empty, Path(t)) for t in SHELL_STARTUP_FILES if os.path.isfile(t)]
+        mounts = [(empty, Path(t)) for t in SHELL_STARTUP_FILES if os.path.isfile(t)]
+        if not host.plan.ethtool:
+            # A non-executable file over the binary: `command -v` and `[ -x ]` both miss it.
+            mounts += [(Path("/dev/null"), Path(p)) for p in ETHTOOL_PATHS if os.path.isfile(p) and not os.path.islink(p)]
+        return mounts
 
     def _check_routes(self) -> None:
         """Refuse a network that overlaps a route we do not own."""
@@ -622,7 +638,7 @@ class Lab:
             "X11Forwarding no",
             "MaxStartups 1000:30:2000",
             "MaxSessions 100",
-            "LogLevel ERROR",
+            "LogLevel VERBOSE",  # logs each login and each session's command: tests count them
             "Subsystem sftp internal-sftp",  # ansible transfers files over sftp
         ]
         if host.plan.hang:

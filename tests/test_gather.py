@@ -1,0 +1,75 @@
+"""Targets and labels from host specs: no host is contacted."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from compliance.gather import HostResult, make_targets
+from compliance.probe import HostFacts, InterfaceFacts
+from compliance.report import redact_spec, target_description
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize(
+    ("spec", "label"),
+    [
+        ("paramiko://root@10.0.0.5", "10.0.0.5"),
+        ("paramiko://root:s3cret@10.0.0.5:2222", "10.0.0.5:2222"),
+        ("ssh://ec2-user@web1:22", "web1"),
+        ("ssh://web1", "web1"),
+        ("paramiko://root@[fe80::1]:2222", "[fe80::1]:2222"),
+        ("10.0.0.7", "10.0.0.7"),
+        ("local://", "local"),
+    ],
+)
+def test_labels_have_no_scheme_user_or_password(spec, label):
+    (target,) = make_targets([spec])
+    assert target.label == label
+
+
+def test_no_hosts_means_this_machine():
+    assert [t.label for t in make_targets(None)] == ["local"]
+
+
+def test_targets_are_sorted_and_deduplicated():
+    targets = make_targets(["ssh://b", "paramiko://root@a", "paramiko://ec2-user@b"])
+    assert [t.label for t in targets] == ["a", "b"]
+
+
+@pytest.mark.parametrize("inventory", ["example.ini", "example.yml"])
+def test_example_inventories_expand_to_their_hosts(inventory):
+    pytest.importorskip("ansible", reason="ansible-core is the optional [ansible] extra")
+    if shutil.which("ansible-inventory") is None:
+        pytest.skip("ansible-inventory is not on PATH")
+    targets = make_targets(["ansible://all"], ansible_inventory=str(ROOT / "inventories" / inventory))
+    assert [t.label for t in targets] == ["db1", "web1", "web2"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "redacted"),
+    [
+        ("paramiko://root:s3cret@10.0.0.5", "paramiko://root@10.0.0.5"),
+        ("paramiko://root:p@ss:w0rd@10.0.0.5:2222", "paramiko://root@10.0.0.5:2222"),
+        ("ssh://web1", "ssh://web1"),
+        ("root:pw@web1", "root@web1"),
+    ],
+)
+def test_specs_are_redacted(spec, redacted):
+    assert redact_spec(spec) == redacted
+
+
+def test_target_description_never_shows_a_password():
+    text = target_description("paramiko://root:s3cret@a," + ",".join(f"ssh://h{i}" for i in range(9)))
+    assert "s3cret" not in text and text.endswith("and 5 more")
+    assert target_description(None) == "local (this machine)"
+
+
+def test_host_results_survive_the_trip_to_xdist_workers():
+    facts = HostFacts("6.1", "xen", "Xen", None, "/usr/sbin/ethtool",
+                      (InterfaceFacts("$(x)", "vif", False, 1500, False, True),))
+    for result in (HostResult("web1", facts=facts), HostResult("web2", error="connection refused")):
+        assert HostResult.from_dict(result.to_dict()) == result

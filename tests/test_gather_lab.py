@@ -1,0 +1,83 @@
+"""Gathering, in this process, against the lab's real SSH hosts."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+
+import pytest
+
+from compliance.backends import ParamikoBackend
+from compliance.gather import gather, make_targets, probe_host
+from tests.conftest import LAB_TIMEOUT
+
+REACHABLE = ["sgon", "multi", "exposed"]
+
+
+def targets(lab, names, scheme="paramiko", **kw):
+    kw.setdefault("ssh_identity_file", str(lab.key_file))
+    kw.setdefault("known_hosts", str(lab.known_hosts))
+    kw.setdefault("timeout", LAB_TIMEOUT)
+    return make_targets([lab.spec(n, scheme=scheme) for n in names], **kw)
+
+
+def established_to(lab) -> list[str]:
+    out = subprocess.run(["ss", "-Htn", "state", "established"], capture_output=True, text=True, check=True).stdout
+    addresses = {f"{h.address}:22" for h in lab.hosts.values()}
+    return [line for line in out.splitlines() if any(a in line.split() for a in addresses)]
+
+
+def test_one_login_and_one_command_per_host_and_every_connection_closed(lab):
+    before = {n: lab.sshd_events(n) for n in REACHABLE}
+    fds = len(os.listdir("/proc/self/fd"))
+    results = gather(targets(lab, REACHABLE), workers=2)
+    assert [r.error for r in results] == [None, None, None]
+    assert {n: lab.sshd_events(n) for n in REACHABLE} == {n: (b[0] + 1, b[1] + 1) for n, b in before.items()}
+    assert established_to(lab) == []
+    assert len(os.listdir("/proc/self/fd")) == fds
+
+
+def test_progress_counts_every_host(lab):
+    seen = []
+    gather(targets(lab, REACHABLE + ["dead"]), workers=2, progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
+
+
+def test_refused_authentication_is_one_line(lab, tmp_path):
+    key = tmp_path / "stranger"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    (result,) = gather(targets(lab, ["sgon"], ssh_identity_file=str(key)))
+    assert result.error == "authentication failed"
+
+
+def test_unknown_host_key_is_refused(lab, tmp_path):
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    (result,) = gather(targets(lab, ["sgon"], known_hosts=str(empty)))
+    if result.error is None:
+        pytest.skip("~/.ssh/known_hosts already trusts the lab's host key")
+    assert result.error == (f"host key for {lab.hosts['sgon'].address} is not in known_hosts "
+                            "(add it, or pass --ssh-known-hosts FILE)")
+
+
+def test_openssh_backend_bounds_a_hung_command(lab):
+    (result,) = gather(targets(lab, ["hung"], scheme="ssh", ssh_config=str(lab.ssh_config)))
+    assert result.error == f"ssh timed out after {2 * LAB_TIMEOUT}s"
+
+
+def test_paramiko_sets_tcp_nodelay_and_closes(lab):
+    (target,) = targets(lab, ["sgon"])
+    backend = target.backend
+    assert isinstance(backend, ParamikoBackend)
+    assert backend.run("true").rc == 0
+    sock = backend.client.get_transport().sock
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    backend.close()
+    assert "client" not in backend.__dict__ and sock.fileno() == -1
+
+
+def test_probe_host_over_openssh_matches_paramiko(lab):
+    (via_paramiko,) = targets(lab, ["multi"])
+    (via_ssh,) = targets(lab, ["multi"], scheme="ssh", ssh_config=str(lab.ssh_config))
+    assert probe_host(via_paramiko, LAB_TIMEOUT).facts == probe_host(via_ssh, LAB_TIMEOUT).facts
