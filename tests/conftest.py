@@ -4,6 +4,7 @@ helper that runs the audit against it exactly as a user would (``python -m pytes
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import os
 import subprocess
@@ -37,7 +38,18 @@ PLAN = (
     HostPlan("dead", sshd=False),
     HostPlan("hung", hang=True),
     HostPlan("noethtool", ethtool=False),
+    # Names Linux allows; each would run a command if it ever reached a shell unquoted.
+    HostPlan("hostile", (
+        IfacePlan("eth0"),
+        IfacePlan("$(>xnl-pwned)", sg=False),
+        IfacePlan("`>xnl-pwn2`"),
+        IfacePlan("a;b"),
+        IfacePlan("a|b"),
+        IfacePlan("a'b"),
+        IfacePlan("<b>x<b>", sg=False),
+    )),
 )
+HOSTILE_MARKERS = ("xnl-pwned", "xnl-pwn2")
 EXPECTED = {
     ("sgon", "eth0"): "sg-on",
     ("jumbo", "eth0"): "jumbo-mtu",
@@ -57,16 +69,37 @@ EXPECTED = {
     ("dead", None): "error",
     ("hung", None): "error",
     ("noethtool", None): "error",
+    ("hostile", "eth0"): "sg-on",
+    ("hostile", "$(>xnl-pwned)"): "susceptible",
+    ("hostile", "`>xnl-pwn2`"): "sg-on",
+    ("hostile", "a;b"): "sg-on",
+    ("hostile", "a|b"): "sg-on",
+    ("hostile", "a'b"): "sg-on",
+    ("hostile", "<b>x<b>"): "susceptible",
 }
 LAB_TIMEOUT = 3
 
 
-@pytest.fixture(scope="session")
-def lab():
+def make_lab(plan, index: int = 0) -> Lab:
+    """A lab of its own for ``plan``: labs with different indexes never collide.
+
+    Prefix and network come from XENNET_LAB_PREFIX / XENNET_LAB_NETWORK (defaults
+    ``xnl``, ``198.18.0.0/20``) so that two test runs on one machine can coexist;
+    lab ``index`` gets the index-th /22 of that network.
+    """
     reason = require_root()
     if reason:
         pytest.skip(f"lab needs root and its tools: {reason}")
-    with Lab(PLAN, prefix="xnl", network="198.18.0.0/20") as started:
+    prefix = os.environ.get("XENNET_LAB_PREFIX", "xnl")
+    network = ipaddress.IPv4Network(os.environ.get("XENNET_LAB_NETWORK", "198.18.0.0/20"))
+    subnet = list(network.subnets(new_prefix=22))[index]
+    return Lab(plan, prefix=prefix if index == 0 else f"{prefix}{index}", network=str(subnet))
+
+
+@pytest.fixture(scope="session")
+def lab():
+    """The session's lab of PLAN, read-only for tests (tests that change hosts make their own)."""
+    with make_lab(PLAN) as started:
         yield started
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import html
 import json
 import re
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import EXPECTED, LAB_TIMEOUT, ROOT, lab_args, run_audit
+from tests.conftest import EXPECTED, HOSTILE_MARKERS, LAB_TIMEOUT, ROOT, lab_args, run_audit
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,7 @@ def test_every_interface_gets_its_verdict_in_summary_json(lab, serial):
     assert serial.verdicts(lab) == EXPECTED, serial.stdout
     summary = serial.summary
     assert summary["schema"] == 1 and summary["scope"] == "all" and summary["complete"] is True
-    assert summary["counts"] == {"sg-on": 7, "jumbo-mtu": 3, "susceptible": 5, "not-applicable": 0, "error": 3}
+    assert summary["counts"] == {"sg-on": 12, "jumbo-mtu": 3, "susceptible": 7, "not-applicable": 0, "error": 3}
 
 
 def test_summary_rows_carry_the_kernel_state(lab, serial):
@@ -60,7 +61,7 @@ def test_xdist_contacts_each_host_once_with_one_command(lab, parallel):
     # Counted by each host's own sshd: one login and one command, however many workers.
     reachable = {name for name, host in lab.hosts.items() if host.plan.sshd}
     assert {name: parallel.sshd_delta[name] for name in reachable} == {name: (1, 1) for name in reachable}
-    assert parallel.stdout.count("gathered 13 hosts") == 1
+    assert parallel.stdout.count("gathered 14 hosts") == 1
 
 
 def test_dead_hung_and_ethtool_less_hosts_are_one_error_case_each(lab, serial):
@@ -98,9 +99,8 @@ def test_html_report_has_sortable_audit_columns(lab, serial):
     verdicts = {}
     for row in rows:
         cells = "".join(row["resultsTableRow"])
-        host = re.search(r'<td class="col-host">([^<]*)</td>', cells).group(1)
-        iface = re.search(r'<td class="col-interface">([^<]*)</td>', cells).group(1)
-        verdicts[(host, iface)] = re.search(r'<td class="col-verdict">([^<]*)</td>', cells).group(1)
+        cell = lambda col: html.unescape(re.search(rf'<td class="col-{col}">([^<]*)</td>', cells).group(1))  # noqa: E731
+        verdicts[(cell("host"), cell("interface"))] = cell("verdict")
     names = {h.address: n for n, h in lab.hosts.items()}
     assert {(names[h], i or None): v for (h, i), v in verdicts.items()} == EXPECTED
     assert "<script src=" not in page  # self-contained
@@ -114,7 +114,7 @@ def test_terminal_summary_is_the_diagnostic_results_block(lab, serial):
             "You are potentially susceptible to the bug.") in out
     assert "-- You can enable Scatter-Gather with 'sudo ethtool -K eth0 sg on'" in out
     assert f"[SUCCESS] {lab.hosts['sgon'].address}|eth0: Scatter-Gather is enabled on eth0." in out
-    assert "sg-on: 7  jumbo-mtu: 3  susceptible: 5  not-applicable: 0  error: 3" in out
+    assert "sg-on: 12  jumbo-mtu: 3  susceptible: 7  not-applicable: 0  error: 3" in out
 
 
 def test_test_ids_are_host_pipe_interface_and_sorted(lab, tmp_path):
@@ -166,3 +166,37 @@ def test_plain_pytest_does_not_collect_the_projects_own_tests(tmp_path):
     collected = [line for line in audit.stdout.splitlines() if "::" in line]
     assert collected and all(line.startswith("compliance/test_xennet.py::") for line in collected)
     assert (ROOT / "tests").is_dir()
+
+
+def test_hostile_interface_names_are_never_executed(lab, serial, parallel):
+    # The probe ran on the host (in its own mount namespace, /tmp and cwd shared with
+    # this machine) and the reports were built here: no marker may exist anywhere.
+    places = [ROOT, ROOT / "compliance", serial.reports, parallel.reports, Path("/tmp"), Path("/root"), Path("/")]
+    assert [p / m for p in places for m in HOSTILE_MARKERS if (p / m).exists()] == []
+
+
+def test_hostile_interface_names_keep_unique_readable_ids(lab, serial, tmp_path):
+    address = lab.hosts["hostile"].address
+    names = sorted(i for (h, i) in EXPECTED if h == "hostile")
+    rows = [r for r in serial.summary["results"] if r["host"] == address]
+    assert sorted(r["interface"] for r in rows) == names  # exact, in JSON
+    audit = run_audit(tmp_path, *lab_args(lab, ["hostile"]), "--collect-only", "-q")
+    ids = re.findall(r"test_xennet_sg_mtu\[(.*)\]$", audit.stdout, re.M)
+    assert ids == [f"{address}|{name}" for name in names]
+
+
+def test_hostile_interface_names_are_escaped_in_every_report(lab, serial):
+    page = serial.html
+    assert "<b>x<b>" not in page
+    # The rows live in an attribute-escaped JSON blob; pytest-html's script renders each
+    # row's cells, its log and the environment as HTML (the blob's keys are never shown).
+    blob = json.loads(html.unescape(re.search(r'data-jsonblob="([^"]*)"', page).group(1)))
+    rendered = [json.dumps(blob["environment"])] + [
+        "".join(t["resultsTableRow"]) + t["log"] for tests in blob["tests"].values() for t in tests]
+    assert not [r for r in rendered if "<b>x<b>" in r]
+    assert any("&lt;b&gt;x&lt;b&gt;" in r for r in rendered)
+    junit = (serial.reports / "junit.xml").read_text()
+    assert "<b>x<b>" not in junit
+    classes = {c.get("classname") for c in serial.junit.iter("testcase")}
+    assert f"{lab.hosts['hostile'].address}.<b>x<b>" in classes  # parsed back intact
+    assert "\x1b" not in serial.stdout
