@@ -1,9 +1,10 @@
-"""testinfra's paramiko and OpenSSH backends, hardened for unattended fleet audits.
+"""testinfra's paramiko, OpenSSH and local backends, hardened for unattended fleet audits.
 
-Both verify host keys, bound connecting and every command by ``timeout`` seconds,
-never prompt, and can be closed. :func:`install` puts them in testinfra's backend
-registry, so ``paramiko://`` and ``ssh://`` hosts (including those an Ansible
-inventory resolves to) use them.
+All of them verify host keys (by policy), bound connecting and every command by
+``timeout`` seconds, never prompt (``sudo -n``, ``BatchMode``), and can be closed,
+also from another thread to abort a command in flight. :func:`install` puts them in
+testinfra's backend registry, so ``paramiko://``, ``ssh://`` and ``local://`` hosts,
+including those an Ansible inventory resolves to, use them.
 
 >>> install()
 >>> testinfra.get_host("paramiko://root@web1", timeout=5).backend  # doctest: +SKIP
@@ -18,29 +19,75 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from typing import Any
 
 import paramiko
 import testinfra.backend
+import testinfra.backend.local
 import testinfra.backend.paramiko
 import testinfra.backend.ssh
 from testinfra.backend import base
 
 DEFAULT_TIMEOUT = 30
+HOST_KEY_POLICIES = ("strict", "accept-new", "insecure")
+USER_KNOWN_HOSTS = "~/.ssh/known_hosts"
 
 
 def install() -> None:
     """Register the hardened backends under testinfra's own scheme names."""
     testinfra.backend.BACKENDS["paramiko"] = f"{__name__}.ParamikoBackend"
     testinfra.backend.BACKENDS["ssh"] = f"{__name__}.SshBackend"
+    testinfra.backend.BACKENDS["local"] = f"{__name__}.LocalBackend"
 
 
 def _expand(paths: str | None) -> list[str]:
     return [os.path.expanduser(p) for p in (paths or "").split()]
 
 
-class ParamikoBackend(testinfra.backend.paramiko.ParamikoBackend):
+def record_file(known_hosts: str | None) -> str:
+    """Where accept-new records new keys: the first --ssh-known-hosts file, else ~/.ssh/known_hosts."""
+    return (_expand(known_hosts) or _expand(USER_KNOWN_HOSTS))[0]
+
+
+class NonInteractiveSudo:
+    """``sudo -n``: fail at once when a password would be needed, never wait for one."""
+
+    def get_sudo_command(self, command: str, sudo_user: str | None) -> str:
+        if sudo_user is None:
+            return base.BaseBackend.quote("sudo -n /bin/sh -c %s", command)
+        return base.BaseBackend.quote("sudo -n -u %s /bin/sh -c %s", sudo_user, command)
+
+
+class AcceptNewPolicy(paramiko.MissingHostKeyPolicy):
+    """OpenSSH's ``accept-new``: record the key of a host never seen before.
+
+    A host whose recorded key differs never reaches this policy: paramiko raises
+    BadHostKeyException first, so a known key is never replaced.
+    """
+
+    _lock = threading.Lock()  # gathering threads may append to the same file
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        with self._lock:
+            os.makedirs(os.path.dirname(self.path) or ".", mode=0o700, exist_ok=True)
+            with open(self.path, "a") as f:
+                f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+        client.get_host_keys().add(hostname, key.get_name(), key)
+
+
+class InsecurePolicy(paramiko.MissingHostKeyPolicy):
+    """Accept any key, record nothing: the reports say the run was insecure."""
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        return None
+
+
+class ParamikoBackend(NonInteractiveSudo, testinfra.backend.paramiko.ParamikoBackend):
     """paramiko with host key checking, deadlines, TCP_NODELAY and close().
 
     Known host keys come from ``~/.ssh/known_hosts``, ssh_config's
@@ -48,11 +95,18 @@ class ParamikoBackend(testinfra.backend.paramiko.ParamikoBackend):
     """
 
     def __init__(
-        self, hostspec: str, *args: Any, timeout: float = DEFAULT_TIMEOUT, known_hosts: str | None = None, **kwargs: Any
+        self,
+        hostspec: str,
+        *args: Any,
+        timeout: float = DEFAULT_TIMEOUT,
+        known_hosts: str | None = None,
+        host_key_policy: str = "strict",
+        **kwargs: Any,
     ):
         super().__init__(hostspec, *args, **kwargs)
         self.timeout = float(timeout)
         self.known_hosts = known_hosts
+        self.host_key_policy = host_key_policy
         self._config_known_hosts: list[str] = []
 
     def _load_ssh_config(self, client: paramiko.SSHClient, cfg: dict[str, Any], ssh_config: Any, *args: Any) -> None:
@@ -66,10 +120,18 @@ class ParamikoBackend(testinfra.backend.paramiko.ParamikoBackend):
         default = os.path.expanduser("~/.ssh/config")
         return default if os.path.exists(default) else None
 
+    def _policy(self) -> paramiko.MissingHostKeyPolicy:
+        if self.host_key_policy == "accept-new":
+            return AcceptNewPolicy(record_file(self.known_hosts))
+        if self.host_key_policy == "insecure":
+            return InsecurePolicy()
+        if self.host_key_policy != "strict":
+            raise ValueError(f"unknown host key policy {self.host_key_policy!r}")
+        return paramiko.RejectPolicy()
+
     @functools.cached_property
     def client(self) -> paramiko.SSHClient:
         client = paramiko.SSHClient()
-        client.set_missing_host_key_policy(paramiko.RejectPolicy())
         cfg: dict[str, Any] = {
             "hostname": self.host.name,
             "port": int(self.host.port) if self.host.port else 22,
@@ -86,13 +148,16 @@ class ParamikoBackend(testinfra.backend.paramiko.ParamikoBackend):
                 ssh_config = paramiko.SSHConfig()
                 ssh_config.parse(f)
             self._load_ssh_config(client, cfg, ssh_config, os.path.dirname(config_path))
+        # Our policy, set after ssh_config: `StrictHostKeyChecking no` there must not
+        # silently turn checking off; --ssh-host-key-policy=insecure does that, visibly.
+        client.set_missing_host_key_policy(self._policy())
         if self.ssh_identity_file:
             cfg["key_filename"] = os.path.expanduser(self.ssh_identity_file)
-        # Default known_hosts first, as OpenSSH does; the user's files add to it.
-        client.load_system_host_keys()
-        for path in self._config_known_hosts + _expand(self.known_hosts):
-            if os.path.exists(path):
-                client.load_system_host_keys(path)
+        if self.host_key_policy != "insecure":
+            client.load_system_host_keys()  # ~/.ssh/known_hosts first, as OpenSSH does
+            for path in self._config_known_hosts + _expand(self.known_hosts):
+                if os.path.exists(path):
+                    client.load_system_host_keys(path)
         if "sock" not in cfg:
             cfg["sock"] = self._connect_socket(cfg["hostname"], cfg["port"])
         try:
@@ -147,46 +212,108 @@ class ParamikoBackend(testinfra.backend.paramiko.ParamikoBackend):
         return self.result(rc, cmd, stdout, stderr)
 
     def close(self) -> None:
+        """Close the connection; a command in flight on another thread then fails at once."""
         client = self.__dict__.pop("client", None)
+        transport = client.get_transport() if client is not None else None
+        if transport is not None and isinstance(transport.sock, socket.socket):
+            # paramiko's reader thread holds the socket open in recv() after close();
+            # shutdown wakes it at once, so the connection is really gone on return.
+            try:
+                transport.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         if client is not None:
             client.close()
+        if transport is not None and transport is not threading.current_thread():
+            transport.join(self.timeout)
 
 
-class SshBackend(testinfra.backend.ssh.SshBackend):
-    """OpenSSH with BatchMode (never prompts), a process deadline and extra known_hosts."""
+class SshBackend(NonInteractiveSudo, testinfra.backend.ssh.SshBackend):
+    """OpenSSH with BatchMode (never prompts), a host key policy, a process deadline,
+    extra known_hosts, and sshpass reading the password from its environment (not argv)."""
 
     def __init__(
-        self, hostspec: str, *args: Any, timeout: float = DEFAULT_TIMEOUT, known_hosts: str | None = None, **kwargs: Any
+        self,
+        hostspec: str,
+        *args: Any,
+        timeout: float = DEFAULT_TIMEOUT,
+        known_hosts: str | None = None,
+        host_key_policy: str = "strict",
+        **kwargs: Any,
     ):
         # testinfra formats timeout into ConnectTimeout, which takes whole seconds.
         super().__init__(hostspec, *args, timeout=max(1, math.ceil(float(timeout))), **kwargs)
         self.known_hosts = known_hosts
+        self.host_key_policy = host_key_policy
+        self._procs: set[subprocess.Popen] = set()
+        self._closed = False
+
+    def _host_key_options(self) -> tuple[list[str], list[str]]:
+        if self.host_key_policy == "insecure":
+            return ["-o StrictHostKeyChecking=no", "-o UserKnownHostsFile=/dev/null"], []
+        checking = {"strict": "yes", "accept-new": "accept-new"}[self.host_key_policy]
+        options = [f"-o StrictHostKeyChecking={checking}"]
+        if not self.known_hosts:
+            return options, []
+        # OpenSSH records accept-new keys in the first file listed.
+        return options + ["-o UserKnownHostsFile=%s"], [f"{self.known_hosts} {USER_KNOWN_HOSTS}"]
 
     def _build_ssh_command(self, command: str) -> tuple[list[str], list[str]]:
         cmd, cmd_args = super()._build_ssh_command(command)
-        # The last element is "%s %s" (host, command): insert our options before it.
-        options, values = [], []
+        if self.host.password:
+            # testinfra passes `sshpass -p PASSWORD`, visible to every user in ps.
+            cmd, cmd_args = ["sshpass", "-e", "ssh", *cmd[4:]], cmd_args[1:]
+        options, values = self._host_key_options()
         if not self.host.password:
             options.append("-o BatchMode=yes")
-        if self.known_hosts:
-            options.append("-o UserKnownHostsFile=%s")
-            values.append("~/.ssh/known_hosts " + self.known_hosts)
+        # The last element is "%s %s" (host, command): our options go before it.
         return cmd[:-1] + options + cmd[-1:], cmd_args[:-2] + values + cmd_args[-2:]
 
     def run_local(self, command: str, *args: str) -> base.CommandResult:
         cmd = self.encode(self.quote(command, *args))
+        env = dict(os.environ, SSHPASS=self.host.password) if self.host.password else None
         # ConnectTimeout bounds connecting; the process deadline adds `timeout` for the command.
         limit = 2 * self.timeout
         proc = subprocess.Popen(
-            cmd, shell=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+            cmd,
+            shell=True,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
         )
+        self._procs.add(proc)
         try:
+            if self._closed:
+                self._kill(proc)
             stdout, stderr = proc.communicate(timeout=limit)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            self._kill(proc)
             proc.communicate()
             raise TimeoutError(f"ssh timed out after {limit:g}s") from None
+        finally:
+            self._procs.discard(proc)
+        if self._closed:
+            raise ConnectionAbortedError("connection closed")
         return self.result(proc.returncode, cmd, stdout, stderr)
 
+    @staticmethod
+    def _kill(proc: subprocess.Popen) -> None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
     def close(self) -> None:
-        """Nothing stays open: each command is its own ssh process."""
+        """Each command is its own ssh process: kill any still running."""
+        self._closed = True
+        for proc in list(self._procs):
+            self._kill(proc)
+
+
+class LocalBackend(NonInteractiveSudo, testinfra.backend.local.LocalBackend):
+    """This machine, with ``sudo -n``."""
+
+    def close(self) -> None:
+        """Nothing to close."""

@@ -6,20 +6,23 @@ through ``testpaths``), not for the project's own tests in ``tests/``.
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from compliance import backends, report
 from compliance.cases import Case, build_cases
-from compliance.gather import HostResult, gather, make_targets
+from compliance.gather import GatherInterrupted, HostResult, Target, gather, make_targets
 from compliance.report import AuditReporter
 from compliance.rule import Verdict
 
 RESULTS = pytest.StashKey[list]()  # list[HostResult], same on controller and workers
 RECORD = pytest.StashKey[dict]()  # this item's record
+INTERRUPTED = pytest.StashKey[bool]()  # gathering was interrupted
+PREVIOUS_SIGTERM = pytest.StashKey[Any]()
 WORKERINPUT_KEY = "xennet_results"
 
 
@@ -27,8 +30,10 @@ def _is_worker(config: pytest.Config) -> bool:
     return hasattr(config, "workerinput")
 
 
-def _root_path(config: pytest.Config, path: str) -> Path:
-    return Path(path) if Path(path).is_absolute() else config.rootpath / path
+def pytest_unconfigure(config: pytest.Config) -> None:
+    previous = config.stash.get(PREVIOUS_SIGTERM, None)
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -36,24 +41,25 @@ def pytest_configure(config: pytest.Config) -> None:
     backends.install()
     if _is_worker(config):
         return
+    # Jenkins aborts a build with SIGTERM: handle it like Ctrl-C, so reports are still written.
+    if threading.current_thread() is threading.main_thread():
+        config.stash[PREVIOUS_SIGTERM] = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     # All three reports are on by default; --junitxml / --html / --xennet-summary move them.
     if not config.option.xmlpath:
         config.option.xmlpath = str(config.rootpath / "reports" / "junit.xml")
     if getattr(config.option, "htmlpath", "missing") is None:
         config.option.htmlpath = str(config.rootpath / "reports" / "report.html")
-        config.option.self_contained_html = True
+    config.option.self_contained_html = True  # one file to archive and to mail, wherever it goes
     config.pluginmanager.register(
         AuditReporter(config, expected_cases=lambda: len(build_cases(config.stash.get(RESULTS, [])))), "xennet-reporter"
     )
 
 
-def _gather(config: pytest.Config) -> list[HostResult]:
+def audit_targets(config: pytest.Config) -> list[Target]:
+    """The run's hosts, from testinfra's options and ours; nothing is contacted."""
     option = config.option
-    hosts = option.hosts.split(",") if option.hosts else None
-    timeout = config.getoption("xennet_timeout")
-    known_hosts = config.getoption("ssh_known_hosts")
-    targets = make_targets(
-        hosts,
+    return make_targets(
+        option.hosts.split(",") if option.hosts else None,
         connection=option.connection,
         ssh_config=option.ssh_config,
         ssh_identity_file=option.ssh_identity_file,
@@ -62,35 +68,59 @@ def _gather(config: pytest.Config) -> list[HostResult]:
         sudo_user=option.sudo_user,
         ansible_inventory=option.ansible_inventory,
         force_ansible=option.force_ansible,
-        timeout=timeout,
-        known_hosts=known_hosts,
+        timeout=config.getoption("xennet_timeout"),
+        known_hosts=config.getoption("ssh_known_hosts"),
+        host_key_policy=config.getoption("ssh_host_key_policy"),
     )
+
+
+def _gather(config: pytest.Config) -> list[HostResult]:
+    targets = audit_targets(config)
     terminal = config.pluginmanager.get_plugin("terminalreporter")
     started = time.monotonic()
     shown = [0.0]
 
+    def say(line: str) -> None:
+        if terminal is not None:
+            terminal.rewrite(line) if terminal.isatty() else terminal.write_line(line)
+
     def progress(done: int, total: int) -> None:
-        if terminal is None:
-            return
         now = time.monotonic()
         # A live counter on a terminal; a line every few seconds in a CI log.
-        if terminal.isatty():
-            terminal.rewrite(f"gathering {done}/{total} hosts")
-        elif done == total or now - shown[0] >= 5:
-            terminal.write_line(f"gathering {done}/{total} hosts")
+        if terminal is not None and (terminal.isatty() or done == total or now - shown[0] >= 5):
+            say(f"gathering {done}/{total} hosts")
             shown[0] = now
 
-    results = gather(targets, workers=config.getoption("xennet_workers"), timeout=timeout, known_hosts=known_hosts, progress=progress)
+    try:
+        results = gather(targets, workers=config.getoption("xennet_workers"), progress=progress)
+    except GatherInterrupted as exc:
+        say(f"interrupted while gathering: {len(exc.results)}/{len(targets)} hosts finished")
+        config.stash[INTERRUPTED] = True
+        return exc.results
+    failed = sum(1 for r in results if r.error)
+    say(f"gathered {len(results)} hosts in {time.monotonic() - started:.1f}s ({failed} unreachable or in error)")
     if terminal is not None:
-        failed = sum(1 for r in results if r.error)
-        line = f"gathered {len(results)} hosts in {time.monotonic() - started:.1f}s ({failed} unreachable or in error)"
-        terminal.rewrite(line) if terminal.isatty() else terminal.write_line(line)
         terminal.write_line("")
     return results
 
 
+def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"received signal {signum}")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> None:
+    # Reached when gathering was interrupted: stop here, through pytest's own interrupt
+    # path, so that every report is still written (with what finished).
+    if session.config.stash.get(INTERRUPTED, False):
+        raise session.Interrupted("interrupted while gathering")
+
+
 def pytest_report_header(config: pytest.Config) -> str:
-    return f"xennet: target {report.target_description(config.option.hosts)}, scope {config.getoption('xennet_scope')}"
+    return (
+        f"xennet: target {report.target_description(config.option.hosts)}, "
+        f"scope {config.getoption('xennet_scope')}, host keys {report.host_key_description(config)}"
+    )
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

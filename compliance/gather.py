@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import math
 import socket
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -29,6 +30,22 @@ class Target:
 
     label: str
     backend: BaseBackend
+    settings: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
+    connection: BaseBackend | None = dataclasses.field(default=None, repr=False)
+
+    def close(self) -> None:
+        for backend in (self.connection, self.backend):
+            close = getattr(backend, "close", None)
+            if close is not None:
+                close()
+
+
+class GatherInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM while gathering; ``results`` holds the hosts that finished."""
+
+    def __init__(self, results: list[HostResult]):
+        super().__init__("interrupted while gathering")
+        self.results = results
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,13 +94,14 @@ def make_targets(hosts: Sequence[str] | None, **backend_kwargs: Any) -> list[Tar
                 "ansible:// hosts need ansible-core: pip install 'xennet-compliance[ansible]'"
             ) from exc
         raise
+    settings = {k: backend_kwargs[k] for k in ("timeout", "known_hosts", "host_key_policy") if k in backend_kwargs}
     targets: dict[str, Target] = {}
     for backend in found:
-        targets.setdefault(label_of(backend), Target(label_of(backend), backend))
+        targets.setdefault(label_of(backend), Target(label_of(backend), backend, settings))
     return sorted(targets.values(), key=lambda t: t.label)
 
 
-def _connection_backend(target: Target, timeout: float, known_hosts: str | None) -> BaseBackend:
+def _connection_backend(target: Target, settings: dict[str, Any]) -> BaseBackend:
     """The backend that really connects: an Ansible host resolves to paramiko, ssh or local."""
     backend = target.backend
     runner = getattr(backend, "ansible_runner", None)
@@ -93,20 +111,32 @@ def _connection_backend(target: Target, timeout: float, known_hosts: str | None)
     if inner is None:
         return backend
     inner = inner.backend
-    # testinfra builds these from the inventory; our deadlines and known_hosts still apply.
-    inner.timeout = timeout if isinstance(inner, backends.ParamikoBackend) else max(1, round(timeout))
-    inner.known_hosts = known_hosts
+    # testinfra builds these from the inventory; our deadline and host key settings still apply.
+    timeout = settings.get("timeout", backends.DEFAULT_TIMEOUT)
+    inner.timeout = timeout if isinstance(inner, backends.ParamikoBackend) else max(1, math.ceil(timeout))
+    inner.known_hosts = settings.get("known_hosts")
+    inner.host_key_policy = settings.get("host_key_policy", "strict")
     if hasattr(inner, "controlpersist"):
         inner.controlpersist = 0
+    target.connection = inner  # so that an interrupt can close it
     return inner
+
+
+# OpenSSH reports its failures on stderr, exit status 255.
+_SSH_CAUSES = (
+    ("REMOTE HOST IDENTIFICATION HAS CHANGED", "host key mismatch for {host}"),
+    ("Host key verification failed", "host key for {host} is not in known_hosts (add it, or pass --ssh-known-hosts FILE)"),
+    ("Permission denied", "authentication failed"),
+    ("Connection refused", "connection refused"),
+    ("timed out", "timed out connecting"),
+)
 
 
 def describe_error(exc: BaseException, target: Target, timeout: float) -> str:
     """One line naming the cause; reports show it beside the host. Never a secret."""
     host = target.label
     if isinstance(exc, (TimeoutError, socket.timeout)):
-        detail = str(exc) if str(exc) and str(exc) != "timed out" else f"timed out after {timeout:g}s"
-        return detail
+        return str(exc) if str(exc) and str(exc) != "timed out" else f"timed out after {timeout:g}s"
     if isinstance(exc, (ConnectionRefusedError, paramiko.ssh_exception.NoValidConnectionsError)):
         return "connection refused"
     if isinstance(exc, paramiko.BadHostKeyException):
@@ -115,8 +145,12 @@ def describe_error(exc: BaseException, target: Target, timeout: float) -> str:
         return "authentication failed"
     if isinstance(exc, paramiko.SSHException) and "not found in known_hosts" in str(exc):
         return f"host key for {host} is not in known_hosts (add it, or pass --ssh-known-hosts FILE)"
-    if isinstance(exc, RuntimeError) and hasattr(exc.args[0] if exc.args else None, "stderr"):
-        return f"ssh failed: {_last_line(exc.args[0].stderr)}"
+    result = exc.args[0] if isinstance(exc, RuntimeError) and exc.args else None
+    if hasattr(result, "stderr"):
+        for needle, cause in _SSH_CAUSES:
+            if needle in result.stderr:
+                return cause.format(host=host)
+        return f"ssh failed: {_last_line(result.stderr)}"
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return f"{type(exc).__name__}: {excerpt(str(exc))}"
@@ -127,45 +161,51 @@ def _last_line(text: str) -> str:
     return excerpt(lines[-1]) if lines else "no output"
 
 
-def probe_host(target: Target, timeout: float = backends.DEFAULT_TIMEOUT, known_hosts: str | None = None) -> HostResult:
+def probe_host(target: Target) -> HostResult:
     """Run the probe on one host over one connection, then close it."""
-    backend = None
+    settings = target.settings
     try:
-        backend = _connection_backend(target, timeout, known_hosts)
+        backend = _connection_backend(target, settings)
         result = backend.run(PROBE_COMMAND)
         try:
             facts = parse_probe(result.stdout)
         except ProbeError as exc:
-            stderr = result.stderr
-            if "password is required" in stderr or "terminal is required" in stderr:
+            if "sudo:" in result.stderr and ("password is required" in result.stderr or "terminal is required" in result.stderr):
                 return HostResult(target.label, error=f"sudo requires a password on {target.label}")
             if result.rc != 0:
-                return HostResult(target.label, error=f"probe failed (exit {result.rc}): {_last_line(stderr)}")
+                return HostResult(target.label, error=f"probe failed (exit {result.rc}): {_last_line(result.stderr)}")
             return HostResult(target.label, error=str(exc))
         return HostResult(target.label, facts=facts)
     except Exception as exc:  # noqa: BLE001 - every failure becomes this host's error case
-        return HostResult(target.label, error=describe_error(exc, target, timeout))
+        return HostResult(target.label, error=describe_error(exc, target, settings.get("timeout", backends.DEFAULT_TIMEOUT)))
     finally:
-        close = getattr(backend, "close", None)
-        if close is not None:
-            close()
+        target.close()
 
 
 def gather(
     targets: Sequence[Target],
     workers: int = DEFAULT_WORKERS,
-    timeout: float = backends.DEFAULT_TIMEOUT,
-    known_hosts: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[HostResult]:
-    """Probe every target from a bounded thread pool; results come back sorted by host."""
+    """Probe every target from a bounded thread pool; results come back sorted by host.
+
+    On KeyboardInterrupt (Ctrl-C, or SIGTERM turned into one) every connection is
+    closed at once and GatherInterrupted carries the hosts that finished.
+    """
     results: list[HostResult] = []
     if not targets:
         return results
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(workers, len(targets)))) as pool:
-        futures = [pool.submit(probe_host, t, timeout, known_hosts) for t in targets]
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(workers, len(targets))))
+    try:
+        futures = [pool.submit(probe_host, t) for t in targets]
         for future in concurrent.futures.as_completed(futures):
             results.append(future.result())
             if progress is not None:
                 progress(len(results), len(targets))
+    except KeyboardInterrupt:
+        pool.shutdown(wait=False, cancel_futures=True)
+        for target in targets:
+            target.close()
+        raise GatherInterrupted(sorted(results, key=lambda r: r.host)) from None
+    pool.shutdown()
     return sorted(results, key=lambda r: r.host)

@@ -43,6 +43,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="where to write the JSON summary (default reports/summary.json)",
     )
     group.addoption(
+        "--ssh-host-key-policy",
+        choices=backends.HOST_KEY_POLICIES,
+        default="strict",
+        help="strict (default): refuse unknown and changed host keys; accept-new: record keys of hosts "
+        "never seen before (in the first --ssh-known-hosts file, else ~/.ssh/known_hosts), refuse changed "
+        "ones; insecure: accept any key (the reports say so)",
+    )
+    group.addoption(
         "--ssh-known-hosts",
         metavar="FILE",
         help="known_hosts file(s), space-separated, checked in addition to ~/.ssh/known_hosts",

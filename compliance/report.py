@@ -93,7 +93,13 @@ def html_test_id_cell(test_id: str) -> str:
 
 
 def summary(
-    records: Iterable[dict[str, Any]], *, scope: str, target: str, complete: bool, generated: datetime.datetime | None = None
+    records: Iterable[dict[str, Any]],
+    *,
+    scope: str,
+    target: str,
+    complete: bool,
+    host_key_policy: str = "strict",
+    generated: datetime.datetime | None = None,
 ) -> dict[str, Any]:
     rows = sorted(records, key=lambda r: (r["host"], r["interface"] or ""))
     counts = Counter(r["verdict"] for r in rows)
@@ -103,6 +109,7 @@ def summary(
         "scope": scope,
         "target": target,
         "complete": complete,
+        "host_key_policy": host_key_policy,
         "counts": {v.value: counts.get(v.value, 0) for v in Verdict} | dict(counts),
         "results": rows,
     }
@@ -154,6 +161,13 @@ def target_description(hosts: str | None) -> str:
     specs = [redact_spec(s) for s in hosts.split(",")]
     shown = ", ".join(specs[:5])
     return shown + (f" and {len(specs) - 5} more" if len(specs) > 5 else "")
+
+
+def host_key_description(config: Any) -> str:
+    policy = config.getoption("ssh_host_key_policy")
+    if policy == "insecure":
+        return "INSECURE: any host key accepted, hosts were not authenticated"
+    return policy
 
 
 def _escape_metadata(value: Any) -> Any:
@@ -213,6 +227,7 @@ class AuditReporter:
         metadata["Audit target"] = target_description(config.option.hosts)
         metadata["Scope"] = config.getoption("xennet_scope")
         metadata["Check"] = f"{CONTROL.id}: {CONTROL.title}"
+        metadata["Host keys"] = host_key_description(config)
         # pytest-html 4.2 renders environment keys and values as raw HTML.
         escaped = _escape_metadata(dict(metadata))
         metadata.clear()
@@ -225,6 +240,7 @@ class AuditReporter:
             scope=self.config.getoption("xennet_scope"),
             target="local" if not self.config.option.hosts else "remote",
             complete=complete,
+            host_key_policy=self.config.getoption("ssh_host_key_policy"),
         )
 
     def pytest_sessionfinish(self, session: Any, exitstatus: int) -> None:

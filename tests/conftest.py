@@ -130,18 +130,22 @@ class Audit:
         return {(names[r["host"]], r["interface"]): r["verdict"] for r in self.summary["results"]}
 
 
-def run_audit(reports: Path, *args: str, timeout: float = 300) -> Audit:
-    """Run the audit as a user would, from the project root, writing reports under ``reports``."""
-    reports.mkdir(parents=True, exist_ok=True)
-    argv = [
+def audit_argv(reports: Path, *args: str) -> list[str]:
+    """The command line of an audit as a user would type it, writing reports under ``reports``."""
+    return [
         sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
         f"--junitxml={reports / 'junit.xml'}",
         f"--html={reports / 'report.html'}",
         f"--xennet-summary={reports / 'summary.json'}",
         *args,
     ]
-    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                          env=dict(os.environ, COLUMNS="200"))
+
+
+def run_audit(reports: Path, *args: str, timeout: float = 300, env: dict | None = None) -> Audit:
+    """Run the audit as a user would, from the project root, writing reports under ``reports``."""
+    reports.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(audit_argv(reports, *args), cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, COLUMNS="200", **(env or {})))
     return Audit(proc.returncode, proc.stdout, proc.stderr, reports)
 
 

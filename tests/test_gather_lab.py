@@ -80,4 +80,4 @@ def test_paramiko_sets_tcp_nodelay_and_closes(lab):
 def test_probe_host_over_openssh_matches_paramiko(lab):
     (via_paramiko,) = targets(lab, ["multi"])
     (via_ssh,) = targets(lab, ["multi"], scheme="ssh", ssh_config=str(lab.ssh_config))
-    assert probe_host(via_paramiko, LAB_TIMEOUT).facts == probe_host(via_ssh, LAB_TIMEOUT).facts
+    assert probe_host(via_paramiko).facts == probe_host(via_ssh).facts

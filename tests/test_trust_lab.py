@@ -1,0 +1,128 @@
+"""Trust: host keys, secrets and interrupts, against the lab's real SSH hosts."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+
+import pytest
+
+from tests.conftest import ROOT, audit_argv, lab_args, run_audit
+
+NAMES = ["sgon", "exposed", "multi"]
+
+
+def known_hosts_lines(lab) -> dict[str, str]:
+    """Lab host name -> its known_hosts line."""
+    by_address = {line.split()[0]: line for line in lab.known_hosts.read_text().splitlines() if line.strip()}
+    return {name: by_address[host.address] for name, host in lab.hosts.items() if host.address in by_address}
+
+
+def args_with(lab, names, known_hosts, *extra, scheme="paramiko"):
+    args = [a for a in lab_args(lab, names, scheme=scheme) if not a.startswith("--ssh-known-hosts")]
+    return [*args, f"--ssh-known-hosts={known_hosts}", *extra]
+
+
+@pytest.fixture
+def isolated_home(tmp_path):
+    """A HOME whose ~/.ssh/known_hosts is empty: only the files a test names are trusted."""
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    return {"HOME": str(home)}
+
+
+@pytest.mark.parametrize("scheme", ["paramiko", "ssh"])
+def test_changed_host_key_errors_that_host_only_and_is_never_replaced(lab, tmp_path, isolated_home, scheme):
+    lines = known_hosts_lines(lab)
+    impostor = lines["jumbo"].split(maxsplit=1)[1]  # another host's real key
+    forged = "".join(
+        f"{lab.hosts[n].address} {impostor}\n" if n == "sgon" else lines[n] + "\n" for n in NAMES)
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(forged)
+    extra = [f"--ssh-config={lab.ssh_config}"] if scheme == "ssh" else []
+    for policy in ("strict", "accept-new"):
+        audit = run_audit(tmp_path / policy, *args_with(lab, NAMES, known_hosts, f"--ssh-host-key-policy={policy}",
+                                                        *extra, scheme=scheme), env=isolated_home)
+        sgon = lab.hosts["sgon"].address
+        rows = audit.summary["results"]
+        assert [(r["verdict"], r["message"]) for r in rows if r["host"] == sgon] == [
+            ("error", f"host key mismatch for {sgon}")], audit.stdout
+        others = [r["verdict"] for r in rows if r["host"] != sgon]
+        assert len(others) == 1 + 4 and "error" not in others  # exposed, and multi's four interfaces
+        assert known_hosts.read_text() == forged
+
+
+def test_unknown_host_is_refused_by_default(lab, tmp_path, isolated_home):
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    audit = run_audit(tmp_path / "r", *args_with(lab, ["sgon"], empty), env=isolated_home)
+    (row,) = audit.summary["results"]
+    assert row["verdict"] == "error" and "is not in known_hosts" in row["message"]
+    assert audit.summary["host_key_policy"] == "strict"
+    assert empty.read_text() == ""
+
+
+@pytest.mark.parametrize("scheme", ["paramiko", "ssh"])
+def test_accept_new_records_unknown_hosts_then_strict_trusts_them(lab, tmp_path, isolated_home, scheme):
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text("")
+    extra = [f"--ssh-config={lab.ssh_config}"] if scheme == "ssh" else []
+    if scheme == "ssh":
+        # The lab's ssh_config names its own known_hosts file; point it at ours instead.
+        config = tmp_path / "ssh_config"
+        config.write_text(lab.ssh_config.read_text().replace(str(lab.known_hosts), str(known_hosts)))
+        extra = [f"--ssh-config={config}"]
+    first = run_audit(tmp_path / "first", *args_with(lab, ["sgon", "exposed"], known_hosts,
+                                                      "--ssh-host-key-policy=accept-new", *extra, scheme=scheme),
+                      env=isolated_home)
+    assert {r["verdict"] for r in first.summary["results"]} == {"sg-on", "susceptible"}, first.stdout
+    recorded = sorted(line.split() for line in known_hosts.read_text().splitlines())
+    assert recorded == sorted(known_hosts_lines(lab)[n].split() for n in ("sgon", "exposed"))
+    second = run_audit(tmp_path / "second", *args_with(lab, ["sgon", "exposed"], known_hosts, *extra, scheme=scheme),
+                       env=isolated_home)
+    assert {r["verdict"] for r in second.summary["results"]} == {"sg-on", "susceptible"}, second.stdout
+
+
+def test_insecure_policy_is_announced_in_every_report(lab, tmp_path, isolated_home):
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    audit = run_audit(tmp_path / "r", *args_with(lab, ["sgon"], empty, "--ssh-host-key-policy=insecure"),
+                      env=isolated_home)
+    assert [r["verdict"] for r in audit.summary["results"]] == ["sg-on"]
+    assert audit.summary["host_key_policy"] == "insecure"
+    assert "INSECURE: any host key accepted" in audit.html
+    assert "host keys INSECURE" in audit.stdout
+    assert empty.read_text() == ""
+
+
+def test_password_in_a_host_spec_appears_nowhere(lab, tmp_path):
+    secret = "Xq7-s3cret-pw"
+    names = ["exposed", "dead"]  # a failure and an error: tracebacks and messages are written
+    specs = ",".join(f"paramiko://root:{secret}@{lab.hosts[n].address}" for n in names)
+    args = [a if not a.startswith("--hosts=") else f"--hosts={specs}" for a in lab_args(lab, names)]
+    audit = run_audit(tmp_path, *args, "-v", "-l", "--tb=long", "-rA")
+    assert audit.returncode == 1 and len(audit.summary["results"]) == 2, audit.stdout
+    leaks = [p.name for p in tmp_path.rglob("*") if p.is_file() and secret in p.read_text(errors="replace")]
+    assert leaks == [] and secret not in audit.stdout and secret not in audit.stderr
+
+
+@pytest.mark.parametrize(("sig", "xdist"), [(signal.SIGTERM, []), (signal.SIGINT, []), (signal.SIGTERM, ["-n", "2"])])
+def test_interrupted_run_still_writes_every_report(lab, tmp_path, sig, xdist):
+    # The hung host keeps gathering busy; sgon finishes first.
+    args = [a for a in lab_args(lab, ["sgon", "hung"]) if not a.startswith("--xennet-timeout")]
+    proc = subprocess.Popen(audit_argv(tmp_path, *args, "--xennet-timeout=60", *xdist), cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen = []
+    for line in proc.stdout:  # interrupt once sgon is gathered and the hung host is not
+        seen.append(line)
+        if "gathering 1/2 hosts" in line:
+            break
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=60)
+    out = "".join(seen) + out
+    assert proc.returncode == 2, out
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["complete"] is False
+    assert (tmp_path / "junit.xml").exists() and (tmp_path / "report.html").exists()
+    assert "interrupted" in out
