@@ -13,7 +13,6 @@ including those an Ansible inventory resolves to, use them.
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import signal
@@ -44,6 +43,31 @@ def install() -> None:
 
 def _expand(paths: str | None) -> list[str]:
     return [os.path.expanduser(p) for p in (paths or "").split()]
+
+
+_parsed_files: dict[str, tuple[tuple[int, int], Any]] = {}
+_parsed_files_lock = threading.Lock()
+
+
+def parsed_file(path: str, parse: Any) -> Any:
+    """``parse(path)``, shared by every host's backend until the file changes; None if unreadable.
+
+    paramiko would parse a known_hosts file once per host, in time quadratic in its length:
+    for a fleet-sized file that made gathering cubic in the number of hosts.
+    """
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    version = (st.st_mtime_ns, st.st_size)
+    with _parsed_files_lock:  # one parse per version, not one per waiting thread
+        cached = _parsed_files.get(path)
+        if cached is None or cached[0] != version:
+            try:
+                cached = _parsed_files[path] = (version, parse(path))
+            except OSError:
+                return None
+        return cached[1]
 
 
 def record_file(known_hosts: str | None) -> str:
@@ -129,8 +153,16 @@ class ParamikoBackend(NonInteractiveSudo, testinfra.backend.paramiko.ParamikoBac
             raise ValueError(f"unknown host key policy {self.host_key_policy!r}")
         return paramiko.RejectPolicy()
 
-    @functools.cached_property
+    @property
     def client(self) -> paramiko.SSHClient:
+        # Not functools.cached_property: before Python 3.12 it holds one lock for all
+        # instances, so every host's handshake waited for the previous one to finish.
+        client = self.__dict__.get("client")
+        if client is None:
+            client = self.__dict__["client"] = self._connect()
+        return client
+
+    def _connect(self) -> paramiko.SSHClient:
         client = paramiko.SSHClient()
         cfg: dict[str, Any] = {
             "hostname": self.host.name,
@@ -143,10 +175,8 @@ class ParamikoBackend(NonInteractiveSudo, testinfra.backend.paramiko.ParamikoBac
             "channel_timeout": self.timeout,
         }
         config_path = self._ssh_config_path()
-        if config_path:
-            with open(config_path) as f:
-                ssh_config = paramiko.SSHConfig()
-                ssh_config.parse(f)
+        ssh_config = parsed_file(config_path, paramiko.SSHConfig.from_path) if config_path else None
+        if ssh_config is not None:
             self._load_ssh_config(client, cfg, ssh_config, os.path.dirname(config_path))
         # Our policy, set after ssh_config: `StrictHostKeyChecking no` there must not
         # silently turn checking off; --ssh-host-key-policy=insecure does that, visibly.
@@ -154,10 +184,7 @@ class ParamikoBackend(NonInteractiveSudo, testinfra.backend.paramiko.ParamikoBac
         if self.ssh_identity_file:
             cfg["key_filename"] = os.path.expanduser(self.ssh_identity_file)
         if self.host_key_policy != "insecure":
-            client.load_system_host_keys()  # ~/.ssh/known_hosts first, as OpenSSH does
-            for path in self._config_known_hosts + _expand(self.known_hosts):
-                if os.path.exists(path):
-                    client.load_system_host_keys(path)
+            self._load_known_keys(client, cfg["hostname"], cfg["port"])
         if "sock" not in cfg:
             cfg["sock"] = self._connect_socket(cfg["hostname"], cfg["port"])
         try:
@@ -166,6 +193,17 @@ class ParamikoBackend(NonInteractiveSudo, testinfra.backend.paramiko.ParamikoBac
             client.close()
             raise
         return client
+
+    def _load_known_keys(self, client: paramiko.SSHClient, hostname: str, port: int) -> None:
+        """This host's known keys, as paramiko's connect() looks them up: ~/.ssh/known_hosts
+        first, as OpenSSH does, then the user's files; the first key of each type wins."""
+        name = hostname if port == 22 else f"[{hostname}]:{port}"
+        known = client.get_host_keys()
+        for path in _expand(USER_KNOWN_HOSTS) + self._config_known_hosts + _expand(self.known_hosts):
+            host_keys = parsed_file(path, paramiko.HostKeys)
+            for keytype, key in ((host_keys and host_keys.lookup(name)) or {}).items():
+                if keytype not in (known.lookup(name) or {}):
+                    known.add(name, keytype, key)
 
     def _connect_socket(self, hostname: str, port: int) -> socket.socket:
         sock = socket.create_connection((hostname, port), timeout=self.timeout)

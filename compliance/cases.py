@@ -21,6 +21,7 @@ class Case:
     kernel: str | None = None
     interface: InterfaceFacts | None = None
     error: str | None = None
+    ethtool: str | None = None  # the host's ethtool path, for the workaround's commands
 
     @property
     def id(self) -> str:
@@ -62,5 +63,8 @@ def build_cases(results: list[HostResult]) -> list[Case]:
         elif not result.facts.interfaces:
             cases.append(Case(result.host, kernel=result.facts.kernel))
         else:
-            cases.extend(Case(result.host, result.facts.kernel, iface) for iface in result.facts.interfaces)
+            cases.extend(
+                Case(result.host, result.facts.kernel, iface, ethtool=result.facts.ethtool)
+                for iface in result.facts.interfaces
+            )
     return sorted(cases, key=lambda c: (c.host, c.interface.name if c.interface else ""))

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from compliance import backends, report
+from compliance import backends, report, shard, workaround
 from compliance.cases import Case, build_cases
 from compliance.gather import GatherInterrupted, HostResult, Target, gather, make_targets
 from compliance.report import AuditReporter
@@ -21,6 +21,7 @@ from compliance.rule import Verdict
 
 RESULTS = pytest.StashKey[list]()  # list[HostResult], same on controller and workers
 RECORD = pytest.StashKey[dict]()  # this item's record
+OUTCOME = pytest.StashKey[Any]()  # this item's workaround.Outcome, when it was touched
 INTERRUPTED = pytest.StashKey[bool]()  # gathering was interrupted
 PREVIOUS_SIGTERM = pytest.StashKey[Any]()
 WORKERINPUT_KEY = "xennet_results"
@@ -75,7 +76,7 @@ def audit_targets(config: pytest.Config) -> list[Target]:
 
 
 def _gather(config: pytest.Config) -> list[HostResult]:
-    targets = audit_targets(config)
+    targets = shard.select(audit_targets(config), config.getoption("xennet_shard"))
     terminal = config.pluginmanager.get_plugin("terminalreporter")
     started = time.monotonic()
     shown = [0.0]
@@ -147,11 +148,37 @@ class AuditError(Exception):
     """The interface's state cannot be determined: the case errors, it never passes."""
 
 
+@pytest.fixture(scope="session")
+def xennet_remediator(request: pytest.FixtureRequest) -> Any:
+    """The optional workaround. Workers act too: they rebuild targets from their own options
+    (host specs may hold passwords, so they never travel in workerinput), one connection
+    per host they act on, closed at session end."""
+    config = request.config
+    remediator = workaround.Remediator(
+        config.getoption("xennet_workaround"),
+        lambda: audit_targets(config),
+        allow_mtu=config.getoption("xennet_allow_mtu"),
+        persist=config.getoption("xennet_persist"),
+        scope=config.getoption("xennet_scope"),
+        sudo=bool(config.option.sudo),
+    )
+    yield remediator
+    remediator.close()
+
+
 @pytest.fixture
-def xennet_judgement(xennet_case: Case, request: pytest.FixtureRequest, record_property: Any) -> Any:
-    """Judge this case; a host or interface in doubt errors here, in setup."""
+def xennet_judgement(
+    xennet_case: Case, request: pytest.FixtureRequest, record_property: Any, xennet_remediator: Any
+) -> Any:
+    """Judge this case (then apply the workaround, if asked); a host or interface in doubt errors here, in setup."""
     judgement = xennet_case.judge(request.config.getoption("xennet_scope"))
     record = xennet_case.record(judgement)
+    if xennet_case.interface is not None:
+        outcome = xennet_remediator.act(xennet_case.host, xennet_case.interface, xennet_case.ethtool, judgement)
+        if outcome is not None:
+            request.node.stash[OUTCOME] = outcome
+            workaround.apply_to_record(record, outcome)
+            judgement = outcome.judgement
     request.node.stash[RECORD] = record
     for name, value in report.junit_properties(record):
         record_property(name, value)
@@ -160,6 +187,12 @@ def xennet_judgement(xennet_case: Case, request: pytest.FixtureRequest, record_p
     if judgement.verdict is Verdict.NOT_APPLICABLE:
         pytest.skip(judgement.message)
     return judgement
+
+
+@pytest.fixture
+def xennet_workaround(xennet_judgement: Any, request: pytest.FixtureRequest) -> Any:
+    """What the workaround did to this case (a workaround.Outcome), or None when untouched."""
+    return request.node.stash.get(OUTCOME, None)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import pytest
 
-from compliance import backends
+from compliance import backends, shard
 from compliance.gather import DEFAULT_WORKERS
-from compliance.rule import SCOPES
+from compliance.rule import JUMBO_MTU, SCOPES
+from compliance.workaround import MODES
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -43,6 +44,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="where to write the JSON summary (default reports/summary.json)",
     )
     group.addoption(
+        "--xennet-shard",
+        type=shard.option_type,
+        metavar="K/N",
+        help="audit only shard K of N (1-based): a stable split of the hosts by name, for N machines; "
+        "combine their reports with `python -m compliance.merge`",
+    )
+    group.addoption(
         "--ssh-host-key-policy",
         choices=backends.HOST_KEY_POLICIES,
         default="strict",
@@ -54,6 +62,25 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--ssh-known-hosts",
         metavar="FILE",
         help="known_hosts file(s), space-separated, checked in addition to ~/.ssh/known_hosts",
+    )
+    group.addoption(
+        "--xennet-workaround",
+        choices=MODES,
+        default="off",
+        help="off (default): change nothing; dry-run: record the commands that would fix each susceptible "
+        "interface; apply: run them (as root, or with --sudo) and pass only if a re-read shows it mitigated",
+    )
+    group.addoption(
+        "--xennet-allow-mtu",
+        action="store_true",
+        help=f"with the workaround: if scatter-gather stays off, set MTU {JUMBO_MTU} (jumbo frames can break "
+        "paths that leave the VPC)",
+    )
+    group.addoption(
+        "--xennet-persist",
+        action="store_true",
+        help="with --xennet-workaround=apply: keep scatter-gather on across reboots (a udev rule, and the "
+        "host's NetworkManager, ifcfg or ifupdown configuration); writes files under /etc, backing up changed ones",
     )
 
 
@@ -68,3 +95,9 @@ def pytest_configure(config: pytest.Config) -> None:
             "given as a separate argument (e.g. `--ssh-identity-file KEY`). Write it with `=` "
             "(`--ssh-identity-file=KEY`), or run through tox (`tox -e audit -- ...`)."
         )
+    # Acting on hosts is never implied: flags that only make sense with it are refused without it.
+    mode = config.getoption("xennet_workaround", "off")
+    if config.getoption("xennet_persist", False) and mode != "apply":
+        raise pytest.UsageError("--xennet-persist needs --xennet-workaround=apply")
+    if config.getoption("xennet_allow_mtu", False) and mode == "off":
+        raise pytest.UsageError("--xennet-allow-mtu needs --xennet-workaround=dry-run or apply")

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from _pytest.junitxml import xml_key  # the stash key pytest's own record_xml_attribute uses
 
-from compliance.rule import CONTROL, Verdict
+from compliance.rule import AUDIT_VERDICTS, CONTROL, Verdict
 
 SCHEMA = 1
 JUNIT_PROPERTIES = ("host", "interface", "driver", "mtu", "scatter_gather", "sg_fixed", "verdict", "kernel")
@@ -39,7 +39,9 @@ TAGS = {
     Verdict.JUMBO_MTU.value: "SUCCESS",
     Verdict.SUSCEPTIBLE.value: "WARN",
     Verdict.ERROR.value: "ERROR",
+    Verdict.REMEDIATED.value: "SUCCESS",
 }
+WORKAROUND_COLUMN = ("workaround", "Workaround")  # shown when --xennet-workaround is not off
 ONE_DOT_LEADER = "\u2024"  # looks like "." but is not Jenkins' package separator
 
 
@@ -57,7 +59,42 @@ def property_value(value: Any) -> str:
 
 
 def junit_properties(record: dict[str, Any]) -> list[tuple[str, str]]:
-    return [(name, property_value(record[name])) for name in JUNIT_PROPERTIES]
+    return [(name, property_value(record[name])) for name in JUNIT_PROPERTIES] + workaround_properties(record)
+
+
+def workaround_properties(record: dict[str, Any]) -> list[tuple[str, str]]:
+    """``workaround_*`` properties of a touched interface: the same data as summary.json."""
+    done = record.get("workaround")
+    if not done:
+        return []
+    return [
+        ("workaround_mode", done["mode"]),
+        ("workaround_result", done["result"]),
+        ("workaround_commands", json.dumps(done["commands"])),
+        ("workaround_before", json.dumps(done["before"])),
+        ("workaround_after", json.dumps(done["after"])),
+        ("workaround_persisted", json.dumps(done["persisted"])),
+        ("workaround_cause", property_value(done.get("cause"))),
+    ]
+
+
+def _state_text(data: dict[str, Any] | None) -> str:
+    if not data:
+        return "?"
+    return f"sg {data.get('scatter_gather') or '?'}, mtu {data.get('mtu') or '?'}"
+
+
+def workaround_text(record: dict[str, Any]) -> str:
+    """``before -> after (result)`` for the HTML cell; empty for an untouched case."""
+    done = record.get("workaround")
+    if not done:
+        return ""
+    after = _state_text(done["after"]) if done["after"] else "unchanged"
+    text = f"{_state_text(done['before'])} \u2192 {after} ({done['result']})"
+    if done.get("cause"):
+        text += f": {done['cause']}"
+    files = [p.get("file") or p.get("connection") for p in done.get("persisted", []) if p.get("action") != "unchanged"]
+    return text + (f"; persisted: {', '.join(map(str, files))}" if files else "")
 
 
 def junit_names(record: dict[str, Any]) -> tuple[str, str]:
@@ -71,12 +108,14 @@ def junit_names(record: dict[str, Any]) -> tuple[str, str]:
     return f"{record['host']}.{cls}", f"{CONTROL.id} scatter-gather/MTU"
 
 
-def html_header_cells() -> list[str]:
-    return [f'<th class="sortable" data-column-type="{key}">{title}</th>' for key, title in HTML_COLUMNS]
+def html_header_cells(workaround: bool = False) -> list[str]:
+    columns = HTML_COLUMNS + ((WORKAROUND_COLUMN,) if workaround else ())
+    return [f'<th class="sortable" data-column-type="{key}">{title}</th>' for key, title in columns]
 
 
-def html_row_cells(record: dict[str, Any] | None) -> list[str]:
+def html_row_cells(record: dict[str, Any] | None, workaround: bool = False) -> list[str]:
     record = record or {}
+    extra = [f'<td class="col-workaround">{html.escape(workaround_text(record))}</td>'] if workaround else []
     values = {
         "host": record.get("host"),
         "interface": record.get("interface"),
@@ -85,7 +124,7 @@ def html_row_cells(record: dict[str, Any] | None) -> list[str]:
         "sg": record.get("scatter_gather"),
         "verdict": record.get("verdict"),
     }
-    return [f'<td class="col-{key}">{html.escape(property_value(values[key]))}</td>' for key, _ in HTML_COLUMNS]
+    return [f'<td class="col-{key}">{html.escape(property_value(values[key]))}</td>' for key, _ in HTML_COLUMNS] + extra
 
 
 def html_test_id_cell(test_id: str) -> str:
@@ -99,6 +138,8 @@ def summary(
     target: str,
     complete: bool,
     host_key_policy: str = "strict",
+    workaround: str = "off",
+    shard: str | None = None,
     generated: datetime.datetime | None = None,
 ) -> dict[str, Any]:
     rows = sorted(records, key=lambda r: (r["host"], r["interface"] or ""))
@@ -110,7 +151,9 @@ def summary(
         "target": target,
         "complete": complete,
         "host_key_policy": host_key_policy,
-        "counts": {v.value: counts.get(v.value, 0) for v in Verdict} | dict(counts),
+        "workaround": workaround,
+        "shard": shard,  # "K/N" for one shard of a split run (--xennet-shard), else null
+        "counts": {v.value: counts.get(v.value, 0) for v in shown_verdicts(workaround)} | dict(counts),
         "results": rows,
     }
 
@@ -128,7 +171,12 @@ def case_label(record: dict[str, Any]) -> str:
     return host if record["interface"] is None else f"{host}|{printable(record['interface'])}"
 
 
-def terminal_lines(records: Iterable[dict[str, Any]]) -> list[str]:
+def shown_verdicts(workaround: str = "off") -> tuple[Verdict, ...]:
+    """Verdicts every count lists: ``remediated`` only when the workaround may act."""
+    return AUDIT_VERDICTS + ((Verdict.REMEDIATED,) if workaround != "off" else ())
+
+
+def terminal_lines(records: Iterable[dict[str, Any]], workaround: str = "off") -> list[str]:
     """ec2rl's ``[Diagnostic Results]`` block: one line per judged case, then counts."""
     rows = sorted(records, key=lambda r: (r["host"], r["interface"] or ""))
     lines = ["----------[Diagnostic Results]----------"]
@@ -141,8 +189,14 @@ def terminal_lines(records: Iterable[dict[str, Any]]) -> list[str]:
             enable, mtu = record["fixes"]
             lines.append(f"-- You can enable Scatter-Gather with '{printable(enable)}'")
             lines.append(f"-- You can set MTU with '{printable(mtu)}'")
+        done = record.get("workaround")
+        if done:
+            what = "would run" if done["result"] == "planned" else "ran"
+            lines += [f"-- workaround {what}: {printable(c)}" for c in done["commands"]]
+            if done.get("cause"):
+                lines.append(f"-- workaround failed: {printable(done['cause'])}")
     counts = Counter(r["verdict"] for r in rows)
-    lines.append("  ".join(f"{v.value}: {counts.get(v.value, 0)}" for v in Verdict))
+    lines.append("  ".join(f"{v.value}: {counts.get(v.value, 0)}" for v in shown_verdicts(workaround)))
     return lines
 
 
@@ -189,6 +243,7 @@ class AuditReporter:
         self.config = config
         self.expected_cases = expected_cases  # callable: how many cases this run should report
         self.records: dict[str, dict[str, Any]] = {}
+        self.workaround = config.getoption("xennet_workaround", "off")
         self.summary_path = Path(config.getoption("xennet_summary"))
         if not self.summary_path.is_absolute():
             self.summary_path = config.rootpath / self.summary_path
@@ -213,14 +268,14 @@ class AuditReporter:
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_html_results_table_header(self, cells: list[str]) -> None:
-        cells[2:2] = html_header_cells()
+        cells[2:2] = html_header_cells(self.workaround != "off")
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_html_results_table_row(self, report: Any, cells: list[str]) -> None:
         # pytest-html inserts the test id as raw HTML; hostile interface names are in it.
         test_id = report.nodeid + ("" if report.when == "call" else f"::{report.when}")
         cells[1] = html_test_id_cell(test_id)
-        cells[2:2] = html_row_cells(getattr(report, "xennet", None))
+        cells[2:2] = html_row_cells(getattr(report, "xennet", None), self.workaround != "off")
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_metadata(self, metadata: dict[str, Any], config: Any) -> None:
@@ -241,6 +296,8 @@ class AuditReporter:
             target="local" if not self.config.option.hosts else "remote",
             complete=complete,
             host_key_policy=self.config.getoption("ssh_host_key_policy"),
+            workaround=self.workaround,
+            shard=str(part) if (part := self.config.getoption("xennet_shard")) else None,
         )
 
     def pytest_sessionfinish(self, session: Any, exitstatus: int) -> None:
@@ -249,7 +306,7 @@ class AuditReporter:
         write_json(self.summary_path, self._summary(int(exitstatus)))
 
     def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int) -> None:
-        for line in terminal_lines(self.records.values()):
+        for line in terminal_lines(self.records.values(), self.workaround):
             terminalreporter.write_line(line)
         if int(exitstatus) == 2:
             terminalreporter.write_line("the run was interrupted: reports hold only what finished", red=True)

@@ -3,6 +3,8 @@
 One test case per (host, interface), parametrized from the facts gathered once per
 run (see conftest.py). Errors and not-applicable cases are settled in the
 ``xennet_judgement`` fixture; what reaches the test body is pass or susceptible.
+With ``--xennet-workaround``, the judgement is the state after the workaround, and a
+workaround that failed (including persistence) fails the case with its one-line cause.
 """
 
 import pytest
@@ -10,8 +12,12 @@ import pytest
 from compliance.rule import CONTROL, Verdict
 
 
-def test_xennet_sg_mtu(xennet_judgement):
+def test_xennet_sg_mtu(xennet_judgement, xennet_workaround):
+    if xennet_workaround is not None and xennet_workaround.failed:
+        pytest.fail(f"workaround failed: {xennet_workaround.cause}\n{xennet_judgement.message}", pytrace=False)
     if xennet_judgement.verdict is Verdict.SUSCEPTIBLE:
         fixes = "\n".join(f"-- {fix}" for fix in xennet_judgement.fixes)
+        if xennet_workaround is not None:  # dry-run
+            fixes += "".join(f"\n-- dry-run, would run: {c}" for c in xennet_workaround.commands)
         pytest.fail(f"{xennet_judgement.message}\n{fixes}\n{CONTROL.remediation}", pytrace=False)
     assert xennet_judgement.verdict.mitigated, xennet_judgement

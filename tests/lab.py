@@ -41,6 +41,7 @@ __all__ = [
     "Lab",
     "LabError",
     "LabHost",
+    "UserPlan",
     "cleanup_prefix",
     "read_sg",
     "require_root",
@@ -58,6 +59,8 @@ _MOUNT_WRAPPER = (
 )
 _PREFIX_RE = re.compile(r"[a-z][a-z0-9]{0,7}")
 _HOST_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
+_USER_NAME_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+FIRST_LAB_UID = 61000  # lab users get free uids from here (checked against this machine)
 _WORKERS = 8
 _T = TypeVar("_T")
 
@@ -78,6 +81,17 @@ class IfacePlan:
     sg: bool = True  # scatter-gather, set with `ethtool -K NAME sg on|off`
 
 
+SUDO_RIGHTS = ("none", "nopasswd", "password")
+
+
+@dataclass(frozen=True)
+class UserPlan:
+    """A non-root login user of one lab host (key auth, like root)."""
+
+    name: str
+    sudo: str = "none"  # none: no sudo rights; nopasswd: NOPASSWD: ALL; password: ALL, password asked
+
+
 @dataclass(frozen=True)
 class HostPlan:
     """One lab host; ``ifaces[0]`` is the management interface."""
@@ -87,6 +101,15 @@ class HostPlan:
     sshd: bool = True  # False: address exists but port 22 refuses
     hang: bool = False  # True: auth works, every command hangs
     ethtool: bool = True  # False: ethtool is hidden from the host's sessions, as if not installed
+    # A writable copy of /etc seen only by this host (sshd sessions and Lab.exec);
+    # implied by users and etc_files.  Costs a copy of /etc at start: opt-in.
+    private_etc: bool = False
+    users: tuple[UserPlan, ...] = ()  # created in the host's private /etc
+    etc_files: tuple[tuple[str, str], ...] = ()  # (path relative to /etc, text) written into it
+
+    @property
+    def needs_private_etc(self) -> bool:
+        return self.private_etc or bool(self.users) or bool(self.etc_files)
 
 
 @dataclass(frozen=True)
@@ -327,6 +350,15 @@ class Lab:
             for name in ifnames:
                 if not _valid_ifname(name):
                     raise ValueError(f"host {hp.name!r}: invalid interface name {name!r}")
+            users = [u.name for u in hp.users]
+            if len(set(users)) != len(users):
+                raise ValueError(f"host {hp.name!r}: duplicate user names {users}")
+            for user in hp.users:
+                if not _USER_NAME_RE.fullmatch(user.name) or user.sudo not in SUDO_RIGHTS:
+                    raise ValueError(f"host {hp.name!r}: bad user {user!r}")
+            for rel, _ in hp.etc_files:
+                if Path(rel).is_absolute() or ".." in Path(rel).parts:
+                    raise ValueError(f"host {hp.name!r}: etc_files paths are relative to /etc: {rel!r}")
 
     def _make_host(self, idx: int, hp: HostPlan) -> LabHost:
         address = self.network.network_address + 10 + idx
@@ -512,12 +544,61 @@ class Lab:
         for name, host in self.hosts.items():
             self.host_dir(name).mkdir(parents=True, exist_ok=True)
             self.hosts[name] = dataclasses.replace(host, mounts=tuple(self._host_mounts(host)))
+        _parallel(self._make_private_etc, [h for h in self.hosts.values() if h.plan.needs_private_etc])
+
+    def private_etc(self, name: str) -> Path:
+        """This machine's path of the host's private /etc (only for plans that ask for one)."""
+        return self.host_dir(name) / "etc"
+
+    def _make_private_etc(self, host: LabHost) -> None:
+        """A copy of this machine's /etc that the host sees (and writes) as /etc."""
+        etc = self.private_etc(host.name)
+        shutil.rmtree(etc, ignore_errors=True)  # a reused workdir
+        _run(["cp", "-a", "/etc", str(etc)])
+        for rel, text in host.plan.etc_files:
+            (etc / rel).parent.mkdir(parents=True, exist_ok=True)
+            (etc / rel).write_text(text)
+        if host.plan.users:
+            self._add_users(host, etc)
+
+    def _add_users(self, host: LabHost, etc: Path) -> None:
+        """passwd/shadow/group entries (and sudoers.d rights) in the private /etc.
+
+        Uids are unused on this machine: lab users share its process table and /tmp.
+        """
+        if not (etc / "sudoers").is_file():
+            raise LabError("lab users need sudo installed (apt-get install sudo)")
+        used = {int(line.split(":")[2]) for f in ("/etc/passwd", "/etc/group")
+                for line in Path(f).read_text().splitlines() if line.count(":") >= 2}
+        free = (uid for uid in range(FIRST_LAB_UID, FIRST_LAB_UID + 10000) if uid not in used)
+        # sshd reads the fixed AuthorizedKeysFile as the user: the path must be traversable.
+        for d in (self._wd(), self._wd() / "hosts", self.host_dir(host.name)):
+            d.chmod(0o711)
+        for user, uid in zip(host.plan.users, free):
+            home = self.host_dir(host.name) / "home" / user.name
+            home.mkdir(parents=True, exist_ok=True)
+            home.parent.chmod(0o711)
+            os.chown(home, uid, uid)
+            with open(etc / "passwd", "a") as f:
+                f.write(f"{user.name}:x:{uid}:{uid}:xennet lab user:{home}:/bin/sh\n")
+            with open(etc / "group", "a") as f:
+                f.write(f"{user.name}:x:{uid}:\n")
+            with open(etc / "shadow", "a") as f:
+                f.write(f"{user.name}:*:19000:0:99999:7:::\n")  # no password; not '!' (sshd: locked)
+            if user.sudo != "none":
+                rights = "NOPASSWD: ALL" if user.sudo == "nopasswd" else "ALL"  # ALL: sudo asks a password
+                rule = etc / "sudoers.d" / f"xennet-lab-{user.name}"
+                rule.parent.mkdir(exist_ok=True)
+                rule.write_text(f"{user.name} ALL=(ALL:ALL) {rights}\n")
+                rule.chmod(0o440)
 
     def _host_mounts(self, host: LabHost) -> list[tuple[Path, Path]]:
         """The (source, target) bind mounts private to one host: the single
         place to add more (e.g. a per-host writable copy of /etc/...)."""
         empty = self._wd() / "empty"
-        mounts = [(empty, Path(t)) for t in SHELL_STARTUP_FILES if os.path.isfile(t)]
+        # The private /etc first: later mounts may target files inside it.
+        mounts = [(self.private_etc(host.name), Path("/etc"))] if host.plan.needs_private_etc else []
+        mounts += [(empty, Path(t)) for t in SHELL_STARTUP_FILES if os.path.isfile(t)]
         if not host.plan.ethtool:
             # A non-executable file over the binary: `command -v` and `[ -x ]` both miss it.
             mounts += [(Path("/dev/null"), Path(p)) for p in ETHTOOL_PATHS if os.path.isfile(p) and not os.path.islink(p)]
@@ -595,6 +676,7 @@ class Lab:
     def _write_client_files(self) -> None:
         pub = self.key_file.with_name(self.key_file.name + ".pub").read_text()
         (self._wd() / "authorized_keys").write_text(pub)
+        (self._wd() / "authorized_keys").chmod(0o644)  # lab users' sshd reads it as the user
         known = []
         for name, host in self.hosts.items():
             keytype, key = (self.host_dir(name) / "ssh_host_ed25519_key.pub").read_text().split()[:2]

@@ -17,6 +17,7 @@ NEEDED = {
     "sshd": "openssh-server",
     "ssh": "openssh-client",
     "ssh-keygen": "openssh-client",
+    "sudo": "sudo",  # lab users with and without sudo rights
 }
 SBIN = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
 

@@ -79,5 +79,5 @@ def test_unknown_scope_is_refused():
         judge(xen(mtu=1500, scatter_gather=True), "some")
 
 
-def test_only_sg_on_and_jumbo_mtu_are_mitigated():
-    assert {v for v in Verdict if v.mitigated} == {Verdict.SG_ON, Verdict.JUMBO_MTU}
+def test_only_sg_on_jumbo_mtu_and_a_verified_fix_are_mitigated():
+    assert {v for v in Verdict if v.mitigated} == {Verdict.SG_ON, Verdict.JUMBO_MTU, Verdict.REMEDIATED}

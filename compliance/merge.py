@@ -1,0 +1,232 @@
+"""Merge the reports of a sharded run (``--xennet-shard K/N``) into one set.
+
+    python -m compliance.merge OUT_DIR SHARD_DIR...
+
+Each SHARD_DIR holds one shard's ``summary.json`` and ``junit.xml`` (a path to a
+``summary.json`` also works; its ``junit.xml`` is read from the same directory).
+OUT_DIR receives ``summary.json``, ``junit.xml`` and ``report.html``.
+
+The shards must be 1..N of the same N exactly once, and agree on everything that
+describes the run (schema, scope, target, host key policy, ...): anything else is
+refused (exit status 2), never merged into a report that looks whole.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import html
+import json
+import sys
+import xml.etree.ElementTree as ET
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from compliance import report
+from compliance.rule import CONTROL
+from compliance.shard import Shard
+
+# Keys that differ between shards by nature; every other key describes the run and must match.
+PER_SHARD_KEYS = ("generated", "complete", "shard", "counts", "results")
+JUNIT_COUNTS = ("tests", "errors", "failures", "skipped")
+
+
+class MergeError(Exception):
+    """The inputs cannot be merged; the message says why, in one line."""
+
+
+@dataclasses.dataclass
+class ShardReports:
+    source: Path
+    shard: Shard
+    summary: dict[str, Any]
+    junit: ET.Element
+
+
+def load(source: Path) -> ShardReports:
+    summary_path = source / "summary.json" if source.is_dir() else source
+    junit_path = summary_path.parent / "junit.xml"
+    try:
+        summary = json.loads(summary_path.read_text())
+        junit = ET.parse(junit_path).getroot()
+    except (OSError, ValueError, ET.ParseError) as exc:
+        raise MergeError(f"{source}: cannot read its reports: {exc}") from None
+    if not isinstance(summary, dict) or summary.get("schema") != report.SCHEMA:
+        found = summary.get("schema") if isinstance(summary, dict) else None
+        raise MergeError(f"{summary_path}: summary schema {found!r}, this merge reads schema {report.SCHEMA}")
+    if not summary.get("shard"):
+        raise MergeError(f"{summary_path}: not a shard (run with --xennet-shard K/N)")
+    try:
+        shard = Shard.parse(str(summary["shard"]))
+    except ValueError as exc:
+        raise MergeError(f"{summary_path}: {exc}") from None
+    if junit.tag == "testsuite":
+        junit = _wrap(junit)
+    return ShardReports(source, shard, summary, junit)
+
+
+def _wrap(suite: ET.Element) -> ET.Element:
+    root = ET.Element("testsuites")
+    root.append(suite)
+    return root
+
+
+def check(shards: Sequence[ShardReports]) -> int:
+    """Refuse anything but shards 1..N of one run; return N."""
+    if not shards:
+        raise MergeError("no shard reports given")
+    counts = {s.shard.count for s in shards}
+    if len(counts) != 1:
+        raise MergeError(f"shards of different splits: {', '.join(sorted(str(s.shard) for s in shards))}")
+    (count,) = counts
+    seen: dict[int, Path] = {}
+    for s in shards:
+        if s.shard.index in seen:
+            raise MergeError(f"shard {s.shard} given twice: {seen[s.shard.index]} and {s.source}")
+        seen[s.shard.index] = s.source
+    missing = [f"{k}/{count}" for k in range(1, count + 1) if k not in seen]
+    if missing:
+        raise MergeError(f"missing shard(s) {', '.join(missing)}")
+    first = shards[0]
+    for s in shards[1:]:
+        for key in sorted(set(first.summary) | set(s.summary)):
+            if key not in PER_SHARD_KEYS and first.summary.get(key) != s.summary.get(key):
+                raise MergeError(
+                    f"shards disagree on {key}: {first.summary.get(key)!r} ({first.source}) "
+                    f"vs {s.summary.get(key)!r} ({s.source})"
+                )
+    owner: dict[str, ShardReports] = {}
+    for s in shards:
+        for host in {r["host"] for r in s.summary["results"]}:
+            if host in owner:
+                raise MergeError(f"host {report.printable(host)} is in shard {owner[host].shard} and {s.shard}")
+            owner[host] = s
+    for s in shards:
+        cases = len(list(s.junit.iter("testcase")))
+        if s.summary.get("complete") and cases != len(s.summary["results"]):
+            raise MergeError(
+                f"{s.source}: junit.xml has {cases} cases, summary.json {len(s.summary['results'])}: not from one run"
+            )
+    return count
+
+
+def merge_summary(shards: Sequence[ShardReports], generated: datetime.datetime | None = None) -> dict[str, Any]:
+    rows = sorted((r for s in shards for r in s.summary["results"]), key=lambda r: (r["host"], r["interface"] or ""))
+    verdicts = Counter(r["verdict"] for r in rows)
+    keys = dict.fromkeys(k for s in shards for k in s.summary["counts"])  # each shard's zero-filled verdicts
+    merged = dict(shards[0].summary)
+    merged.update(
+        generated=(generated or datetime.datetime.now(datetime.timezone.utc)).isoformat(timespec="seconds"),
+        complete=all(s.summary.get("complete") is True for s in shards),
+        shard=None,
+        shards=len(shards),
+        counts={k: verdicts.get(k, 0) for k in keys} | dict(verdicts),
+        results=rows,
+    )
+    return merged
+
+
+def merge_junit(shards: Sequence[ShardReports]) -> ET.ElementTree:
+    """One <testsuites>, with each shard's <testsuite> (named after its shard) and summed totals."""
+    root = ET.Element("testsuites")
+    totals: Counter[str] = Counter()
+    seconds = 0.0
+    for s in shards:
+        for suite in s.junit.iter("testsuite"):
+            suite.set("name", f"{suite.get('name', 'pytest')} (shard {s.shard})")
+            for key in JUNIT_COUNTS:
+                totals[key] += int(suite.get(key, "0"))
+            seconds += float(suite.get("time", "0") or 0)
+            root.append(suite)
+    for key in JUNIT_COUNTS:
+        root.set(key, str(totals[key]))
+    root.set("time", f"{seconds:.3f}")
+    return ET.ElementTree(root)
+
+
+HTML_FIELDS = (
+    ("host", "Host"),
+    ("interface", "Interface"),
+    ("driver", "Driver"),
+    ("mtu", "MTU"),
+    ("scatter_gather", "SG"),
+    ("verdict", "Verdict"),
+    ("message", "Detail"),
+)
+_CSS = (
+    "body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}"
+    "td,th{border:1px solid #ccc;padding:2px 6px;text-align:left}th{background:#eee}"
+    ".v-susceptible{background:#fdd}.v-error{background:#fbb}.v-sg-on,.v-jumbo-mtu{background:#dfd}"
+)
+
+
+def merged_html(summary: dict[str, Any]) -> str:
+    """A self-contained page: run facts, counts and one row per case. Every value is escaped."""
+    esc = lambda value: html.escape(report.property_value(value))  # noqa: E731
+    facts = {k: v for k, v in summary.items() if k not in ("counts", "results")}
+    rows = []
+    for record in summary["results"]:
+        cells = "".join(f"<td>{esc(record.get(key))}</td>" for key, _ in HTML_FIELDS)
+        rows.append(f'<tr class="v-{esc(record.get("verdict"))}">{cells}</tr>')
+    title = f"{CONTROL.id}: xen-netfront scatter-gather/MTU compliance (merged from {esc(summary.get('shards'))} shards)"
+    return "\n".join(
+        [
+            "<!DOCTYPE html>",
+            '<html><head><meta charset="utf-8">',
+            f"<title>{title}</title><style>{_CSS}</style></head><body>",
+            f"<h1>{title}</h1>",
+            "<h2>Run</h2><table>",
+            *(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts.items()),
+            "</table><h2>Counts</h2><table>",
+            *(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in summary["counts"].items()),
+            "</table><h2>Results</h2><table>",
+            "<tr>" + "".join(f"<th>{title}</th>" for _, title in HTML_FIELDS) + "</tr>",
+            *rows,
+            "</table></body></html>",
+            "",
+        ]
+    )
+
+
+def merge(out: Path, sources: Sequence[Path]) -> dict[str, Any]:
+    """Read, check and merge the shards' reports into ``out``; return the merged summary."""
+    shards = sorted((load(Path(s)) for s in sources), key=lambda s: s.shard.index)
+    check(shards)
+    summary = merge_summary(shards)
+    junit = merge_junit(shards)
+    out.mkdir(parents=True, exist_ok=True)
+    junit_tmp = out / "junit.xml.tmp"
+    junit.write(junit_tmp, encoding="utf-8", xml_declaration=True)
+    junit_tmp.replace(out / "junit.xml")
+    html_tmp = out / "report.html.tmp"
+    html_tmp.write_text(merged_html(summary), encoding="utf-8")
+    html_tmp.replace(out / "report.html")
+    report.write_json(out / "summary.json", summary)  # last: its presence means the set is whole
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m compliance.merge",
+        description="Merge the reports of --xennet-shard runs into one summary.json, junit.xml and report.html.",
+    )
+    parser.add_argument("out", type=Path, metavar="OUT_DIR", help="where the merged reports are written")
+    parser.add_argument("shards", type=Path, nargs="+", metavar="SHARD", help="a shard's report directory (or its summary.json)")
+    args = parser.parse_args(argv)
+    try:
+        summary = merge(args.out, args.shards)
+    except MergeError as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
+    counts = "  ".join(f"{k}: {v}" for k, v in summary["counts"].items())
+    print(f"merged {summary['shards']} shards, {len(summary['results'])} cases ({counts}) into {args.out}")
+    if not summary["complete"]:
+        print("some shard did not report every case: the merged summary says complete: false", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
