@@ -4,9 +4,11 @@ helper that runs the audit against it exactly as a user would (``python -m pytes
 from __future__ import annotations
 
 import dataclasses
+import html
 import ipaddress
 import json
 import os
+import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -123,6 +125,16 @@ class Audit:
     @property
     def html(self) -> str:
         return (self.reports / "report.html").read_text()
+
+    @property
+    def html_rendered(self) -> str:
+        """What pytest-html's script renders as HTML: the environment and each row's cells and log.
+
+        The rows live in an attribute-escaped JSON blob; its keys are never shown.
+        """
+        blob = json.loads(html.unescape(re.search(r'data-jsonblob="([^"]*)"', self.html).group(1)))
+        rows = ["".join(t["resultsTableRow"]) + t["log"] for tests in blob["tests"].values() for t in tests]
+        return "\n".join([json.dumps(blob["environment"]), *rows])
 
     def verdicts(self, lab: Lab) -> dict:
         """(lab host name, interface) -> verdict, from summary.json."""

@@ -101,6 +101,9 @@ class HostPlan:
     sshd: bool = True  # False: address exists but port 22 refuses
     hang: bool = False  # True: auth works, every command hangs
     ethtool: bool = True  # False: ethtool is hidden from the host's sessions, as if not installed
+    # A sh script body that stands in for ethtool in the host's sessions: a broken or
+    # hostile host's output. The lab itself still configures interfaces with the real one.
+    fake_ethtool: str | None = None
     # A writable copy of /etc seen only by this host (sshd sessions and Lab.exec);
     # implied by users and etc_files.  Costs a copy of /etc at start: opt-in.
     private_etc: bool = False
@@ -599,10 +602,19 @@ class Lab:
         # The private /etc first: later mounts may target files inside it.
         mounts = [(self.private_etc(host.name), Path("/etc"))] if host.plan.needs_private_etc else []
         mounts += [(empty, Path(t)) for t in SHELL_STARTUP_FILES if os.path.isfile(t)]
+        real_ethtool = [Path(p) for p in ETHTOOL_PATHS if os.path.isfile(p) and not os.path.islink(p)]
         if not host.plan.ethtool:
             # A non-executable file over the binary: `command -v` and `[ -x ]` both miss it.
-            mounts += [(Path("/dev/null"), Path(p)) for p in ETHTOOL_PATHS if os.path.isfile(p) and not os.path.islink(p)]
+            mounts += [(Path("/dev/null"), p) for p in real_ethtool]
+        elif host.plan.fake_ethtool is not None:
+            mounts += [(self._fake_ethtool(host), p) for p in real_ethtool]
         return mounts
+
+    def _fake_ethtool(self, host: LabHost) -> Path:
+        path = self.host_dir(host.name) / "fake-ethtool"
+        path.write_text("#!/bin/sh\n" + (host.plan.fake_ethtool or ""))
+        path.chmod(0o755)
+        return path
 
     def _check_routes(self) -> None:
         """Refuse a network that overlaps a route we do not own."""

@@ -8,7 +8,8 @@ import subprocess
 
 import pytest
 
-from tests.conftest import ROOT, audit_argv, lab_args, run_audit
+from tests.conftest import ROOT, audit_argv, lab_args, make_lab, run_audit
+from tests.lab import HostPlan, IfacePlan
 
 NAMES = ["sgon", "exposed", "multi"]
 
@@ -126,3 +127,38 @@ def test_interrupted_run_still_writes_every_report(lab, tmp_path, sig, xdist):
     assert summary["complete"] is False
     assert (tmp_path / "junit.xml").exists() and (tmp_path / "report.html").exists()
     assert "interrupted" in out
+
+
+# Hosts whose ethtool prints what the suite cannot trust ($2 is the interface name).
+ODD_HOSTS = (
+    HostPlan("junk", fake_ethtool="printf 'Features for %s:\\nscatter-gather: on\\n\\033]0;pwned\\007<script>alert(1)</script>\\n' \"$2\"\n"),
+    HostPlan("truncated", fake_ethtool="printf 'Features for %s:\\nrx-checksumming: on\\n' \"$2\"\n"),
+    HostPlan("liar", (IfacePlan("eth0"), IfacePlan("eth1")), fake_ethtool="printf 'Features for eth0:\\nscatter-gather: on\\n'\n"),
+    HostPlan("refuses", fake_ethtool="echo 'netlink error: Operation not permitted' >&2; exit 1\n"),
+)
+
+
+@pytest.fixture(scope="module")
+def odd_lab():
+    with make_lab(ODD_HOSTS, 1) as started:
+        yield started
+
+
+def test_output_the_suite_cannot_parse_fails_closed_with_an_escaped_excerpt(odd_lab, tmp_path):
+    audit = run_audit(tmp_path, *lab_args(odd_lab))
+    names = {h.address: n for n, h in odd_lab.hosts.items()}
+    rows = {(names[r["host"]], r["interface"]): (r["verdict"], r["message"]) for r in audit.summary["results"]}
+    assert rows == {
+        ("junk", "eth0"): ("error", "unexpected ethtool -k line: \\x1b]0;pwned\\x07<script>alert(1)</script>"),
+        ("truncated", "eth0"): ("error", "no single scatter-gather line in ethtool -k output: "
+                                         "Features for eth0:\\nrx-checksumming: on"),
+        # A host can lie about an interface, but not answer for the wrong one.
+        ("liar", "eth0"): ("sg-on", "Scatter-Gather is enabled on eth0. This mitigates the bug."),
+        ("liar", "eth1"): ("error", "ethtool -k answered for eth0, not eth1"),
+        ("refuses", "eth0"): ("error", "ethtool -k failed (exit 1): netlink error: Operation not permitted"),
+    }, audit.stdout
+    assert audit.returncode == 1
+    for page in (audit.html, audit.html_rendered):
+        assert "<script>alert(1)</script>" not in page and "\x1b" not in page and "\x07" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in audit.html_rendered
+    assert "\x1b" not in audit.stdout and "<script>alert(1)</script>" not in (tmp_path / "junit.xml").read_text()
