@@ -1,0 +1,49 @@
+"""Report formatting: every host string escaped for the format it lands in."""
+
+from __future__ import annotations
+
+import json
+
+from compliance import report
+from compliance.cases import Case
+from compliance.probe import InterfaceFacts
+
+
+def record(name="eth0", host="10.0.0.5", **facts):
+    iface = InterfaceFacts(name, driver=facts.pop("driver", "xen_netfront"), mtu=facts.pop("mtu", 1500),
+                           scatter_gather=facts.pop("sg", False))
+    case = Case(host, "4.14.355", iface)
+    return case.record(case.judge("xen"))
+
+
+def test_junit_classname_keeps_host_then_interface_even_with_dots():
+    assert report.junit_names(record("eth0.100")) == ("10.0.0.5.eth0\u2024100", "XENNET-01 scatter-gather/MTU")
+    assert report.junit_names({**record(), "interface": None})[0] == "10.0.0.5.(host)"
+
+
+def test_html_cells_escape_host_strings():
+    cells = "".join(report.html_row_cells(record("<b>x<b>", host="h&<i>")))
+    assert "<b>" not in cells and "<i>" not in cells
+    assert "&lt;b&gt;x&lt;b&gt;" in cells and "h&amp;&lt;i&gt;" in cells
+    assert report.html_test_id_cell("t[h|<b>x<b>]") == '<td class="col-testId">t[h|&lt;b&gt;x&lt;b&gt;]</td>'
+
+
+def test_environment_metadata_is_escaped_recursively():
+    escaped = report._escape_metadata({"<k>": {"Packages": ["<b>", "a&b"]}, "Target": "<img src=x>"})
+    assert json.dumps(escaped) == json.dumps(
+        {"&lt;k&gt;": {"Packages": ["&lt;b&gt;", "a&amp;b"]}, "Target": "&lt;img src=x&gt;"})
+
+
+def test_terminal_lines_escape_control_characters():
+    lines = report.terminal_lines([record("a\x1b[2Jb")])
+    assert "\x1b" not in "".join(lines)
+    assert lines[1].startswith("[WARN] 10.0.0.5|a\\x1b[2Jb: Scatter-Gather is off")
+    assert lines[2] == "-- You can enable Scatter-Gather with 'sudo ethtool -K 'a\\x1b[2Jb' sg on'"
+
+
+def test_summary_counts_every_verdict_and_sorts_rows():
+    rows = [record("eth1"), record("eth0", sg=True), {**record(), "interface": None, "verdict": "error"}]
+    data = report.summary(rows, scope="xen", target="remote", complete=True)
+    assert data["counts"] == {"sg-on": 1, "jumbo-mtu": 0, "susceptible": 1, "not-applicable": 0, "error": 1}
+    assert [r["interface"] for r in data["results"]] == [None, "eth0", "eth1"]
+    assert data["schema"] == 1 and data["complete"] is True and data["generated"].endswith("+00:00")
