@@ -57,6 +57,8 @@ def load(source: Path) -> ShardReports:
     if not isinstance(summary, dict) or summary.get("schema") != report.SCHEMA:
         found = summary.get("schema") if isinstance(summary, dict) else None
         raise MergeError(f"{summary_path}: summary schema {found!r}, this merge reads schema {report.SCHEMA}")
+    if not isinstance(summary.get("results"), list) or not isinstance(summary.get("counts"), dict):
+        raise MergeError(f"{summary_path}: not an audit summary (no results or counts)")
     if not summary.get("shard"):
         raise MergeError(f"{summary_path}: not a shard (run with --xennet-shard K/N)")
     try:

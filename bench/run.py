@@ -1,0 +1,472 @@
+"""Benchmark: the audit against the SSH floor and the usual alternatives, on one lab.
+
+    sudo python -m bench.run --hosts 100            # writes bench/RESULTS.md
+
+Builds a lab of real SSH hosts (tests/lab.py; two interfaces each, mixed SG/MTU
+states), then measures in one run, against the same hosts, round-robin so that
+machine noise spreads evenly: (a) the floor (bench/floor.py), (b) the audit with
+all three reports, (c) the audit with ``-n 2``, (d) a naive testinfra test
+(bench/naive_testinfra.py), serial and ``-n 2``, (e) ``ansible -m shell`` and
+``-m raw``. Every approach runs as a child process; its CPU time and peak RSS come
+from wait4() (the process and the children it waited for). Each run must see every
+interface, or the table says so. The lab is always torn down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.lab import HostPlan, IfacePlan, Lab, require_root
+
+ROOT = Path(__file__).resolve().parent.parent
+PREFIX = "xnb"
+NETWORK = "198.18.128.0/18"
+STATES = (  # (eth0, eth1): four hosts cover every verdict
+    (IfacePlan("eth0", 1500, True), IfacePlan("eth1", 9001, False)),
+    (IfacePlan("eth0", 1500, True), IfacePlan("eth1", 1500, False)),
+    (IfacePlan("eth0", 9001, False), IfacePlan("eth1", 1500, True)),
+    (IfacePlan("eth0", 1500, False), IfacePlan("eth1", 1500, False)),
+)
+# The same data for every approach: each interface's name, MTU and SG line.
+ONE_LINER = (
+    'for p in /sys/class/net/*; do n=${p##*/}; [ "$n" = lo ] && continue; '
+    'echo "$n $(cat "$p/mtu") $(ethtool -k "$n" | grep "^scatter-gather:")"; done'
+)
+
+
+def verdict(iface: IfacePlan) -> str:
+    return "sg-on" if iface.sg else ("jumbo-mtu" if iface.mtu >= 9001 else "susceptible")
+
+
+@dataclasses.dataclass
+class Run:
+    wall: float
+    cpu: float
+    maxrss_kb: int
+    problem: str | None  # why this run does not count: it missed an interface, failed, ...
+
+
+@dataclasses.dataclass
+class Approach:
+    key: str
+    title: str
+    command: Callable[[Path], tuple[list[str], Path, dict[str, str]]]  # run dir -> argv, cwd, env
+    check: Callable[[Path, str], str | None]  # run dir, stdout -> problem or None
+    after: Callable[[Path], None] = lambda run_dir: None
+
+
+class Bench:
+    def __init__(self, lab: Lab, workdir: Path, workers: int):
+        self.lab = lab
+        self.workdir = workdir
+        self.workers = workers
+        self.env = dict(os.environ, COLUMNS="120")
+
+    # ---- hosts ---------------------------------------------------------------
+
+    def names(self, n: int) -> list[str]:
+        return list(self.lab.hosts)[:n]
+
+    def addresses(self, n: int) -> list[str]:
+        return [self.lab.hosts[name].address for name in self.names(n)]
+
+    def expected(self, n: int) -> dict[tuple[str, str], str]:
+        return {
+            (self.lab.hosts[name].address, iface.name): verdict(iface)
+            for name in self.names(n)
+            for iface in self.lab.hosts[name].plan.ifaces
+        }
+
+    # ---- measuring -----------------------------------------------------------
+
+    def measure(self, approach: Approach, run_dir: Path) -> Run:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        argv, cwd, env = approach.command(run_dir)
+        with open(run_dir / "stdout", "wb") as out, open(run_dir / "stderr", "wb") as err:
+            started = time.monotonic()
+            proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+            _, status, usage = os.wait4(proc.pid, 0)
+            wall = time.monotonic() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        approach.after(run_dir)
+        stdout = (run_dir / "stdout").read_text(errors="replace")
+        problem = approach.check(run_dir, stdout)
+        lingering = established(self.lab)
+        if lingering and not problem:
+            problem = f"{len(lingering)} connections still open after the run"
+        return Run(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss, problem)
+
+    # ---- the approaches ------------------------------------------------------
+
+    def floor(self, n: int) -> Approach:
+        def command(run_dir: Path):
+            argv = [sys.executable, "-m", "bench.floor", f"--key={self.lab.key_file}",
+                    f"--known-hosts={self.lab.known_hosts}", f"--workers={self.workers}", *self.addresses(n)]
+            return argv, ROOT, self.env
+
+        def check(run_dir: Path, stdout: str) -> str | None:
+            seen = {(h, i) for h, ifaces in json.loads(stdout or "{}").items() for i in ifaces}
+            return missing(seen, set(self.expected(n)))
+
+        return Approach("a", f"(a) floor: paramiko, {self.workers} threads, one builtin command", command, check)
+
+    def audit(self, n: int, xdist: bool = False) -> Approach:
+        def command(run_dir: Path):
+            argv = [
+                sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+                "--hosts=" + ",".join(f"paramiko://root@{a}" for a in self.addresses(n)),
+                f"--ssh-identity-file={self.lab.key_file}", f"--ssh-known-hosts={self.lab.known_hosts}",
+                "--xennet-scope=all", f"--xennet-workers={self.workers}",
+                f"--junitxml={run_dir / 'junit.xml'}", f"--html={run_dir / 'report.html'}",
+                f"--xennet-summary={run_dir / 'summary.json'}",
+            ] + (["-n", "2"] if xdist else [])
+            return argv, ROOT, self.env
+
+        def check(run_dir: Path, stdout: str) -> str | None:
+            try:
+                summary = json.loads((run_dir / "summary.json").read_text())
+            except (OSError, ValueError) as exc:
+                return f"no summary.json: {exc}"
+            got = {(r["host"], r["interface"]): r["verdict"] for r in summary["results"]}
+            if not summary["complete"]:
+                return "summary says incomplete"
+            problem = missing(set(got), set(self.expected(n)))
+            if problem is None and got != self.expected(n):
+                problem = "wrong verdicts"
+            cases = len(list(ET.parse(run_dir / "junit.xml").getroot().iter("testcase")))
+            if problem is None and cases != len(got):
+                problem = f"junit.xml has {cases} cases"
+            return problem
+
+        title = "(c) this audit, `-n 2`" if xdist else "(b) this audit, all three reports"
+        return Approach("c" if xdist else "b", title, command, check)
+
+    def naive(self, n: int, xdist: bool = False) -> Approach:
+        def command(run_dir: Path):
+            # Outside the project: plain testinfra, none of this project's conftest.
+            (run_dir / "pytest.ini").write_text("[pytest]\n")
+            shutil.copy(ROOT / "bench" / "naive_testinfra.py", run_dir / "test_naive.py")
+            argv = [
+                sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
+                "--hosts=" + ",".join(f"paramiko://root@{a}" for a in self.addresses(n)),
+                f"--ssh-identity-file={self.lab.key_file}", f"--junitxml={run_dir / 'junit.xml'}", "test_naive.py",
+            ] + (["-n", "2"] if xdist else [])
+            return argv, run_dir, self.env
+
+        def check(run_dir: Path, stdout: str) -> str | None:
+            try:
+                cases = list(ET.parse(run_dir / "junit.xml").getroot().iter("testcase"))
+            except (OSError, ET.ParseError) as exc:
+                return f"no junit.xml: {exc}"
+            seen, failed = set(), set()
+            for case in cases:
+                match = re.search(r"\[paramiko://(?:root@)?([\d.]+)-(\w+)\]", case.get("name", ""))
+                if match:
+                    seen.add(match.groups())
+                    if case.find("failure") is not None:
+                        failed.add(match.groups())
+                    elif case.find("error") is not None:
+                        return f"error in {case.get('name')}"
+            susceptible = {k for k, v in self.expected(n).items() if v == "susceptible"}
+            return missing(seen, set(self.expected(n))) or (None if failed == susceptible else "wrong failures")
+
+        title = "(d) naive testinfra, `-n 2`" if xdist else "(d) naive testinfra, serial"
+        return Approach("d2" if xdist else "d", title, command, check)
+
+    def ansible(self, n: int, module: str) -> Approach:
+        def command(run_dir: Path):
+            inventory = self.lab.write_ansible_inventory(run_dir / "inventory.ini", connection="ssh", names=self.names(n))
+            env = dict(
+                self.env,
+                ANSIBLE_SSH_CONTROL_PATH_DIR=str(run_dir / "cp"),  # ansible's default ControlPersist, kept here
+                ANSIBLE_LOCAL_TEMP=str(run_dir / "tmp"),
+                ANSIBLE_REMOTE_TMP=str(run_dir / "remote-tmp"),  # lab hosts share this filesystem
+                ANSIBLE_DEPRECATION_WARNINGS="False",
+            )
+            argv = [shutil.which("ansible") or "ansible", "all", "-i", str(inventory), "-f", str(self.workers),
+                    "-m", module, "-a", ONE_LINER]
+            return argv, run_dir, env
+
+        def check(run_dir: Path, stdout: str) -> str | None:
+            address = {name: self.lab.hosts[name].address for name in self.names(n)}
+            seen, host = set(), None
+            for line in stdout.splitlines():
+                header = re.match(r"(\S+) \| (\S+)", line)
+                if header and header.group(1) in address:
+                    host = address[header.group(1)]
+                    continue
+                row = re.match(r"(\S+) (\d+) scatter-gather: (on|off)", line)
+                if row and host:
+                    seen.add((host, row.group(1)))
+            return missing(seen, set(self.expected(n)))
+
+        def after(run_dir: Path) -> None:
+            # End ansible's ControlPersist masters now, or the next repetition would reuse them.
+            for sock in (run_dir / "cp").glob("*"):
+                subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "x"], capture_output=True)
+
+        key = "e" if module == "shell" else "e-raw"
+        return Approach(key, f"(e) ansible `-m {module}`, forks {self.workers}", command, check, after)
+
+
+def missing(seen: set, expected: set) -> str | None:
+    if seen == expected:
+        return None
+    return f"saw {len(seen & expected)}/{len(expected)} interfaces" + (f", {len(seen - expected)} unexpected" if seen - expected else "")
+
+
+def established(lab: Lab) -> list[str]:
+    out = subprocess.run(["ss", "-Htn", "state", "established"], capture_output=True, text=True).stdout
+    addresses = {f"{h.address}:22" for h in lab.hosts.values()}
+    return [line for line in out.splitlines() if any(a in line.split() for a in addresses)]
+
+
+def fds_while_gathering(bench: Bench, n: int) -> tuple[int, int, int]:
+    """(open fds before, peak during, after) one in-process gather() of n hosts."""
+    from compliance.gather import gather, make_targets
+
+    count = lambda: len(os.listdir("/proc/self/fd"))  # noqa: E731
+    targets = make_targets([f"paramiko://root@{a}" for a in bench.addresses(n)], ssh_identity_file=str(bench.lab.key_file),
+                           known_hosts=str(bench.lab.known_hosts), timeout=30)
+    before, peak, done = count(), [0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], count())
+            time.sleep(0.002)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        results = gather(targets, workers=bench.workers)
+    finally:
+        done.set()
+        sampler.join()
+    if any(r.error for r in results):
+        raise RuntimeError(f"gathering failed: {[r.error for r in results if r.error][:3]}")
+    return before, peak[0], count()
+
+
+@dataclasses.dataclass
+class Row:
+    approach: Approach
+    hosts: int
+    runs: list[Run]
+
+    @property
+    def wall(self) -> float:
+        return statistics.median(r.wall for r in self.runs)
+
+    @property
+    def cpu(self) -> float:
+        return statistics.median(r.cpu for r in self.runs)
+
+    @property
+    def problems(self) -> list[str]:
+        return [r.problem for r in self.runs if r.problem]
+
+
+def run_round_robin(bench: Bench, approaches: list[Approach], hosts: int, repeat: int, tag: str) -> list[Row]:
+    rows = [Row(a, hosts, []) for a in approaches]
+    for rep in range(repeat):
+        for row in rows:
+            run = bench.measure(row.approach, bench.workdir / tag / f"{row.approach.key}-{rep}")
+            row.runs.append(run)
+            print(f"  [{tag} rep {rep + 1}/{repeat}] {row.approach.title}: {run.wall:.2f}s wall, {run.cpu:.2f}s cpu"
+                  + (f"  !! {run.problem}" if run.problem else ""), flush=True)
+    return rows
+
+
+def table(rows: list[Row], floor: dict[int, Row]) -> list[str]:
+    lines = [
+        "| approach | hosts | wall (median) | CPU, auditing process tree | ms/host | × floor | all interfaces seen |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in rows:
+        base = floor[row.hosts].wall
+        seen = "yes" if not row.problems else "NO: " + "; ".join(sorted(set(row.problems)))
+        lines.append(
+            f"| {row.approach.title} | {row.hosts} | {row.wall:.2f} s | {row.cpu:.2f} s | "
+            f"{1000 * row.wall / row.hosts:.1f} | {row.wall / base:.2f} | {seen} |"
+        )
+    return lines
+
+
+def versions() -> str:
+    import ansible.release
+    import paramiko
+    import pytest
+    import pytest_html
+    import testinfra  # noqa: F401
+    import xdist
+    from importlib.metadata import version
+
+    ssh = subprocess.run(["ssh", "-V"], capture_output=True, text=True).stderr.strip()
+    return (
+        f"Python {platform.python_version()}, pytest {pytest.__version__}, pytest-testinfra {version('pytest-testinfra')}, "
+        f"paramiko {paramiko.__version__}, pytest-xdist {xdist.__version__}, pytest-html {version('pytest-html')}, "
+        f"ansible-core {ansible.release.__version__}, {ssh}"
+    )
+
+
+def machine() -> str:
+    cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
+                if l.startswith("model name")), platform.processor())
+    debian = Path("/etc/debian_version").read_text().strip() if Path("/etc/debian_version").exists() else "?"
+    mem = int(next(l for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")).split()[1]) // 1024
+    return f"{os.cpu_count()} cores ({cpu}), {mem} MiB RAM, Debian {debian}, kernel {platform.release()}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--hosts", type=int, default=100, help="hosts for the comparison of every approach (default 100)")
+    parser.add_argument("--scale", default="50,100,200", help="host counts for the floor and the audit (default 50,100,200)")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=16, help="concurrency of every approach (default 16, the audit's)")
+    parser.add_argument("--skip", default="", help="approaches to leave out, e.g. d,d2,e-raw")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "RESULTS.md")
+    parser.add_argument("--keep-output", action="store_true", help="keep every run's output (the lab goes anyway)")
+    args = parser.parse_args(argv)
+    reason = require_root()
+    if reason:
+        parser.error(reason)
+    scale = [int(n) for n in args.scale.split(",") if n]
+    size = max([args.hosts, *scale])
+    skip = set(args.skip.split(","))
+    started = datetime.datetime.now(datetime.timezone.utc)
+    workdir = Path(tempfile.mkdtemp(prefix="xnb-bench-"))
+    plan = [HostPlan(f"b{i:03d}", STATES[i % len(STATES)]) for i in range(size)]
+    try:
+        print(f"building a lab of {size} hosts...", flush=True)
+        with Lab(plan, prefix=PREFIX, network=NETWORK, workdir=workdir / "lab") as lab:
+            bench = Bench(lab, workdir, args.workers)
+            n = args.hosts
+            approaches = [bench.floor(n), bench.audit(n), bench.audit(n, xdist=True), bench.naive(n),
+                          bench.naive(n, xdist=True), bench.ansible(n, "shell"), bench.ansible(n, "raw")]
+            approaches = [a for a in approaches if a.key not in skip]
+
+            # One login and one command per host, checked by each host's own sshd.
+            before = {name: lab.sshd_events(name) for name in bench.names(n)}
+            once = bench.measure(bench.audit(n), workdir / "once")
+            deltas = {tuple(a - b for a, b in zip(lab.sshd_events(name), before[name])) for name in bench.names(n)}
+            print(f"audit warm-up: {once.wall:.2f}s; sshd (logins, commands) per host: {sorted(deltas)}", flush=True)
+
+            print(f"comparison at {n} hosts, {args.repeat} rounds:", flush=True)
+            rows = run_round_robin(bench, approaches, n, args.repeat, "compare")
+            scaling: list[Row] = []
+            for hosts in scale:
+                print(f"scaling at {hosts} hosts:", flush=True)
+                scaling += run_round_robin(bench, [bench.floor(hosts), bench.audit(hosts)], hosts, args.repeat, f"scale{hosts}")
+            fds = {hosts: fds_while_gathering(bench, hosts) for hosts in scale}
+    finally:
+        if args.keep_output:
+            print(f"runs' output kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    lines = write_results(args, started, rows, scaling, fds, deltas, size)
+    print("\n".join(lines))
+    return 0
+
+
+def write_results(args, started, rows, scaling, fds, deltas, size) -> list[str]:
+    # Each table's ratios are to the floor measured in the same rounds.
+    compare_floor = {r.hosts: r for r in rows if r.approach.key == "a"}
+    floor = {r.hosts: r for r in scaling if r.approach.key == "a"}
+    audit = {r.hosts: r for r in scaling if r.approach.key == "b"}
+    by_key = {r.approach.key: r for r in rows}
+    biggest = max(audit)
+    peak_rss = max(r.maxrss_kb for r in audit[biggest].runs) / 1024
+    ratio = audit[biggest].wall / floor[biggest].wall
+    per_host = {h: 1000 * (audit[h].wall - audit[min(audit)].wall) / max(1, h - min(audit)) for h in audit if h != min(audit)}
+    out = [
+        "# Benchmark results",
+        "",
+        f"Measured {started:%Y-%m-%d %H:%M} UTC by `bench/run.py` on {machine()}. The lab's sshds and remote",
+        "commands share those cores with the auditing process.",
+        "",
+        f"Versions: {versions()}.",
+        "",
+        "Reproduce (as root, from the project root, with the project installed: `pip install -e .`):",
+        "",
+        "```sh",
+        f"python -m bench.run --hosts {args.hosts} --scale {args.scale} --repeat {args.repeat} --workers {args.workers}"
+        + (f" --skip {args.skip}" if args.skip else ""),
+        "```",
+        "",
+        f"The lab: {size} network-namespace hosts (`tests/lab.py`), each with its own sshd and two veth interfaces in",
+        "four rotating states (SG on/MTU 1500, SG off/MTU 9001, SG off/MTU 1500). **Root's `~/.bashrc` on this",
+        "machine runs `pyenv init` (~140 ms of CPU per remote command, and lock contention); every lab host sees",
+        "an empty `~/.bashrc` (and `~/.profile`), bind-mounted in its own mount namespace**, as a fleet host's",
+        "cheap shell start-up. Every approach runs as a child process, round-robin with the others,",
+        f"{args.repeat} times; the table shows medians. CPU is the process tree's user+system time from `wait4()`",
+        "(ansible's ControlPersist masters are daemons it does not wait for: not counted). Every run's output is",
+        "checked: every interface of every host seen (for the audit: every verdict right, in summary.json and junit.xml).",
+        "",
+        f"## Every approach, {args.hosts} hosts",
+        "",
+        *table(rows, compare_floor),
+        "",
+        "## Growth with the number of hosts",
+        "",
+        *table(scaling, floor),
+        "",
+        f"Audit at {biggest} hosts: **{ratio:.2f} × the floor**, peak RSS {peak_rss:.0f} MiB (largest process of the run).",
+        "Marginal cost per extra host (audit): "
+        + ", ".join(f"{v:.1f} ms from {min(audit)} to {h}" for h, v in per_host.items()) + ".",
+        "",
+        "Open file descriptors of one in-process `gather()` (16 threads): "
+        + "; ".join(f"{h} hosts: {b} before, {p} at peak, {a} after" for h, (b, p, a) in fds.items()) + ".",
+        f"sshd logs of every host, for one audit run: (logins, commands) = {sorted(deltas)}.",
+        "",
+    ]
+    if "b" in by_key and "e" in by_key:
+        out.append(f"Audit vs `ansible -m shell` at {args.hosts} hosts: {by_key['e'].wall / by_key['b'].wall:.1f}× faster.")
+        out.append("")
+    out += NOTES
+    args.out.write_text("\n".join(out) + "\n")
+    return out
+
+
+NOTES = [
+    "## What each approach is",
+    "",
+    "- **(a) floor**: `bench/floor.py`, paramiko with TCP_NODELAY, one connection and `echo /sys/class/net/*`",
+    "  (a shell builtin) per host, from a pool of the audit's concurrency; host keys verified against the lab's",
+    "  known_hosts, parsed once. Key exchange negotiated: curve25519-sha256 (paramiko's first choice that this",
+    "  OpenSSH 9.2 offers).",
+    "- **(b), (c) this audit**: `python -m pytest --hosts=paramiko://... --xennet-scope=all` with JUnit, HTML and",
+    "  summary.json, from the project root: pytest start-up, gathering, 2 cases per host and all reports.",
+    "- **(d) naive testinfra**: `bench/naive_testinfra.py`, run from an empty directory with plain testinfra",
+    "  (none of this project's code): the `host` fixture, per interface one `host.run('ethtool -k %s')` and one",
+    "  `host.file(...).content_string`. It uses `paramiko://` as a typical user does; testinfra's paramiko backend",
+    "  then accepts unknown host keys (WarningPolicy: no known_hosts is read, which saves it work) and lacks",
+    "  TCP_NODELAY (each command after the first on a connection waits ~40 ms).",
+    "- **(e) ansible**: `ansible all -m shell|raw -a '<one-liner>' -f 16` on an INI inventory with",
+    "  `ansible_connection=ssh` and the lab's ssh_config (host keys checked), ansible's defaults otherwise",
+    "  (ControlPersist on, pipelining off).",
+    "",
+    "This machine also has pytest plugins installed that the audit does not use (hypothesis, pytest-benchmark);",
+    "they load on every pytest start here, as they would for any user of this Python, and are included.",
+]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
