@@ -70,6 +70,44 @@ def parsed_file(path: str, parse: Any) -> Any:
         return cached[1]
 
 
+class KnownHosts:
+    """A known_hosts file, read as paramiko's HostKeys reads it, but indexed: looking up a
+    plain host name is a dict access, so a fleet-sized file costs O(1) per host, not O(N).
+    Hashed names (``|1|salt|hash``) can only be scanned, as OpenSSH does too.
+
+    >>> KnownHosts("~/.ssh/known_hosts").lookup("10.0.0.5")  # doctest: +SKIP
+    [<paramiko.ed25519key.Ed25519Key ...>]
+    """
+
+    def __init__(self, path: str):
+        self.by_name: dict[str, list[paramiko.PKey]] = {}
+        self.hashed: list[tuple[str, paramiko.PKey]] = []
+        with open(os.path.expanduser(path)) as f:
+            for lineno, raw in enumerate(f, 1):
+                line = raw.strip()
+                if not line or line.startswith("#"):
+                    continue
+                try:
+                    entry = paramiko.hostkeys.HostKeyEntry.from_line(line, lineno)
+                except (paramiko.SSHException, paramiko.hostkeys.InvalidHostKey):
+                    continue  # as OpenSSH does; a line that cannot be read grants nothing
+                if entry is None or entry.key is None:
+                    continue
+                for name in entry.hostnames:
+                    if name.startswith("|1|"):
+                        self.hashed.append((name, entry.key))
+                    else:
+                        self.by_name.setdefault(name, []).append(entry.key)
+
+    def lookup(self, name: str) -> list[paramiko.PKey]:
+        """Keys recorded for ``name`` (``host`` or ``[host]:port``), in file order per kind."""
+        found = list(self.by_name.get(name, ()))
+        for hashed, key in self.hashed:
+            if paramiko.util.constant_time_bytes_eq(paramiko.HostKeys.hash_host(name, hashed), hashed):
+                found.append(key)
+        return found
+
+
 def record_file(known_hosts: str | None) -> str:
     """Where accept-new records new keys: the first --ssh-known-hosts file, else ~/.ssh/known_hosts."""
     return (_expand(known_hosts) or _expand(USER_KNOWN_HOSTS))[0]
@@ -200,10 +238,10 @@ class ParamikoBackend(NonInteractiveSudo, testinfra.backend.paramiko.ParamikoBac
         name = hostname if port == 22 else f"[{hostname}]:{port}"
         known = client.get_host_keys()
         for path in _expand(USER_KNOWN_HOSTS) + self._config_known_hosts + _expand(self.known_hosts):
-            host_keys = parsed_file(path, paramiko.HostKeys)
-            for keytype, key in ((host_keys and host_keys.lookup(name)) or {}).items():
-                if keytype not in (known.lookup(name) or {}):
-                    known.add(name, keytype, key)
+            known_hosts = parsed_file(path, KnownHosts)
+            for key in known_hosts.lookup(name) if known_hosts else ():
+                if key.get_name() not in (known.lookup(name) or {}):
+                    known.add(name, key.get_name(), key)
 
     def _connect_socket(self, hostname: str, port: int) -> socket.socket:
         sock = socket.create_connection((hostname, port), timeout=self.timeout)

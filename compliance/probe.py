@@ -21,23 +21,29 @@ PROTOCOL = "XENNET-PROBE 1"
 END = "XENNET-PROBE-END"
 EXCERPT_CHARS = 200
 
-# Names reach commands only as "$n"; ethtool is looked up in PATH, then /sbin and
-# /usr/sbin, because non-root PATHs (and sudo's secure_path on some distros) omit them.
+# Names reach commands only as "$n". ethtool is looked up in PATH, then /sbin and
+# /usr/sbin, which non-root PATHs (and some sudo secure_paths) omit. The script runs on
+# every host of a fleet, often on cores that sshd shares, so it keeps to shell builtins:
+# ethtool (once per interface) and readlink (only for a NIC with a device) are its only
+# programs. It prints once, at the end: a write per line would be an SSH packet per line.
 PROBE_SCRIPT = r"""
 LC_ALL=C; export LC_ALL
-line() { printf '%s\t%s\n' "$1" "$2"; }
-first() { if [ -r "$1" ]; then head -n 1 "$1" 2>/dev/null; fi; }
-e=$(command -v ethtool 2>/dev/null)
-if [ -z "$e" ]; then
-  for c in /sbin/ethtool /usr/sbin/ethtool; do
-    if [ -x "$c" ]; then e=$c; break; fi
-  done
-fi
-echo 'XENNET-PROBE 1'
-line kernel "$(uname -r)"
-line hypervisor "$(first /sys/hypervisor/type)"
-line sys_vendor "$(first /sys/class/dmi/id/sys_vendor)"
-line board_asset_tag "$(first /sys/class/dmi/id/board_asset_tag)"
+nl='
+'
+tab='	'
+out='XENNET-PROBE 1'$nl
+line() { out=$out$1$tab$2$nl; }
+first() { v=; if [ -r "$2" ]; then read -r v 2>/dev/null < "$2"; fi; line "$1" "$v"; }
+e=
+saved_ifs=$IFS; IFS=:
+for d in $PATH /sbin /usr/sbin; do
+  if [ -n "$d" ] && [ -f "$d/ethtool" ] && [ -x "$d/ethtool" ]; then e=$d/ethtool; break; fi
+done
+IFS=$saved_ifs
+first kernel /proc/sys/kernel/osrelease
+first hypervisor /sys/hypervisor/type
+first sys_vendor /sys/class/dmi/id/sys_vendor
+first board_asset_tag /sys/class/dmi/id/board_asset_tag
 line ethtool "$e"
 for p in /sys/class/net/*; do
   [ -e "$p" ] || [ -L "$p" ] || continue
@@ -45,18 +51,23 @@ for p in /sys/class/net/*; do
   [ "$n" = lo ] && continue
   line iface "$n"
   if [ ! -d "$p" ]; then line kind notdir; continue; fi
-  case $(readlink -f "$p") in */devices/virtual/*) line virtual 1 ;; *) line virtual 0 ;; esac
   d=
-  if [ -e "$p/device/driver/module" ]; then d=$(readlink -f "$p/device/driver/module")
-  elif [ -e "$p/device/driver" ]; then d=$(readlink -f "$p/device/driver"); fi
+  if [ -e "$p/device" ]; then
+    line virtual 0
+    if [ -e "$p/device/driver/module" ]; then d=$(readlink -f "$p/device/driver/module")
+    elif [ -e "$p/device/driver" ]; then d=$(readlink -f "$p/device/driver"); fi
+  else
+    line virtual 1
+  fi
   line driver "${d##*/}"
-  line mtu "$(cat "$p/mtu" 2>&1)"
+  m=; read -r m 2>/dev/null < "$p/mtu"; line mtu "$m"
   if [ -n "$e" ]; then
     o=$("$e" -k "$n" 2>&1); line ethtool_rc "$?"
-    printf '%s\n' "$o" | while IFS= read -r l; do printf '|%s\n' "$l"; done
+    o=$o$nl
+    while [ -n "$o" ]; do out=$out'|'${o%%"$nl"*}$nl; o=${o#*"$nl"}; done
   fi
 done
-echo 'XENNET-PROBE-END'
+printf '%sXENNET-PROBE-END\n' "$out"
 """
 
 # sh -c keeps the script POSIX whatever the remote login shell is.
@@ -157,6 +168,8 @@ def _interface(block: dict[str, Any]) -> InterfaceFacts:
     virtual = block.get("virtual") == "1"
     facts = InterfaceFacts(name, driver=driver, virtual=virtual)
     mtu_text = block.get("mtu", "")
+    if not mtu_text:
+        return dataclasses.replace(facts, problem=f"cannot read MTU of {excerpt(name)} (it may have vanished)")
     if not mtu_text.isdigit():
         return dataclasses.replace(facts, problem=f"cannot read MTU of {excerpt(name)}: {excerpt(mtu_text)}")
     facts = dataclasses.replace(facts, mtu=int(mtu_text))

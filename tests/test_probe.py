@@ -187,3 +187,8 @@ def test_probe_script_runs_on_this_machine():
     for iface in facts.interfaces:
         assert iface.problem is None, iface
         assert iface.mtu == int((Path("/sys/class/net") / iface.name / "mtu").read_text())
+
+
+def test_unreadable_mtu_is_a_problem():
+    (iface,) = parse_probe(probe_output(xen_iface(mtu=""))).interfaces
+    assert iface.mtu is None and iface.problem == "cannot read MTU of eth0 (it may have vanished)"

@@ -1,0 +1,72 @@
+"""Backend pieces that need no host: known_hosts lookups, sudo, OpenSSH command lines."""
+
+from __future__ import annotations
+
+import paramiko
+import pytest
+
+from compliance.backends import KnownHosts, ParamikoBackend, SshBackend, record_file
+
+
+
+@pytest.fixture(scope="module")
+def keys():
+    return [paramiko.ECDSAKey.generate(), paramiko.ECDSAKey.generate(), paramiko.RSAKey.generate(1024)]
+
+
+def test_known_hosts_index_matches_paramikos_lookup(tmp_path, keys):
+    a, b, c = keys
+    hashed = paramiko.HostKeys.hash_host("10.0.0.7")
+    text = (
+        "# a comment\n\n"
+        f"10.0.0.5,web1 {a.get_name()} {a.get_base64()}\n"
+        f"[10.0.0.6]:2222 {b.get_name()} {b.get_base64()}\n"
+        f"{hashed} {c.get_name()} {c.get_base64()}\n"
+    )
+    (tmp_path / "reference").write_text(text)
+    reference = paramiko.HostKeys(str(tmp_path / "reference"))
+    # paramiko refuses a whole file for one bad line; the index skips it, as OpenSSH does.
+    (tmp_path / "known_hosts").write_text(text + "10.0.0.9 ssh-ed25519 not-base64\n")
+    index = KnownHosts(str(tmp_path / "known_hosts"))
+    for name in ("10.0.0.5", "web1", "[10.0.0.6]:2222", "10.0.0.6", "10.0.0.7", "10.0.0.8"):
+        expected = sorted(k.get_base64() for k in (reference.lookup(name) or {}).values())
+        assert sorted(k.get_base64() for k in index.lookup(name)) == expected, name
+    assert [k.get_base64() for k in index.lookup("10.0.0.7")] == [c.get_base64()]
+    assert index.lookup("10.0.0.9") == []
+
+
+def test_accept_new_records_in_the_first_named_file():
+    assert record_file("/a/kh /b/kh").endswith("/a/kh")
+    assert record_file(None).endswith("/.ssh/known_hosts")
+
+
+@pytest.mark.parametrize("backend_class", [ParamikoBackend, SshBackend])
+def test_sudo_never_prompts(backend_class):
+    backend = backend_class("root@10.0.0.5", sudo=True)
+    assert backend.get_command("id -u") == "sudo -n /bin/sh -c 'id -u'"
+    backend = backend_class("root@10.0.0.5", sudo=True, sudo_user="ops")
+    assert backend.get_command("id -u") == "sudo -n -u ops /bin/sh -c 'id -u'"
+
+
+@pytest.mark.parametrize(
+    ("policy", "options"),
+    [
+        ("strict", ["-o StrictHostKeyChecking=yes", "-o BatchMode=yes"]),
+        ("accept-new", ["-o StrictHostKeyChecking=accept-new", "-o BatchMode=yes"]),
+        ("insecure", ["-o StrictHostKeyChecking=no", "-o UserKnownHostsFile=/dev/null", "-o BatchMode=yes"]),
+    ],
+)
+def test_openssh_command_line_carries_the_host_key_policy(policy, options):
+    cmd, args = SshBackend("root@10.0.0.5", host_key_policy=policy)._build_ssh_command("true")
+    assert cmd[0] == "ssh" and cmd[-len(options) - 1:-1] == options and args[-2:] == ["10.0.0.5", "true"]
+
+
+def test_openssh_known_hosts_file_comes_first_so_accept_new_records_there():
+    cmd, args = SshBackend("10.0.0.5", known_hosts="/kh", host_key_policy="accept-new")._build_ssh_command("true")
+    assert "-o UserKnownHostsFile=%s" in cmd and "/kh ~/.ssh/known_hosts" in args
+
+
+def test_openssh_password_goes_through_the_environment_not_argv():
+    backend = SshBackend("root:s3cret@10.0.0.5")
+    cmd, args = backend._build_ssh_command("true")
+    assert cmd[:3] == ["sshpass", "-e", "ssh"] and "s3cret" not in " ".join(cmd + args)
