@@ -101,7 +101,7 @@ def make_targets(hosts: Sequence[str] | None, **backend_kwargs: Any) -> list[Tar
     return sorted(targets.values(), key=lambda t: t.label)
 
 
-def _connection_backend(target: Target, settings: dict[str, Any]) -> BaseBackend:
+def connection_backend(target: Target, settings: dict[str, Any]) -> BaseBackend:
     """The backend that really connects: an Ansible host resolves to paramiko, ssh or local."""
     backend = target.backend
     runner = getattr(backend, "ansible_runner", None)
@@ -150,13 +150,13 @@ def describe_error(exc: BaseException, target: Target, timeout: float) -> str:
         for needle, cause in _SSH_CAUSES:
             if needle in result.stderr:
                 return cause.format(host=host)
-        return f"ssh failed: {_last_line(result.stderr)}"
+        return f"ssh failed: {last_line(result.stderr)}"
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return f"{type(exc).__name__}: {excerpt(str(exc))}"
 
 
-def _last_line(text: str) -> str:
+def last_line(text: str) -> str:
     lines = [line for line in text.splitlines() if line.strip()]
     return excerpt(lines[-1]) if lines else "no output"
 
@@ -165,7 +165,7 @@ def probe_host(target: Target) -> HostResult:
     """Run the probe on one host over one connection, then close it."""
     settings = target.settings
     try:
-        backend = _connection_backend(target, settings)
+        backend = connection_backend(target, settings)
         result = backend.run(PROBE_COMMAND)
         try:
             facts = parse_probe(result.stdout)
@@ -173,7 +173,7 @@ def probe_host(target: Target) -> HostResult:
             if "sudo:" in result.stderr and ("password is required" in result.stderr or "terminal is required" in result.stderr):
                 return HostResult(target.label, error=f"sudo requires a password on {target.label}")
             if result.rc != 0:
-                return HostResult(target.label, error=f"probe failed (exit {result.rc}): {_last_line(result.stderr)}")
+                return HostResult(target.label, error=f"probe failed (exit {result.rc}): {last_line(result.stderr)}")
             return HostResult(target.label, error=str(exc))
         return HostResult(target.label, facts=facts)
     except Exception as exc:  # noqa: BLE001 - every failure becomes this host's error case

@@ -288,6 +288,12 @@ def parse_discovery(stdout: str) -> tuple[str | None, str | None, dict[str, str 
     return connection, nm_sg, files
 
 
+def complaint_of(said: Any) -> str:
+    """A command's own last words, or its exit status when it said nothing."""
+    text = said.stderr + said.stdout
+    return gather.last_line(text) if text.strip() else f"exit {said.rc}"
+
+
 def backup_path(path: str, when: datetime.datetime) -> str:
     return f"{BACKUP_DIR}/{path.strip('/').replace('/', '_')}.{when.strftime('%Y%m%dT%H%M%SZ')}"
 
@@ -342,7 +348,7 @@ class HostSession:
 
     def backend(self) -> Any:
         if self._backend is None:
-            self._backend = gather._connection_backend(self.target, self.target.settings)
+            self._backend = gather.connection_backend(self.target, self.target.settings)
         return self._backend
 
     def run(self, argv: Sequence[str]) -> Any:
@@ -368,7 +374,7 @@ class HostSession:
         if "sudo:" in stderr and ("password is required" in stderr or "terminal is required" in stderr):
             return f"sudo requires a password on {self.label} (or the user has no sudo rights there)"
         if "sudo:" in stderr or result.rc != 0:
-            return f"cannot run commands as root on {self.label}: {gather._last_line(stderr)}"
+            return f"cannot run commands as root on {self.label}: {gather.last_line(stderr)}"
         uid = result.stdout.strip()
         if uid != "0":
             how = "sudo gave" if self.sudo else "logged in as"
@@ -475,7 +481,7 @@ class Remediator:
         said = session.run(argv)
         _, after = session.read(now.name)
         outcome.after = state(after)
-        complaint = gather._last_line(said.stderr + said.stdout) if (said.stderr + said.stdout).strip() else f"exit {said.rc}"
+        complaint = complaint_of(said)
         if not after.scatter_gather:
             reason = mtu_step(self.allow_mtu, after, self._max_mtu(session, now.name) if self.allow_mtu else None)
             if reason is not None:
@@ -485,7 +491,7 @@ class Remediator:
             said = session.sh(_IP_SCRIPT, *argv[1:])
             _, after = session.read(now.name)
             outcome.after = state(after)
-            complaint = gather._last_line(said.stderr + said.stdout) if (said.stderr + said.stdout).strip() else f"exit {said.rc}"
+            complaint = complaint_of(said)
         final = judge(after, self.scope)
         if not final.verdict.mitigated:
             raise WorkaroundError(f"{excerpt(now.name)} is still susceptible after the workaround: {complaint}")
@@ -524,7 +530,7 @@ class Remediator:
                 said = session.run(argv)
                 check = session.run(["nmcli", "-g", "ethtool.feature-sg", "connection", "show", "id", connection])
                 if check.stdout.strip() != "on":
-                    raise WorkaroundError(f"NetworkManager did not keep ethtool.feature-sg on: {gather._last_line(said.stderr)}")
+                    raise WorkaroundError(f"NetworkManager did not keep ethtool.feature-sg on: {gather.last_line(said.stderr)}")
                 done.append({"via": "networkmanager", "connection": connection, "action": "changed"})
         elif ifcfg in files:
             if files[ifcfg] is None:
@@ -553,7 +559,7 @@ class Remediator:
         outcome.commands.append(f"{'update' if existed else 'create'} {path}" + (f" (backup in {BACKUP_DIR})" if existed else ""))
         result = session.sh(_WRITE_SCRIPT, path, new, files.get(path) or "", backup, "1" if existed else "0")
         if result.rc != 0:
-            raise WorkaroundError(f"cannot write {path}: {gather._last_line(result.stderr)}")
+            raise WorkaroundError(f"cannot write {path}: {gather.last_line(result.stderr)}")
         written = [line.partition("\t")[2] for line in result.stdout.splitlines() if line.startswith("backup\t")]
         files[path] = new  # a second interface on this host edits the new text
         return {"file": path, "action": "changed" if existed else "created", "backup": written[0] if written else None}

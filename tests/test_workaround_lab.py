@@ -48,9 +48,8 @@ def rows(audit, lab):
 
 
 def html_rows(audit) -> str:
-    """The rendered rows of pytest-html's report (they live in an escaped JSON blob)."""
-    blob = json.loads(html.unescape(re.search(r'data-jsonblob="([^"]*)"', audit.html).group(1)))
-    return "".join(html.unescape("".join(t["resultsTableRow"])) for tests in blob["tests"].values() for t in tests)
+    """The report's rendered rows, unescaped: what a reader sees."""
+    return html.unescape(audit.html_rendered)
 
 
 def cat(lab, host, path):
@@ -236,3 +235,42 @@ def test_options_that_act_are_never_implied(tmp_path):
     assert mtu_only.returncode == 4 and "--xennet-allow-mtu needs" in mtu_only.stderr
     assert re.search(r"--xennet-workaround=\{off,dry-run,apply\}|off,dry-run,apply",
                      run_audit(tmp_path / "h", "--help").stdout)
+
+
+# xen-netfront whose backend lacks feature-sg keeps SG off whatever is asked
+# (xennet_fix_features); veth cannot, so this host's ethtool answers as such a
+# driver does (the text of tests/data/ethtool/xen-sg-refused.txt). MTU is real.
+REFUSES_SG = HostPlan(
+    "nosg",
+    (IfacePlan("eth0", mtu=9001), IfacePlan("eth1")),
+    fake_ethtool=(
+        'case "$1" in\n'
+        "  -k) printf 'Features for %s:\\nscatter-gather: off\\n\\ttx-scatter-gather: off [requested on]\\n' \"$2\" ;;\n"
+        "  -K) echo 'Actual changes:'; echo 'tx-scatter-gather: off [requested on]';"
+        " echo 'Could not change any device features' >&2; exit 1 ;;\n"
+        "  *) exit 2 ;;\n"
+        "esac\n"
+    ),
+)
+
+
+@plan(REFUSES_SG)
+def test_when_the_driver_refuses_sg_only_an_allowed_mtu_change_remediates(fresh_lab, tmp_path):
+    lab = fresh_lab
+    refused = run_audit(tmp_path / "refused", *lab_args(lab), "--xennet-workaround=apply")
+    assert refused.returncode == 1, refused.stdout
+    row = rows(refused, lab)[("nosg", "eth1")]
+    assert (row["verdict"], row["workaround"]["result"]) == ("susceptible", "failed")
+    assert row["workaround"]["cause"] == (
+        "scatter-gather is still off on eth1 (tx-scatter-gather: off [requested on]); "
+        "no MTU change: --xennet-allow-mtu was not given")
+    assert mtu(lab, "nosg", "eth1") == 1500  # MTU is opt-in: untouched
+
+    allowed = run_audit(tmp_path / "allowed", *lab_args(lab), "--xennet-workaround=apply", "--xennet-allow-mtu")
+    assert allowed.returncode == 0, allowed.stdout
+    assert mtu(lab, "nosg", "eth1") == 9001  # the kernel's own MTU, read directly
+    row = rows(allowed, lab)[("nosg", "eth1")]
+    assert row["verdict"] == "remediated" and row["mtu"] == 9001
+    assert row["workaround"]["commands"] == ["/usr/sbin/ethtool -K eth1 sg on", "ip link set dev eth1 mtu 9001"]
+    assert row["workaround"]["after"] == {"scatter_gather": "off", "sg_fixed": False, "mtu": 9001}
+    assert rows(allowed, lab)[("nosg", "eth0")]["verdict"] == "jumbo-mtu"  # mitigated: untouched
