@@ -22,6 +22,7 @@ from compliance import backends
 from compliance.probe import PROBE_COMMAND, HostFacts, ProbeError, excerpt, parse_probe
 
 DEFAULT_WORKERS = 16
+SIGNAL_POLL = 0.25  # seconds; how soon Ctrl-C or SIGTERM stops gathering at the latest
 
 
 @dataclasses.dataclass
@@ -197,11 +198,15 @@ def gather(
         return results
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(workers, len(targets))))
     try:
-        futures = [pool.submit(probe_host, t) for t in targets]
-        for future in concurrent.futures.as_completed(futures):
-            results.append(future.result())
-            if progress is not None:
-                progress(len(results), len(targets))
+        pending = {pool.submit(probe_host, t) for t in targets}
+        while pending:
+            # Wake up now and then: the kernel may hand SIGINT/SIGTERM to any thread, and
+            # Python runs the handler only when the main thread runs again.
+            done, pending = concurrent.futures.wait(pending, timeout=SIGNAL_POLL, return_when=concurrent.futures.FIRST_COMPLETED)
+            for future in done:
+                results.append(future.result())
+                if progress is not None:
+                    progress(len(results), len(targets))
     except KeyboardInterrupt:
         pool.shutdown(wait=False, cancel_futures=True)
         for target in targets:
