@@ -309,13 +309,12 @@ def table(rows: list[Row], floor: dict[int, Row]) -> list[str]:
 
 
 def versions() -> str:
+    from importlib.metadata import version
+
     import ansible.release
     import paramiko
     import pytest
-    import pytest_html
-    import testinfra  # noqa: F401
     import xdist
-    from importlib.metadata import version
 
     ssh = subprocess.run(["ssh", "-V"], capture_output=True, text=True).stderr.strip()
     return (
