@@ -84,6 +84,7 @@ def _gather(config: pytest.Config) -> list[HostResult]:
     def say(line: str) -> None:
         if terminal is not None:
             terminal.rewrite(line) if terminal.isatty() else terminal.write_line(line)
+            terminal.flush()  # progress is for now: a CI console must not get it at exit
 
     def progress(done: int, total: int) -> None:
         now = time.monotonic()

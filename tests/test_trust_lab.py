@@ -6,8 +6,10 @@ import ctypes
 import json
 import os
 import platform
+import selectors
 import signal
 import subprocess
+import time
 
 import pytest
 
@@ -115,6 +117,24 @@ def test_password_in_a_host_spec_and_the_identity_file_appear_nowhere(lab, tmp_p
     assert [name for name, text in texts.items() if any(line in text for line in key_lines)] == []
 
 
+def read_until(proc: subprocess.Popen, marker: str, deadline: float) -> list[str]:
+    """Lines of ``proc``'s output up to the one holding ``marker``; fails (and kills) after ``deadline`` s."""
+    seen: list[str] = []
+    with selectors.DefaultSelector() as selector:
+        selector.register(proc.stdout, selectors.EVENT_READ)
+        end = time.monotonic() + deadline
+        while not any(marker in line for line in seen):
+            if not selector.select(max(0.0, end - time.monotonic())):
+                proc.kill()
+                pytest.fail(f"no {marker!r} within {deadline}s: {''.join(seen)!r}")
+            line = proc.stdout.readline()
+            if not line:
+                proc.kill()
+                pytest.fail(f"output ended before {marker!r}: {''.join(seen)!r}")
+            seen.append(line)
+    return seen
+
+
 # x86_64 and aarch64 numbers of the tgkill syscall: a signal to one chosen thread.
 TGKILL = {"x86_64": 234, "aarch64": 131}.get(platform.machine())
 
@@ -142,11 +162,7 @@ def test_interrupted_run_still_writes_every_report(lab, tmp_path, sig, xdist, to
     args = [a for a in lab_args(lab, ["sgon", "hung"]) if not a.startswith("--xennet-timeout")]
     proc = subprocess.Popen(audit_argv(tmp_path, *args, "--xennet-timeout=600", *xdist), cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    seen = []
-    for line in proc.stdout:  # interrupt once sgon is gathered and the hung host is not
-        seen.append(line)
-        if "gathering 1/2 hosts" in line:
-            break
+    seen = read_until(proc, "gathering 1/2 hosts", deadline=60)  # sgon gathered, the hung host not
     if to_thread:
         send_to_a_thread_that_is_not_main(proc.pid, sig)
     else:
