@@ -46,10 +46,12 @@ def pytest_configure(config: pytest.Config) -> None:
     if threading.current_thread() is threading.main_thread():
         config.stash[PREVIOUS_SIGTERM] = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     # All three reports are on by default; --junitxml / --html / --xennet-summary move them.
-    if not config.option.xmlpath:
-        config.option.xmlpath = str(config.rootpath / "reports" / "junit.xml")
-    if getattr(config.option, "htmlpath", "missing") is None:
-        config.option.htmlpath = str(config.rootpath / "reports" / "report.html")
+    # A --collect-only run writes none by default, so it never clobbers a real audit's.
+    if not config.option.collectonly:
+        reports = config.rootpath / "reports"
+        config.option.xmlpath = config.option.xmlpath or str(reports / "junit.xml")
+        if getattr(config.option, "htmlpath", "missing") is None:
+            config.option.htmlpath = str(reports / "report.html")
     config.option.self_contained_html = True  # one file to archive and to mail, wherever it goes
     config.pluginmanager.register(
         AuditReporter(config, expected_cases=lambda: len(build_cases(config.stash.get(RESULTS, [])))), "xennet-reporter"
