@@ -78,7 +78,11 @@ def audit_targets(config: pytest.Config) -> list[Target]:
 
 
 def _gather(config: pytest.Config) -> list[HostResult]:
-    targets = shard.select(audit_targets(config), config.getoption("xennet_shard"))
+    everyone = audit_targets(config)
+    if not everyone:
+        # An empty group or inventory must not read as a clean audit.
+        raise pytest.UsageError(f"--hosts={report.target_description(config.option.hosts)} matched no host: nothing to audit")
+    targets = shard.select(everyone, config.getoption("xennet_shard"))
     terminal = config.pluginmanager.get_plugin("terminalreporter")
     started = time.monotonic()
     shown = [0.0]

@@ -193,3 +193,10 @@ def test_hostile_interface_names_are_escaped_in_every_report(lab, serial):
     classes = {c.get("classname") for c in serial.junit.iter("testcase")}
     assert f"{lab.hosts['hostile'].address}.<b>x<b>" in classes  # parsed back intact
     assert "\x1b" not in serial.stdout
+
+
+def test_hosts_that_match_nothing_are_a_usage_error_not_a_clean_audit(tmp_path):
+    pytest.importorskip("ansible", reason="ansible-core is the optional [ansible] extra")
+    audit = run_audit(tmp_path, "--hosts=ansible://nosuchgroup", f"--ansible-inventory={ROOT / 'inventories' / 'example.ini'}")
+    assert audit.returncode == 4, audit.stdout
+    assert "--hosts=ansible://nosuchgroup matched no host: nothing to audit" in audit.stderr + audit.stdout
