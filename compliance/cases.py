@@ -32,7 +32,9 @@ class Case:
         if self.error is not None:
             return Judgement(Verdict.ERROR, self.error)
         if self.interface is None:
-            return Judgement(Verdict.NOT_APPLICABLE, "no network interface besides lo")
+            # A host reached over the network shows at least the interface it was reached
+            # by; seeing none means /sys could not be read as expected: doubt, not a pass.
+            return Judgement(Verdict.ERROR, "no network interface besides lo in /sys/class/net")
         return judge(self.interface, scope)
 
     def record(self, judgement: Judgement) -> dict[str, Any]:

@@ -73,3 +73,13 @@ def test_host_results_survive_the_trip_to_xdist_workers():
                       (InterfaceFacts("$(x)", "vif", False, 1500, False, True),))
     for result in (HostResult("web1", facts=facts), HostResult("web2", error="connection refused")):
         assert HostResult.from_dict(result.to_dict()) == result
+
+
+def test_a_host_showing_no_interface_is_in_doubt_not_a_pass():
+    from compliance.cases import build_cases
+
+    facts = HostFacts("6.1", None, None, None, "/usr/sbin/ethtool", ())
+    (case,) = build_cases([HostResult("web1", facts=facts)])
+    judgement = case.judge("all")
+    assert (case.id, judgement.verdict.value) == ("web1", "error")
+    assert judgement.message == "no network interface besides lo in /sys/class/net"
