@@ -41,6 +41,11 @@ def install() -> None:
     testinfra.backend.BACKENDS["local"] = f"{__name__}.LocalBackend"
 
 
+def whole_seconds(timeout: float) -> int:
+    """OpenSSH's ConnectTimeout takes whole seconds: round up, at least 1."""
+    return max(1, math.ceil(float(timeout)))
+
+
 def _expand(paths: str | None) -> list[str]:
     return [os.path.expanduser(p) for p in (paths or "").split()]
 
@@ -318,7 +323,7 @@ class SshBackend(NonInteractiveSudo, testinfra.backend.ssh.SshBackend):
         **kwargs: Any,
     ):
         # testinfra formats timeout into ConnectTimeout, which takes whole seconds.
-        super().__init__(hostspec, *args, timeout=max(1, math.ceil(float(timeout))), **kwargs)
+        super().__init__(hostspec, *args, timeout=whole_seconds(timeout), **kwargs)
         self.known_hosts = known_hosts
         self.host_key_policy = host_key_policy
         self._procs: set[subprocess.Popen] = set()

@@ -40,14 +40,13 @@ class Case:
     def record(self, judgement: Judgement) -> dict[str, Any]:
         """The case's row in every report (summary.json's ``results`` schema)."""
         iface = self.interface
-        sg = None if iface is None or iface.scatter_gather is None else ("on" if iface.scatter_gather else "off")
         return {
             "host": self.host,
             "interface": iface.name if iface else None,
             "driver": iface.driver if iface else None,
             "virtual": iface.virtual if iface else None,
             "mtu": iface.mtu if iface else None,
-            "scatter_gather": sg,
+            "scatter_gather": iface.sg_state if iface else None,
             "sg_fixed": iface.sg_fixed if iface else None,
             "verdict": judgement.verdict.value,
             "message": judgement.message,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import math
 import socket
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -33,6 +32,10 @@ class Target:
     backend: BaseBackend
     settings: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
     connection: BaseBackend | None = dataclasses.field(default=None, repr=False)
+
+    @property
+    def timeout(self) -> float:
+        return self.settings.get("timeout", backends.DEFAULT_TIMEOUT)
 
     def close(self) -> None:
         for backend in (self.connection, self.backend):
@@ -102,7 +105,7 @@ def make_targets(hosts: Sequence[str] | None, **backend_kwargs: Any) -> list[Tar
     return sorted(targets.values(), key=lambda t: t.label)
 
 
-def connection_backend(target: Target, settings: dict[str, Any]) -> BaseBackend:
+def connection_backend(target: Target) -> BaseBackend:
     """The backend that really connects: an Ansible host resolves to paramiko, ssh or local."""
     backend = target.backend
     runner = getattr(backend, "ansible_runner", None)
@@ -113,8 +116,9 @@ def connection_backend(target: Target, settings: dict[str, Any]) -> BaseBackend:
         return backend
     inner = inner.backend
     # testinfra builds these from the inventory; our deadline and host key settings still apply.
-    timeout = settings.get("timeout", backends.DEFAULT_TIMEOUT)
-    inner.timeout = timeout if isinstance(inner, backends.ParamikoBackend) else max(1, math.ceil(timeout))
+    settings = target.settings
+    timeout = target.timeout
+    inner.timeout = timeout if isinstance(inner, backends.ParamikoBackend) else backends.whole_seconds(timeout)
     inner.known_hosts = settings.get("known_hosts")
     inner.host_key_policy = settings.get("host_key_policy", "strict")
     if hasattr(inner, "controlpersist"):
@@ -133,11 +137,11 @@ _SSH_CAUSES = (
 )
 
 
-def describe_error(exc: BaseException, target: Target, timeout: float) -> str:
+def describe_error(exc: BaseException, target: Target) -> str:
     """One line naming the cause; reports show it beside the host. Never a secret."""
     host = target.label
     if isinstance(exc, (TimeoutError, socket.timeout)):
-        return str(exc) if str(exc) and str(exc) != "timed out" else f"timed out after {timeout:g}s"
+        return str(exc) if str(exc) and str(exc) != "timed out" else f"timed out after {target.timeout:g}s"
     if isinstance(exc, (ConnectionRefusedError, paramiko.ssh_exception.NoValidConnectionsError)):
         return "connection refused"
     if isinstance(exc, paramiko.BadHostKeyException):
@@ -164,9 +168,8 @@ def last_line(text: str) -> str:
 
 def probe_host(target: Target) -> HostResult:
     """Run the probe on one host over one connection, then close it."""
-    settings = target.settings
     try:
-        backend = connection_backend(target, settings)
+        backend = connection_backend(target)
         result = backend.run(PROBE_COMMAND)
         try:
             facts = parse_probe(result.stdout)
@@ -178,7 +181,7 @@ def probe_host(target: Target) -> HostResult:
             return HostResult(target.label, error=str(exc))
         return HostResult(target.label, facts=facts)
     except Exception as exc:  # noqa: BLE001 - every failure becomes this host's error case
-        return HostResult(target.label, error=describe_error(exc, target, settings.get("timeout", backends.DEFAULT_TIMEOUT)))
+        return HostResult(target.label, error=describe_error(exc, target))
     finally:
         target.close()
 

@@ -90,6 +90,11 @@ class InterfaceFacts:
     sg_fixed: bool = False
     problem: str | None = None
 
+    @property
+    def sg_state(self) -> str | None:
+        """``on``, ``off``, or None when unknown: as every report spells it."""
+        return None if self.scatter_gather is None else ("on" if self.scatter_gather else "off")
+
 
 @dataclasses.dataclass(frozen=True)
 class HostFacts:

@@ -34,7 +34,7 @@ import shlex
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from compliance import backends, gather
+from compliance import gather
 from compliance.probe import PROBE_COMMAND, InterfaceFacts, ProbeError, excerpt, parse_probe
 from compliance.rule import JUMBO_MTU, XEN_DRIVERS, Judgement, Verdict, judge
 
@@ -102,15 +102,7 @@ class WorkaroundError(Exception):
 def state(iface: InterfaceFacts | None) -> dict[str, Any] | None:
     if iface is None:
         return None
-    sg = None if iface.scatter_gather is None else ("on" if iface.scatter_gather else "off")
-    return {"scatter_gather": sg, "sg_fixed": iface.sg_fixed, "mtu": iface.mtu}
-
-
-def describe_state(data: dict[str, Any] | None) -> str:
-    if not data:
-        return "unknown"
-    fixed = " [fixed]" if data.get("sg_fixed") else ""
-    return f"scatter-gather {data.get('scatter_gather') or '?'}{fixed}, mtu {data.get('mtu') or '?'}"
+    return {"scatter_gather": iface.sg_state, "sg_fixed": iface.sg_fixed, "mtu": iface.mtu}
 
 
 def sg_argv(ethtool: str, name: str) -> list[str]:
@@ -348,7 +340,7 @@ class HostSession:
 
     def backend(self) -> Any:
         if self._backend is None:
-            self._backend = gather.connection_backend(self.target, self.target.settings)
+            self._backend = gather.connection_backend(self.target)
         return self._backend
 
     def run(self, argv: Sequence[str]) -> Any:
@@ -369,7 +361,7 @@ class HostSession:
         try:
             result = self.run(["id", "-u"])
         except Exception as exc:  # noqa: BLE001 - the host's one-line cause
-            return f"cannot connect to {self.label}: {gather.describe_error(exc, self.target, self.target.settings.get('timeout', backends.DEFAULT_TIMEOUT))}"
+            return f"cannot connect to {self.label}: {gather.describe_error(exc, self.target)}"
         stderr = result.stderr
         if "sudo:" in stderr and ("password is required" in stderr or "terminal is required" in stderr):
             return f"sudo requires a password on {self.label} (or the user has no sudo rights there)"
