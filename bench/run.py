@@ -239,11 +239,12 @@ def established(lab: Lab) -> list[str]:
 
 def fds_while_gathering(bench: Bench, n: int) -> tuple[int, int, int]:
     """(open fds before, peak during, after) one in-process gather() of n hosts."""
-    from compliance.gather import gather, make_targets
+    from compliance.gather import gather
+    from compliance.targets import expand
 
     count = lambda: len(os.listdir("/proc/self/fd"))  # noqa: E731
-    targets = make_targets([f"paramiko://root@{a}" for a in bench.addresses(n)], ssh_identity_file=str(bench.lab.key_file),
-                           known_hosts=str(bench.lab.known_hosts), timeout=30)
+    targets = expand([f"paramiko://root@{a}" for a in bench.addresses(n)], ssh_identity_file=str(bench.lab.key_file),
+                     known_hosts=str(bench.lab.known_hosts), timeout=30).targets
     before, peak, done = count(), [0], threading.Event()
 
     def sample() -> None:

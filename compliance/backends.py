@@ -2,13 +2,14 @@
 
 All of them verify host keys (by policy), bound connecting and every command by
 ``timeout`` seconds, never prompt (``sudo -n``, ``BatchMode``), and can be closed,
-also from another thread to abort a command in flight. :func:`install` puts them in
-testinfra's backend registry, so ``paramiko://``, ``ssh://`` and ``local://`` hosts,
-including those an Ansible inventory resolves to, use them.
+also from another thread to abort a command in flight. :func:`connect` is the one
+place that builds them, from a :class:`compliance.targets.Target`; testinfra's own
+registry is left alone, so other testinfra users in the same process get upstream's.
 
->>> install()
->>> testinfra.get_host("paramiko://root@web1", timeout=5).backend  # doctest: +SKIP
-<compliance.backends.ParamikoBackend ...>
+>>> from compliance.targets import expand
+>>> (target,) = expand(["paramiko://root@web1"], timeout=5).targets
+>>> connect(target)  # doctest: +ELLIPSIS
+<compliance.backends.ParamikoBackend object at ...>
 """
 
 from __future__ import annotations
@@ -23,22 +24,98 @@ import time
 from typing import Any
 
 import paramiko
-import testinfra.backend
 import testinfra.backend.local
 import testinfra.backend.paramiko
 import testinfra.backend.ssh
 from testinfra.backend import base
 
-DEFAULT_TIMEOUT = 30
-HOST_KEY_POLICIES = ("strict", "accept-new", "insecure")
+from compliance.options import DEFAULT_TIMEOUT
+
 USER_KNOWN_HOSTS = "~/.ssh/known_hosts"
 
 
-def install() -> None:
-    """Register the hardened backends under testinfra's own scheme names."""
-    testinfra.backend.BACKENDS["paramiko"] = f"{__name__}.ParamikoBackend"
-    testinfra.backend.BACKENDS["ssh"] = f"{__name__}.SshBackend"
-    testinfra.backend.BACKENDS["local"] = f"{__name__}.LocalBackend"
+def connect(target: Any) -> base.BaseBackend:
+    """The suite's hardened backend for ``target`` (a Target); nothing is contacted yet.
+
+    An identity file that is missing (one named by an inventory, say) is this host's
+    error, naming the file, not a vague failure at authentication time.
+    """
+    options = dict(target.options)
+    identity = options.get("ssh_identity_file")
+    if identity and not os.path.isfile(os.path.expanduser(identity)):
+        raise FileNotFoundError(2, "identity file not found", identity)
+    if target.connection == "local":
+        return LocalBackend(sudo=options.get("sudo", False), sudo_user=options.get("sudo_user"))
+    common = {k: options.get(k) for k in ("ssh_config", "ssh_identity_file", "sudo_user", "known_hosts")}
+    common.update(sudo=bool(options.get("sudo")), timeout=options.get("timeout", DEFAULT_TIMEOUT),
+                  host_key_policy=options.get("host_key_policy", "strict"))
+    if target.connection == "paramiko":
+        return ParamikoBackend(target.hostspec, **common)
+    if target.connection == "ssh":
+        # controlpersist=0: leave no master connection behind.
+        return SshBackend(target.hostspec, ssh_extra_args=options.get("ssh_extra_args"), controlpersist=0, **common)
+    raise ValueError(f"unknown connection {target.connection!r}")
+
+
+# ---------------------------------------------------------------- typed host errors
+# Every way a host can fail becomes one of these (or a builtin such as TimeoutError,
+# ConnectionRefusedError, FileNotFoundError): gather names causes by type, not by text.
+
+
+class HostError(Exception):
+    """A host-level failure whose message is one line, safe to show."""
+
+
+class HostKeyMismatch(HostError):
+    """The host presented a key different from the recorded one."""
+
+
+class UnknownHostKey(HostError):
+    """The host's key is not recorded, and the policy refuses unknown keys."""
+
+
+class AuthenticationFailed(HostError):
+    """The host refused every credential offered."""
+
+
+class SudoRefused(HostError):
+    """sudo wants a password (``sudo -n`` never waits for one) or refuses the user."""
+
+
+class SshFailed(HostError):
+    """OpenSSH failed for a reason it only told in words (its last line is the message)."""
+
+
+# OpenSSH reports its failures only as text on stderr (exit status 255): this table is the
+# one place that reads it, turning each into the type the rest of the suite works with.
+_OPENSSH_FAILURES: tuple[tuple[str, type[BaseException]], ...] = (
+    ("REMOTE HOST IDENTIFICATION HAS CHANGED", HostKeyMismatch),
+    ("Host key verification failed", UnknownHostKey),
+    ("Permission denied", AuthenticationFailed),
+    ("Connection refused", ConnectionRefusedError),
+    ("timed out", TimeoutError),
+    ("Could not resolve hostname", socket.gaierror),
+    ("No route to host", OSError),
+    ("Network is unreachable", OSError),
+)
+
+
+def openssh_failure(stderr: str) -> BaseException:
+    """The exception for an OpenSSH client that exited 255 with ``stderr``."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    last = lines[-1] if lines else "no output"
+    for needle, kind in _OPENSSH_FAILURES:
+        if needle in stderr:
+            return kind("timed out connecting") if kind is TimeoutError else kind(last)
+    return SshFailed(last)
+
+
+def sudo_refusal(result: base.CommandResult) -> SudoRefused | None:
+    """A SudoRefused when sudo (run as ``sudo -n``) said why it would not run the command."""
+    stderr = result.stderr
+    if "sudo:" in stderr and ("password is required" in stderr or "terminal is required" in stderr):
+        return SudoRefused("sudo requires a password")
+    return None
 
 
 def whole_seconds(timeout: float) -> int:
@@ -147,6 +224,13 @@ class AcceptNewPolicy(paramiko.MissingHostKeyPolicy):
         client.get_host_keys().add(hostname, key.get_name(), key)
 
 
+class RejectPolicy(paramiko.MissingHostKeyPolicy):
+    """``strict``: an unknown key is refused, as a typed error (paramiko's own raises a bare SSHException)."""
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        raise UnknownHostKey(f"{hostname} is not in known_hosts")
+
+
 class InsecurePolicy(paramiko.MissingHostKeyPolicy):
     """Accept any key, record nothing: the reports say the run was insecure."""
 
@@ -194,7 +278,7 @@ class ParamikoBackend(NonInteractiveSudo, testinfra.backend.paramiko.ParamikoBac
             return InsecurePolicy()
         if self.host_key_policy != "strict":
             raise ValueError(f"unknown host key policy {self.host_key_policy!r}")
-        return paramiko.RejectPolicy()
+        return RejectPolicy()
 
     @property
     def client(self) -> paramiko.SSHClient:
@@ -377,6 +461,8 @@ class SshBackend(NonInteractiveSudo, testinfra.backend.ssh.SshBackend):
             self._procs.discard(proc)
         if self._closed:
             raise ConnectionAbortedError("connection closed")
+        if proc.returncode == 255:  # OpenSSH's own failure, not the remote command's
+            raise openssh_failure(stderr.decode("utf-8", "replace"))
         return self.result(proc.returncode, cmd, stdout, stderr)
 
     @staticmethod

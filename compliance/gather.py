@@ -1,6 +1,7 @@
 """Gather: run the probe once on every host, in parallel, and close every connection.
 
->>> targets = make_targets(["paramiko://root@web1"], timeout=5)      # doctest: +SKIP
+>>> from compliance.targets import expand
+>>> targets = expand(["paramiko://root@web1"], timeout=5).targets    # doctest: +SKIP
 >>> [r.host for r in gather(targets, workers=16)]                    # doctest: +SKIP
 ['web1']
 """
@@ -14,34 +15,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import paramiko
-import testinfra.backend
-from testinfra.backend.base import BaseBackend
 
 from compliance import backends
+from compliance.options import DEFAULT_WORKERS
 from compliance.probe import PROBE_COMMAND, HostFacts, ProbeError, excerpt, parse_probe
+from compliance.targets import Target
 
-DEFAULT_WORKERS = 16
 SIGNAL_POLL = 0.25  # seconds; how soon Ctrl-C or SIGTERM stops gathering at the latest
-
-
-@dataclasses.dataclass
-class Target:
-    """One host to audit. ``label`` is how reports name it: no scheme, user or password."""
-
-    label: str
-    backend: BaseBackend
-    settings: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
-    connection: BaseBackend | None = dataclasses.field(default=None, repr=False)
-
-    @property
-    def timeout(self) -> float:
-        return self.settings.get("timeout", backends.DEFAULT_TIMEOUT)
-
-    def close(self) -> None:
-        for backend in (self.connection, self.backend):
-            close = getattr(backend, "close", None)
-            if close is not None:
-                close()
 
 
 class GatherInterrupted(KeyboardInterrupt):
@@ -69,93 +49,30 @@ class HostResult:
         return cls(data["host"], facts, data["error"])
 
 
-def label_of(backend: BaseBackend) -> str:
-    """``HOST`` or ``HOST:PORT`` (port only when not 22); ``local`` for this machine."""
-    if backend.NAME == "local":
-        return "local"
-    spec = getattr(backend, "host", None)
-    if spec is None or isinstance(spec, str):  # ansible keeps the inventory name
-        return str(spec or backend.get_hostname())
-    port = spec.port
-    name = f"[{spec.name}]" if ":" in spec.name else spec.name
-    return f"{name}:{port}" if port and str(port) != "22" else name
-
-
-def make_targets(hosts: Sequence[str] | None, **backend_kwargs: Any) -> list[Target]:
-    """Expand host specs (``ansible://`` groups included) into targets, one per label.
-
-    ``backend_kwargs`` are testinfra's (ssh_config, ssh_identity_file, sudo, ...) plus
-    ``timeout`` and ``known_hosts``. No host is contacted here.
-    """
-    backends.install()
-    specs = list(hosts) if hosts else [None]
-    backend_kwargs.setdefault("controlpersist", 0)  # OpenSSH: leave no master connection behind
-    try:
-        found = testinfra.backend.get_backends(specs, **backend_kwargs)
-    except FileNotFoundError as exc:
-        if "ansible" in str(exc):
-            raise RuntimeError(
-                "ansible:// hosts need ansible-core: pip install 'xennet-compliance[ansible]'"
-            ) from exc
-        raise
-    settings = {k: backend_kwargs[k] for k in ("timeout", "known_hosts", "host_key_policy") if k in backend_kwargs}
-    targets: dict[str, Target] = {}
-    for backend in found:
-        targets.setdefault(label_of(backend), Target(label_of(backend), backend, settings))
-    return sorted(targets.values(), key=lambda t: t.label)
-
-
-def connection_backend(target: Target) -> BaseBackend:
-    """The backend that really connects: an Ansible host resolves to paramiko, ssh or local."""
-    backend = target.backend
-    runner = getattr(backend, "ansible_runner", None)
-    if runner is None or backend.force_ansible:
-        return backend
-    inner = runner.get_host(backend.host, ssh_config=backend.ssh_config, ssh_identity_file=backend.ssh_identity_file)
-    if inner is None:
-        return backend
-    inner = inner.backend
-    # testinfra builds these from the inventory; our deadline and host key settings still apply.
-    settings = target.settings
-    timeout = target.timeout
-    inner.timeout = timeout if isinstance(inner, backends.ParamikoBackend) else backends.whole_seconds(timeout)
-    inner.known_hosts = settings.get("known_hosts")
-    inner.host_key_policy = settings.get("host_key_policy", "strict")
-    if hasattr(inner, "controlpersist"):
-        inner.controlpersist = 0
-    target.connection = inner  # so that an interrupt can close it
-    return inner
-
-
-# OpenSSH reports its failures on stderr, exit status 255.
-_SSH_CAUSES = (
-    ("REMOTE HOST IDENTIFICATION HAS CHANGED", "host key mismatch for {host}"),
-    ("Host key verification failed", "host key for {host} is not in known_hosts (add it, or pass --ssh-known-hosts FILE)"),
-    ("Permission denied", "authentication failed"),
-    ("Connection refused", "connection refused"),
-    ("timed out", "timed out connecting"),
-)
-
-
 def describe_error(exc: BaseException, target: Target) -> str:
-    """One line naming the cause; reports show it beside the host. Never a secret."""
+    """One line naming the cause, chosen by the exception's type; never a secret.
+
+    Reports show it beside the host, so it names the host only where that helps.
+    """
     host = target.label
     if isinstance(exc, (TimeoutError, socket.timeout)):
         return str(exc) if str(exc) and str(exc) != "timed out" else f"timed out after {target.timeout:g}s"
     if isinstance(exc, (ConnectionRefusedError, paramiko.ssh_exception.NoValidConnectionsError)):
         return "connection refused"
-    if isinstance(exc, paramiko.BadHostKeyException):
+    if isinstance(exc, (backends.HostKeyMismatch, paramiko.BadHostKeyException)):
         return f"host key mismatch for {host}"
-    if isinstance(exc, paramiko.AuthenticationException):
-        return "authentication failed"
-    if isinstance(exc, paramiko.SSHException) and "not found in known_hosts" in str(exc):
+    if isinstance(exc, backends.UnknownHostKey):
         return f"host key for {host} is not in known_hosts (add it, or pass --ssh-known-hosts FILE)"
-    result = exc.args[0] if isinstance(exc, RuntimeError) and exc.args else None
-    if hasattr(result, "stderr"):
-        for needle, cause in _SSH_CAUSES:
-            if needle in result.stderr:
-                return cause.format(host=host)
-        return f"ssh failed: {last_line(result.stderr)}"
+    if isinstance(exc, (backends.AuthenticationFailed, paramiko.AuthenticationException)):
+        return "authentication failed"
+    if isinstance(exc, backends.SudoRefused):
+        return f"sudo requires a password on {host}"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve {host}: {excerpt(str(exc))}"
+    if isinstance(exc, backends.SshFailed):
+        return f"ssh failed: {excerpt(str(exc))}"
+    if isinstance(exc, FileNotFoundError) and exc.filename:
+        return f"{exc.strerror or 'not found'}: {excerpt(str(exc.filename))}"
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return f"{type(exc).__name__}: {excerpt(str(exc))}"
@@ -169,13 +86,13 @@ def last_line(text: str) -> str:
 def probe_host(target: Target) -> HostResult:
     """Run the probe on one host over one connection, then close it."""
     try:
-        backend = connection_backend(target)
-        result = backend.run(PROBE_COMMAND)
+        result = target.connect().run(PROBE_COMMAND)
         try:
             facts = parse_probe(result.stdout)
         except ProbeError as exc:
-            if "sudo:" in result.stderr and ("password is required" in result.stderr or "terminal is required" in result.stderr):
-                return HostResult(target.label, error=f"sudo requires a password on {target.label}")
+            refusal = backends.sudo_refusal(result)
+            if refusal is not None:
+                raise refusal from None
             if result.rc != 0:
                 return HostResult(target.label, error=f"probe failed (exit {result.rc}): {last_line(result.stderr)}")
             return HostResult(target.label, error=str(exc))

@@ -1,103 +1,177 @@
-"""The audit's command-line options.
+"""The audit's command-line options, and their values checked once into :class:`Settings`.
 
-Registered as a pytest11 entry point, so pytest knows them before it parses the
-command line: ``--ssh-known-hosts FILE`` (with a space) then works from anywhere.
-A clone that is not installed gets them through the root conftest.py instead.
+Options are declared without argparse ``type=`` or ``choices=``: argparse answers a bad
+value with a usage banner and a traceback-free but multi-line error, before any plugin
+can clean up. The suite checks every value itself (:meth:`Settings.from_options`), so each
+mistake is one line, exit status 4, and an older run's reports are never left looking
+current. This module imports nothing heavy: it is loaded by every pytest run in the
+environment, audit or not.
+
+>>> import argparse
+>>> s = Settings.from_options(argparse.Namespace(**{**OPTION_DEFAULTS, "xennet_timeout": "5"}))
+>>> (s.timeout, s.scope, s.workers)
+(5.0, 'xen', 16)
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any
+
 import pytest
 
-from compliance import backends, shard
-from compliance.gather import DEFAULT_WORKERS
 from compliance.rule import JUMBO_MTU, SCOPES
-from compliance.workaround import MODES
+from compliance.shard import Shard
+
+DEFAULT_WORKERS = 16
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_REPORTS_DIR = "reports"
+HOST_KEY_POLICIES = ("strict", "accept-new", "insecure")
+WORKAROUND_MODES = ("off", "dry-run", "apply")
+
+# dest -> default, for every option this module declares (a Namespace of these is a default run).
+OPTION_DEFAULTS: dict[str, Any] = {
+    "xennet_scope": "xen",
+    "xennet_workers": str(DEFAULT_WORKERS),
+    "xennet_timeout": str(int(DEFAULT_TIMEOUT)),
+    "reports_dir": DEFAULT_REPORTS_DIR,
+    "xennet_summary": None,
+    "xennet_shard": None,
+    "ssh_host_key_policy": "strict",
+    "ssh_known_hosts": None,
+    "xennet_workaround": "off",
+    "xennet_allow_mtu": False,
+    "xennet_persist": False,
+}
+
+
+class UsageProblem(Exception):
+    """A mistake on the command line: one line, safe to show (never a password)."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("xennet", "xen-netfront scatter-gather/MTU audit")
-    group.addoption(
-        "--xennet-scope",
-        choices=SCOPES,
-        default="xen",
-        help="xen (default): judge only xen-netfront interfaces; all: judge every non-loopback interface",
-    )
-    group.addoption(
-        "--xennet-workers",
-        type=int,
-        default=DEFAULT_WORKERS,
-        metavar="N",
-        help=f"hosts gathered in parallel (default {DEFAULT_WORKERS})",
-    )
-    group.addoption(
-        "--xennet-timeout",
-        type=float,
-        default=backends.DEFAULT_TIMEOUT,
-        metavar="SECONDS",
-        help=f"bound on connecting to a host, and on its remote command (default {backends.DEFAULT_TIMEOUT})",
-    )
-    group.addoption(
-        "--xennet-summary",
-        default="reports/summary.json",
-        metavar="PATH",
-        help="where to write the JSON summary (default reports/summary.json)",
-    )
-    group.addoption(
-        "--xennet-shard",
-        type=shard.option_type,
-        metavar="K/N",
+    add = group.addoption
+    add("--xennet-scope", default=OPTION_DEFAULTS["xennet_scope"], metavar="SCOPE",
+        help="xen (default): judge only xen-netfront interfaces; all: judge every non-loopback interface")
+    add("--xennet-workers", default=OPTION_DEFAULTS["xennet_workers"], metavar="N",
+        help=f"hosts gathered in parallel, at least 1 (default {DEFAULT_WORKERS})")
+    add("--xennet-timeout", default=OPTION_DEFAULTS["xennet_timeout"], metavar="SECONDS",
+        help=f"bound on connecting to a host, and on its remote command; positive (default {DEFAULT_TIMEOUT:g})")
+    add("--reports-dir", default=OPTION_DEFAULTS["reports_dir"], metavar="DIR",
+        help="where junit.xml, report.html and summary.json are written, relative to the current "
+        "directory (default reports/); --junitxml, --html and --xennet-summary move one report")
+    add("--xennet-summary", default=None, metavar="PATH",
+        help="where to write the JSON summary (default REPORTS_DIR/summary.json)")
+    add("--xennet-shard", default=None, metavar="K/N",
         help="audit only shard K of N (1-based): a stable split of the hosts by name, for N machines; "
-        "combine their reports with `python -m compliance.merge`",
-    )
-    group.addoption(
-        "--ssh-host-key-policy",
-        choices=backends.HOST_KEY_POLICIES,
-        default="strict",
+        "combine their reports with `python -m compliance.merge`")
+    add("--ssh-host-key-policy", default=OPTION_DEFAULTS["ssh_host_key_policy"], metavar="POLICY",
         help="strict (default): refuse unknown and changed host keys; accept-new: record keys of hosts "
         "never seen before (in the first --ssh-known-hosts file, else ~/.ssh/known_hosts), refuse changed "
-        "ones; insecure: accept any key (the reports say so)",
-    )
-    group.addoption(
-        "--ssh-known-hosts",
-        metavar="FILE",
-        help="known_hosts file(s), space-separated, checked in addition to ~/.ssh/known_hosts",
-    )
-    group.addoption(
-        "--xennet-workaround",
-        choices=MODES,
-        default="off",
+        "ones; insecure: accept any key (the reports say so)")
+    add("--ssh-known-hosts", default=None, metavar="FILE",
+        help="known_hosts file(s), space-separated, checked in addition to ~/.ssh/known_hosts")
+    add("--xennet-workaround", default=OPTION_DEFAULTS["xennet_workaround"], metavar="MODE",
         help="off (default): change nothing; dry-run: record the commands that would fix each susceptible "
-        "interface; apply: run them (as root, or with --sudo) and pass only if a re-read shows it mitigated",
-    )
-    group.addoption(
-        "--xennet-allow-mtu",
-        action="store_true",
+        "interface; apply: run them (as root, or with --sudo) and pass only if a re-read shows it mitigated")
+    add("--xennet-allow-mtu", action="store_true",
         help=f"with the workaround: if scatter-gather stays off, set MTU {JUMBO_MTU} (jumbo frames can break "
-        "paths that leave the VPC)",
-    )
-    group.addoption(
-        "--xennet-persist",
-        action="store_true",
+        "paths that leave the VPC)")
+    add("--xennet-persist", action="store_true",
         help="with --xennet-workaround=apply: keep scatter-gather on across reboots (a udev rule, and the "
-        "host's NetworkManager, ifcfg or ifupdown configuration); writes files under /etc, backing up changed ones",
-    )
+        "host's NetworkManager, ifcfg or ifupdown configuration); writes files under /etc, backing up changed ones")
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    # pytest locates its config file before any plugin has declared its options, so a
-    # path given as a separate argument (`--ssh-identity-file ~/.ssh/key`) is taken for a
-    # test path, the project's pyproject.toml is never read, and the audit is not found.
-    here = config.invocation_params.dir
-    if config.inipath is None and (here / "compliance" / "test_xennet.py").is_file():
-        raise pytest.UsageError(
-            "pytest did not read this project's pyproject.toml: an option's path value was probably "
-            "given as a separate argument (e.g. `--ssh-identity-file KEY`). Write it with `=` "
-            "(`--ssh-identity-file=KEY`), or run through tox (`tox -e audit -- ...`)."
+def _choice(option: str, value: Any, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise UsageProblem(f"{option} must be one of {', '.join(choices)}; got {value!r}")
+    return str(value)
+
+
+def _positive_seconds(value: Any) -> float:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise UsageProblem(f"--xennet-timeout must be a number of seconds; got {value!r}") from None
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise UsageProblem(f"--xennet-timeout must be a positive number of seconds; got {value!r}")
+    return seconds
+
+
+def _workers(value: Any) -> int:
+    try:
+        workers = int(str(value))
+    except ValueError:
+        raise UsageProblem(f"--xennet-workers must be a whole number, at least 1; got {value!r}") from None
+    if workers < 1:
+        raise UsageProblem(f"--xennet-workers must be at least 1; got {value!r}")
+    return workers
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The audit's own options, checked. Paths are as given (resolved by the caller)."""
+
+    scope: str = "xen"
+    workers: int = DEFAULT_WORKERS
+    timeout: float = DEFAULT_TIMEOUT
+    reports_dir: str = DEFAULT_REPORTS_DIR
+    summary: str | None = None
+    shard: Shard | None = None
+    host_key_policy: str = "strict"
+    known_hosts: str | None = None
+    workaround: str = "off"
+    allow_mtu: bool = False
+    persist: bool = False
+
+    @classmethod
+    def from_options(cls, option: Any) -> Settings:
+        """Check every value; the first mistake raises :class:`UsageProblem`."""
+        shard = None
+        if option.xennet_shard is not None:
+            try:
+                shard = Shard.parse(str(option.xennet_shard))
+            except ValueError as exc:
+                raise UsageProblem(f"--xennet-shard: {exc}") from None
+        if not str(option.reports_dir or "").strip():
+            raise UsageProblem("--reports-dir is empty")
+        settings = cls(
+            scope=_choice("--xennet-scope", option.xennet_scope, SCOPES),
+            workers=_workers(option.xennet_workers),
+            timeout=_positive_seconds(option.xennet_timeout),
+            reports_dir=str(option.reports_dir),
+            summary=option.xennet_summary,
+            shard=shard,
+            host_key_policy=_choice("--ssh-host-key-policy", option.ssh_host_key_policy, HOST_KEY_POLICIES),
+            known_hosts=option.ssh_known_hosts,
+            workaround=_choice("--xennet-workaround", option.xennet_workaround, WORKAROUND_MODES),
+            allow_mtu=bool(option.xennet_allow_mtu),
+            persist=bool(option.xennet_persist),
         )
-    # Acting on hosts is never implied: flags that only make sense with it are refused without it.
-    mode = config.getoption("xennet_workaround", "off")
-    if config.getoption("xennet_persist", False) and mode != "apply":
-        raise pytest.UsageError("--xennet-persist needs --xennet-workaround=apply")
-    if config.getoption("xennet_allow_mtu", False) and mode == "off":
-        raise pytest.UsageError("--xennet-allow-mtu needs --xennet-workaround=dry-run or apply")
+        # Acting on hosts is never implied: flags that only make sense with it are refused without it.
+        if settings.persist and settings.workaround != "apply":
+            raise UsageProblem("--xennet-persist needs --xennet-workaround=apply")
+        if settings.allow_mtu and settings.workaround == "off":
+            raise UsageProblem("--xennet-allow-mtu needs --xennet-workaround=dry-run or apply")
+        return settings
+
+    def report_paths(self, base: Path, junitxml: str | None, html: str | None) -> dict[str, Path]:
+        """Where each report goes: an explicit path wins, else the reports directory (both relative to ``base``)."""
+        reports = base / self.reports_dir
+        return {
+            "junit": base / junitxml if junitxml else reports / "junit.xml",
+            "html": base / html if html else reports / "report.html",
+            "summary": base / self.summary if self.summary else reports / "summary.json",
+        }
+
+
+def given(option: Any) -> list[str]:
+    """The audit's own options that differ from their defaults, as ``--name`` (for hints)."""
+    return [
+        "--" + dest.replace("_", "-")
+        for dest, default in OPTION_DEFAULTS.items()
+        if getattr(option, dest, default) != default
+    ]

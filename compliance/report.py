@@ -253,14 +253,19 @@ class AuditReporter:
         record = getattr(report, "xennet", None)
         if record is None:
             return
+        first = report.nodeid not in self.records
         self.records[report.nodeid] = record
         xml = self.config.stash.get(xml_key, None)
         if xml is not None:
-            # Done here on the controller: record_xml_attribute is a no-op on xdist workers.
+            # Done here on the controller: record_xml_attribute is a no-op on xdist workers,
+            # and record_property warns under junit_family=xunit2 (pytest's default).
             classname, name = junit_names(record)
             reporter = xml.node_reporter(report)
             reporter.add_attribute("classname", classname)
             reporter.add_attribute("name", name)
+            if first:  # the row is final after setup, where the case is judged (and acted on)
+                for prop, value in junit_properties(record):
+                    reporter.add_property(prop, value)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_html_report_title(self, report: Any) -> None:
@@ -310,4 +315,7 @@ class AuditReporter:
             terminalreporter.write_line(line)
         if int(exitstatus) == 2:
             terminalreporter.write_line("the run was interrupted: reports hold only what finished", red=True)
-        terminalreporter.write_line(f"summary: {self.summary_path}")
+        if self.config.option.collectonly:
+            terminalreporter.write_line("--collect-only: no report was written")
+        else:
+            terminalreporter.write_line(f"summary: {self.summary_path}")

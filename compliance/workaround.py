@@ -34,11 +34,13 @@ import shlex
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from compliance import gather
+from compliance import backends, gather
+from compliance.options import WORKAROUND_MODES
+from compliance.targets import Target
 from compliance.probe import PROBE_COMMAND, InterfaceFacts, ProbeError, excerpt, parse_probe
 from compliance.rule import JUMBO_MTU, XEN_DRIVERS, Judgement, Verdict, judge
 
-MODES = ("off", "dry-run", "apply")
+MODES = WORKAROUND_MODES
 UDEV_RULE_FILE = "/etc/udev/rules.d/70-xennet-compliance-sg.rules"
 # Not next to the originals: ifupdown sources every file of interfaces.d, network-scripts
 # reads every ifcfg-* it does not recognise as a backup.
@@ -328,11 +330,11 @@ class Outcome:
 class HostSession:
     """One connection to one host, for every interface the workaround touches there."""
 
-    def __init__(self, target: gather.Target) -> None:
+    def __init__(self, target: Target) -> None:
         self.target = target
         self._backend: Any = None
         self._privilege: str | None = None  # "ok", or why not
-        self.sudo = bool(getattr(target.backend, "sudo", False))
+        self.sudo = target.sudo
 
     @property
     def label(self) -> str:
@@ -340,7 +342,7 @@ class HostSession:
 
     def backend(self) -> Any:
         if self._backend is None:
-            self._backend = gather.connection_backend(self.target)
+            self._backend = self.target.connect()
         return self._backend
 
     def run(self, argv: Sequence[str]) -> Any:
@@ -363,7 +365,7 @@ class HostSession:
         except Exception as exc:  # noqa: BLE001 - the host's one-line cause
             return f"cannot connect to {self.label}: {gather.describe_error(exc, self.target)}"
         stderr = result.stderr
-        if "sudo:" in stderr and ("password is required" in stderr or "terminal is required" in stderr):
+        if backends.sudo_refusal(result) is not None:
             return f"sudo requires a password on {self.label} (or the user has no sudo rights there)"
         if "sudo:" in stderr or result.rc != 0:
             return f"cannot run commands as root on {self.label}: {gather.last_line(stderr)}"
@@ -399,7 +401,7 @@ class Remediator:
     def __init__(
         self,
         mode: str,
-        targets: Callable[[], Sequence[gather.Target]],
+        targets: Callable[[], Sequence[Target]],
         *,
         allow_mtu: bool = False,
         persist: bool = False,
@@ -415,7 +417,7 @@ class Remediator:
         self.scope = scope
         self.sudo = sudo
         self._targets_factory = targets
-        self._targets: dict[str, gather.Target] | None = None
+        self._targets: dict[str, Target] | None = None
         self._sessions: dict[str, HostSession] = {}
         self._now = now or (lambda: datetime.datetime.now(datetime.timezone.utc))
 

@@ -9,7 +9,8 @@ import subprocess
 import pytest
 
 from compliance.backends import ParamikoBackend
-from compliance.gather import gather, make_targets, probe_host
+from compliance.gather import gather, probe_host
+from compliance.targets import expand
 from tests.conftest import LAB_TIMEOUT
 
 REACHABLE = ["sgon", "multi", "exposed"]
@@ -19,7 +20,7 @@ def targets(lab, names, scheme="paramiko", **kw):
     kw.setdefault("ssh_identity_file", str(lab.key_file))
     kw.setdefault("known_hosts", str(lab.known_hosts))
     kw.setdefault("timeout", LAB_TIMEOUT)
-    return make_targets([lab.spec(n, scheme=scheme) for n in names], **kw)
+    return expand([lab.spec(n, scheme=scheme) for n in names], **kw).targets
 
 
 def established_to(lab) -> list[str]:
@@ -68,7 +69,7 @@ def test_openssh_backend_bounds_a_hung_command(lab):
 
 def test_paramiko_sets_tcp_nodelay_and_closes(lab):
     (target,) = targets(lab, ["sgon"])
-    backend = target.backend
+    backend = target.connect()
     assert isinstance(backend, ParamikoBackend)
     assert backend.run("true").rc == 0
     sock = backend.client.get_transport().sock

@@ -1,0 +1,258 @@
+"""The audit's pytest wiring: check the command line -> gather -> cases -> judge -> report.
+
+Registered by :mod:`compliance.plugin` only for runs that collect the audit. Under xdist the
+controller checks and gathers; workers get the facts through ``workerinput``.
+
+>>> AuditPlugin.__name__
+'AuditPlugin'
+"""
+
+from __future__ import annotations
+
+import datetime
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from compliance import report, shard, targets, workaround
+from compliance.cases import Case, build_cases
+from compliance.gather import GatherInterrupted, HostResult, gather
+from compliance.options import Settings, UsageProblem
+from compliance.report import AuditReporter
+from compliance.rule import Verdict
+
+RECORD = pytest.StashKey[dict]()  # this item's record
+OUTCOME = pytest.StashKey[Any]()  # this item's workaround.Outcome, when it was touched
+WORKERINPUT_KEY = "xennet_results"
+
+
+def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"received signal {signum}")
+
+
+def audit_targets(config: pytest.Config, settings: Settings) -> targets.Expansion:
+    """The run's hosts, from testinfra's options and ours; nothing is contacted."""
+    option = config.option
+    return targets.expand(
+        targets.split_hosts(option.hosts),
+        connection=option.connection,
+        ssh_config=option.ssh_config,
+        ssh_identity_file=option.ssh_identity_file,
+        ssh_extra_args=option.ssh_extra_args,
+        sudo=option.sudo,
+        sudo_user=option.sudo_user,
+        ansible_inventory=option.ansible_inventory,
+        force_ansible=option.force_ansible,
+        timeout=settings.timeout,
+        known_hosts=settings.known_hosts,
+        host_key_policy=settings.host_key_policy,
+    )
+
+
+class AuditPlugin:
+    """One audit run: its checked settings, its targets (controller) and its results."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.worker = hasattr(config, "workerinput")
+        self.results: list[HostResult] = []
+        self.interrupted = False
+        self.previous_sigterm: Any = None
+        self.warnings: list[str] = []
+        self.targets: list[targets.Target] = []
+        self.paths: dict[str, Path] = {}
+        self._remediator: workaround.Remediator | None = None
+        try:
+            self.settings = Settings.from_options(config.option)
+        except UsageProblem as exc:
+            raise pytest.UsageError(str(exc)) from None
+        if self.worker:
+            return
+        self._set_report_paths()
+        try:
+            option = config.option
+            targets.check_files(option.ssh_identity_file, option.ssh_config, self.settings.known_hosts,
+                                self.settings.host_key_policy)
+            expansion = audit_targets(config, self.settings)
+            if not expansion.targets:
+                # An empty group or inventory must not read as a clean audit.
+                raise UsageProblem(f"--hosts={report.target_description(option.hosts)} matched no host: nothing to audit")
+        except UsageProblem as exc:
+            self._discard_stale_reports(str(exc))
+            raise pytest.UsageError(str(exc)) from None
+        self.everyone = expansion.targets
+        self.warnings = expansion.warnings
+        config.pluginmanager.register(
+            AuditReporter(config, expected_cases=lambda: len(build_cases(self.results))), "xennet-reporter"
+        )
+
+    # ---- reports ----------------------------------------------------------
+
+    def _set_report_paths(self) -> None:
+        option = self.config.option
+        base = self.config.invocation_params.dir
+        self.paths = self.settings.report_paths(base, option.xmlpath, getattr(option, "htmlpath", None))
+        option.xennet_summary = str(self.paths["summary"])
+        # A --collect-only run writes none by default, so it never clobbers a real audit's.
+        if option.collectonly:
+            return
+        option.xmlpath = str(self.paths["junit"])
+        if hasattr(option, "htmlpath"):
+            option.htmlpath = str(self.paths["html"])
+        option.self_contained_html = True  # one file to archive and to mail, wherever it goes
+
+    def _discard_stale_reports(self, error: str) -> None:
+        """A run that stops on a usage error leaves no older run's reports looking current."""
+        if self.config.option.collectonly:
+            return
+        for key in ("junit", "html"):
+            self.paths[key].unlink(missing_ok=True)
+        report.write_json(self.paths["summary"], {
+            "schema": report.SCHEMA,
+            "generated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "complete": False,
+            "error": error,
+            "counts": {},
+            "results": [],
+        })
+
+    # ---- configure / session ------------------------------------------------
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_configure(self, config: pytest.Config) -> None:
+        if self.worker:
+            return
+        # Jenkins aborts a build with SIGTERM: handle it like Ctrl-C, so reports are still written.
+        if threading.current_thread() is threading.main_thread():
+            self.previous_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        if self.previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, self.previous_sigterm)
+
+    def pytest_report_header(self, config: pytest.Config) -> list[str]:
+        lines = [
+            f"xennet: target {report.target_description(config.option.hosts)}, "
+            f"scope {self.settings.scope}, host keys {report.host_key_description(config)}"
+        ]
+        if config.option.collectonly:
+            lines.append("xennet: --collect-only: hosts are gathered to name the cases, but no report is written")
+        return lines
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        if self.worker:
+            # Workers never gather: the controller handed them its results.
+            self.results = [HostResult.from_dict(d) for d in self.config.workerinput[WORKERINPUT_KEY]]
+        else:
+            self.results = self._gather()
+
+    def _say(self, line: str, **markup: bool) -> None:
+        terminal = self.config.pluginmanager.get_plugin("terminalreporter")
+        if terminal is not None:
+            terminal.rewrite(line, **markup) if terminal.isatty() else terminal.write_line(line, **markup)
+            terminal.flush()  # progress is for now: a CI console must not get it at exit
+
+    def _gather(self) -> list[HostResult]:
+        for warning in self.warnings:
+            self._say(f"xennet: warning: {warning}", yellow=True)
+            self._say("")
+        chosen = shard.select(self.everyone, self.settings.shard)
+        started = time.monotonic()
+        shown = [0.0]
+
+        def progress(done: int, total: int) -> None:
+            now = time.monotonic()
+            terminal = self.config.pluginmanager.get_plugin("terminalreporter")
+            # A live counter on a terminal; a line every few seconds in a CI log.
+            if terminal is not None and (terminal.isatty() or done == total or now - shown[0] >= 5):
+                self._say(f"gathering {done}/{total} hosts")
+                shown[0] = now
+
+        try:
+            results = gather(chosen, workers=self.settings.workers, progress=progress)
+        except GatherInterrupted as exc:
+            self._say(f"interrupted while gathering: {len(exc.results)}/{len(chosen)} hosts finished")
+            self.interrupted = True
+            return exc.results
+        failed = sum(1 for r in results if r.error)
+        self._say(f"gathered {len(results)} hosts in {time.monotonic() - started:.1f}s ({failed} unreachable or in error)")
+        self._say("")
+        return results
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> None:
+        # Reached when gathering was interrupted: stop here, through pytest's own interrupt
+        # path, so that every report is still written (with what finished).
+        if self.interrupted:
+            raise session.Interrupted("interrupted while gathering")
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        node.workerinput[WORKERINPUT_KEY] = [r.to_dict() for r in self.results]
+
+    # ---- collection and fixtures ----------------------------------------------
+
+    def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
+        if "xennet_case" in metafunc.fixturenames:
+            cases = build_cases(self.results)
+            metafunc.parametrize("xennet_case", cases, ids=[c.id for c in cases])
+
+    def remediator(self) -> workaround.Remediator:
+        """The optional workaround, one per process, made when a case first needs it.
+
+        Workers act too: they rebuild targets from their own options (host specs may hold
+        passwords, so they never travel in workerinput), one connection per host they act
+        on, closed at session end.
+        """
+        if self._remediator is None:
+            config, settings = self.config, self.settings
+            self._remediator = workaround.Remediator(
+                settings.workaround,
+                lambda: audit_targets(config, settings).targets,
+                allow_mtu=settings.allow_mtu,
+                persist=settings.persist,
+                scope=settings.scope,
+                sudo=bool(config.option.sudo),
+            )
+        return self._remediator
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self._remediator is not None:
+            self._remediator.close()
+
+    @pytest.fixture
+    def xennet_judgement(self, xennet_case: Case, request: pytest.FixtureRequest) -> Any:
+        """Judge this case (then apply the workaround, if asked); a host or interface in doubt errors here, in setup."""
+        judgement = xennet_case.judge(self.settings.scope)
+        record = xennet_case.record(judgement)
+        if xennet_case.interface is not None:
+            outcome = self.remediator().act(xennet_case.host, xennet_case.interface, xennet_case.ethtool, judgement)
+            if outcome is not None:
+                request.node.stash[OUTCOME] = outcome
+                workaround.apply_to_record(record, outcome)
+                judgement = outcome.judgement
+        request.node.stash[RECORD] = record
+        if judgement.verdict is Verdict.ERROR:
+            # Failing in setup makes the case an error, never a pass; the cause is one line, no traceback.
+            pytest.fail(judgement.message, pytrace=False)
+        if judgement.verdict is Verdict.NOT_APPLICABLE:
+            pytest.skip(judgement.message)
+        return judgement
+
+    @pytest.fixture
+    def xennet_workaround(self, xennet_judgement: Any, request: pytest.FixtureRequest) -> Any:
+        """What the workaround did to this case (a workaround.Outcome), or None when untouched."""
+        return request.node.stash.get(OUTCOME, None)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo) -> Any:
+        test_report = yield
+        record = item.stash.get(RECORD, None)
+        if record is not None:
+            test_report.xennet = record  # travels to the xdist controller with the report
+        return test_report
