@@ -16,17 +16,14 @@ Policy, in the order it is applied to each *susceptible* interface (nothing else
 
 A host where privilege fails (sudo refuses or wants a password, or not root without ``--sudo``)
 gets no command at all. Interface names reach commands only as quoted arguments.
+The boot-configuration edits of ``--xennet-persist`` live in :mod:`compliance.persist`.
 
->>> ifcfg_with_sg('DEVICE=eth0\\nONBOOT=yes\\n')
-'DEVICE=eth0\\nONBOOT=yes\\nETHTOOL_OPTS="-K ${DEVICE} sg on"\\n'
->>> interfaces_with_sg('auto eth0\\niface eth0 inet dhcp\\n', 'eth0')
-'auto eth0\\niface eth0 inet dhcp\\n    offload-sg on\\n'
+>>> render(["/usr/sbin/ethtool", "-K", "a;b", "sg", "on"], sudo=True)
+"sudo /usr/sbin/ethtool -K 'a;b' sg on"
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 import datetime
 import re
@@ -34,64 +31,18 @@ import shlex
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from compliance import backends, gather
+from compliance import backends, gather, persist
 from compliance.options import WORKAROUND_MODES
 from compliance.targets import Target
 from compliance.probe import PROBE_COMMAND, InterfaceFacts, ProbeError, excerpt, parse_probe
-from compliance.rule import JUMBO_MTU, XEN_DRIVERS, Judgement, Verdict, judge
+from compliance.rule import JUMBO_MTU, Judgement, Verdict, judge
 
 MODES = WORKAROUND_MODES
-UDEV_RULE_FILE = "/etc/udev/rules.d/70-xennet-compliance-sg.rules"
-# Not next to the originals: ifupdown sources every file of interfaces.d, network-scripts
-# reads every ifcfg-* it does not recognise as a backup.
-BACKUP_DIR = "/etc/xennet-compliance/backups"
-IFCFG_DIR = "/etc/sysconfig/network-scripts"
-IFUPDOWN_FILE = "/etc/network/interfaces"
-IFUPDOWN_DIR = "/etc/network/interfaces.d"
-_SAFE_PATH = re.compile(r"/[A-Za-z0-9_./+-]+")
-
 # `ip` is in /sbin on older distros and outside non-root PATHs; exec keeps argv intact.
 _IP_SCRIPT = (
     'for c in "$(command -v ip 2>/dev/null)" /sbin/ip /usr/sbin/ip; do '
     '[ -n "$c" ] && [ -x "$c" ] && exec "$c" "$@"; done; echo "ip: command not found" >&2; exit 127'
 )
-
-# What persistence needs to know, in one command: NetworkManager's connection for the
-# interface and the files the suite may edit, base64-framed (contents are untrusted).
-_DISCOVER_SCRIPT = r"""
-n=$1; rule=$2; ifcfg=$3; main=$4; dir=$5
-dump() { if [ -f "$1" ]; then printf 'file\t%s\t' "$1"; base64 < "$1" | tr -d '\n'; printf '\n'; fi; }
-if command -v nmcli >/dev/null 2>&1; then
-  c=$(nmcli -g GENERAL.CONNECTION device show "$n" 2>/dev/null)
-  if [ -n "$c" ]; then
-    printf 'nm\t%s\n' "$(printf '%s' "$c" | base64 | tr -d '\n')"
-    c=$(printf '%s' "$c" | sed -e 's/\\:/:/g' -e 's/\\\\/\\/g')
-    printf 'nmsg\t%s\n' "$(nmcli -g ethtool.feature-sg connection show id "$c" 2>/dev/null)"
-  fi
-fi
-dump "$rule"; dump "$ifcfg"; dump "$main"
-for f in "$dir"/*; do dump "$f"; done
-echo XENNET-DISCOVER-END
-"""
-
-# Write one file. An existing file must still hold what was read (no lost update), and is
-# copied to the first free backup name first; a new file must still be absent.
-_WRITE_SCRIPT = r"""
-f=$1; new=$2; old=$3; bak=$4; existed=$5
-if [ "$existed" = 1 ]; then
-  [ -f "$f" ] || { echo "$f vanished since it was read" >&2; exit 3; }
-  cur=$(cat -- "$f"; printf x); cur=${cur%x}
-  [ "$cur" = "$old" ] || { echo "$f changed since it was read" >&2; exit 3; }
-  mkdir -p -- "${bak%/*}" || exit 3
-  b=$bak; i=1; while [ -e "$b" ]; do b=$bak.$i; i=$((i+1)); done
-  cp -p -- "$f" "$b" || exit 3
-  printf 'backup\t%s\n' "$b"
-else
-  [ ! -e "$f" ] || { echo "$f appeared since it was read" >&2; exit 3; }
-  mkdir -p -- "${f%/*}" || exit 3
-fi
-printf '%s' "$new" > "$f" || exit 3
-"""
 
 
 class WorkaroundError(Exception):
@@ -139,157 +90,10 @@ def mtu_step(allow_mtu: bool, after_sg: InterfaceFacts, max_mtu: int | None) -> 
     return None
 
 
-def udev_rule(ethtool: str) -> str:
-    if not _SAFE_PATH.fullmatch(ethtool):
-        raise WorkaroundError(f"refusing to write ethtool path {excerpt(ethtool)} into a udev rule")
-    # udev substitutes $name itself (no shell), and kernel names hold no blanks.
-    return f'ACTION=="add", SUBSYSTEM=="net", DRIVERS=="vif", RUN+="{ethtool} -K $name sg on"'
-
-
-def with_line(text: str | None, line: str, header: str) -> str | None:
-    """``text`` with ``line`` added; None when the line is already there."""
-    if text is None:
-        return f"{header}\n{line}\n"
-    if line in (raw.strip() for raw in text.splitlines()):
-        return None
-    return text + ("" if not text or text.endswith("\n") else "\n") + line + "\n"
-
-
-_ETHTOOL_OPTS = re.compile(r"^(\s*)ETHTOOL_OPTS=(.*?)\s*$")
-
-
-def _sg_on(command: str) -> bool | None:
-    """True/False when this ETHTOOL_OPTS command sets sg on/off with -K, else None."""
-    words = command.split()
-    if not words or words[0] not in ("-K", "--features", "--offload"):
-        return None
-    for key, value in zip(words[2::2], words[3::2]):
-        if key == "sg":
-            return value == "on"
-    return None
-
-
-def _turn_sg_on(command: str) -> str:
-    words = command.split()
-    for k in range(2, len(words) - 1, 2):
-        if words[k] == "sg":
-            words[k + 1] = "on"
-    return " ".join(words)
-
-
-def ifcfg_with_sg(text: str) -> str | None:
-    """An ifcfg file with ``-K ${DEVICE} sg on`` in ETHTOOL_OPTS; None when it is there already.
-
-    initscripts runs each ``;``-separated ETHTOOL_OPTS command that starts with ``-``
-    as ``ethtool CMD``; a value that does not start with ``-`` means ``ethtool -s DEVICE VALUE``.
-    """
-    lines = text.splitlines(keepends=True)
-    found = [i for i, raw in enumerate(lines) if _ETHTOOL_OPTS.match(raw.rstrip("\n"))]
-    wanted = "-K ${DEVICE} sg on"
-    if not found:
-        return text + ("" if not text or text.endswith("\n") else "\n") + f'ETHTOOL_OPTS="{wanted}"\n'
-    index = found[-1]  # the file is sourced: the last assignment wins
-    indent, raw_value = _ETHTOOL_OPTS.match(lines[index].rstrip("\n")).groups()
-    try:
-        (value,) = shlex.split(raw_value) or [""]
-    except ValueError:
-        raise WorkaroundError(f"cannot parse ETHTOOL_OPTS in ifcfg: {excerpt(raw_value)}") from None
-    if any(c in value for c in '"\\`'):
-        raise WorkaroundError(f"refusing to rewrite ETHTOOL_OPTS={excerpt(raw_value)}")
-    commands = [c.strip() for c in value.split(";") if c.strip()]
-    if commands and not commands[0].startswith("-"):
-        commands[0] = "-s ${DEVICE} " + commands[0]
-    states = [_sg_on(c) for c in commands]
-    if False in states:  # the host turns sg off explicitly: turn that into on, keep the rest
-        commands = [_turn_sg_on(c) if s is False else c for c, s in zip(commands, states)]
-    elif True in states:
-        return None
-    else:
-        commands.append(wanted)
-    lines[index] = f'{indent}ETHTOOL_OPTS="{"; ".join(commands)}"\n'
-    return "".join(lines)
-
-
-_STANZA_START = ("iface", "mapping", "auto", "source", "source-directory", "rename", "no-auto-down", "no-scripts")
-
-
-def interfaces_with_sg(text: str, name: str) -> str | None:
-    """An ifupdown file with ``offload-sg on`` in ``name``'s first stanza.
-
-    None when no stanza configures ``name`` (this file is not how the host sets it up)
-    or when ``offload-sg on`` is already there; an ``offload-sg off`` line is turned on.
-    """
-    lines = text.splitlines(keepends=True)
-    stanzas: list[list[int]] = []  # line indexes: iface line, then its options
-    current: list[int] | None = None
-    for i, raw in enumerate(lines):
-        words = raw.split()
-        if not words or words[0].startswith("#"):
-            continue
-        if words[0] in _STANZA_START or words[0].startswith("allow-"):
-            current = None
-            if words[0] == "iface" and len(words) >= 2 and words[1] == name:
-                current = [i]
-                stanzas.append(current)
-        elif current is not None:
-            current.append(i)
-    if not stanzas:
-        return None
-    options = [(i, lines[i].split()) for s in stanzas for i in s[1:]]
-    sg = [(i, w) for i, w in options if w[0] == "offload-sg"]
-    if sg and all(w[1:] == ["on"] for _, w in sg):
-        return None
-    if sg:
-        for i, _ in sg:
-            indent = lines[i][: len(lines[i]) - len(lines[i].lstrip())]
-            lines[i] = f"{indent}offload-sg on\n"
-        return "".join(lines)
-    first = stanzas[0]
-    indent = "    "
-    if len(first) > 1:
-        raw = lines[first[1]]
-        indent = raw[: len(raw) - len(raw.lstrip())] or indent
-    head = lines[first[0]]
-    lines[first[0]] = head if head.endswith("\n") else head + "\n"
-    lines.insert(first[0] + 1, f"{indent}offload-sg on\n")
-    return "".join(lines)
-
-
-def parse_discovery(stdout: str) -> tuple[str | None, str | None, dict[str, str | None]]:
-    """(NM connection, its ethtool.feature-sg, {path: text, or None when not UTF-8 text})."""
-    if "XENNET-DISCOVER-END" not in stdout.splitlines():
-        raise WorkaroundError(f"cannot read the network configuration: {excerpt(stdout) or 'no output'}")
-    connection = nm_sg = None
-    files: dict[str, str | None] = {}
-    for raw in stdout.splitlines():
-        kind, _, rest = raw.partition("\t")
-        try:
-            if kind == "nm":
-                connection = base64.b64decode(rest, validate=True).decode()
-                # nmcli -g escapes ':' and '\' in its terse output
-                connection = re.sub(r"\\(.)", r"\1", connection)
-            elif kind == "nmsg":
-                nm_sg = rest
-            elif kind == "file":
-                path, _, data = rest.partition("\t")
-                blob = base64.b64decode(data, validate=True)
-                files[path] = None if b"\0" in blob else blob.decode()
-        except (binascii.Error, UnicodeDecodeError):
-            if kind == "file":
-                files[rest.partition("\t")[0]] = None
-            else:
-                raise WorkaroundError("cannot read NetworkManager's connection name") from None
-    return connection, nm_sg, files
-
-
 def complaint_of(said: Any) -> str:
     """A command's own last words, or its exit status when it said nothing."""
     text = said.stderr + said.stdout
     return gather.last_line(text) if text.strip() else f"exit {said.rc}"
-
-
-def backup_path(path: str, when: datetime.datetime) -> str:
-    return f"{BACKUP_DIR}/{path.strip('/').replace('/', '_')}.{when.strftime('%Y%m%dT%H%M%SZ')}"
 
 
 # --------------------------------------------------------------------------- the outcome
@@ -351,6 +155,9 @@ class HostSession:
 
     def sh(self, script: str, *args: str) -> Any:
         return self.run(["sh", "-c", script, "sh", *args])
+
+    def render(self, argv: Sequence[str]) -> str:
+        return render(argv, self.sudo)
 
     def check_privilege(self) -> None:
         """Root (directly or through sudo), or a one-line reason; asked once per host."""
@@ -446,7 +253,7 @@ class Remediator:
         outcome = Outcome(self.mode, before=state(iface))
         try:
             self._apply(self.session(host), iface, judgement, outcome)
-        except WorkaroundError as exc:
+        except (WorkaroundError, persist.PersistError) as exc:
             outcome.result, outcome.cause = "failed", str(exc)
         except Exception as exc:  # noqa: BLE001 - a lost connection etc.: this case fails, closed
             outcome.result, outcome.cause = "failed", f"{type(exc).__name__}: {excerpt(str(exc))}"
@@ -494,69 +301,11 @@ class Remediator:
         if self.persist:
             if not after.scatter_gather:
                 raise WorkaroundError("MTU 9001 was set but is not persisted: only scatter-gather is")
-            outcome.persisted = self._persist(session, ethtool, now, outcome)
+            outcome.persisted = persist.persist(session, ethtool, now, outcome.commands, self._now)
 
     def _max_mtu(self, session: HostSession, name: str) -> int | None:
         result = session.sh(_IP_SCRIPT, "-d", "link", "show", "dev", name)
         return parse_max_mtu(result.stdout) if result.rc == 0 else None
-
-    # ---- persistence ----------------------------------------------------
-
-    def _persist(self, session: HostSession, ethtool: str, iface: InterfaceFacts, outcome: Outcome) -> list[dict[str, Any]]:
-        name = iface.name
-        ifcfg = f"{IFCFG_DIR}/ifcfg-{name}"
-        found = session.sh(_DISCOVER_SCRIPT, name, UDEV_RULE_FILE, ifcfg, IFUPDOWN_FILE, IFUPDOWN_DIR)
-        connection, nm_sg, files = parse_discovery(found.stdout)
-        done: list[dict[str, Any]] = []
-        header = "# Written by xennet-compliance (XENNET-01): scatter-gather on for xen-netfront at boot."
-        rule = udev_rule(ethtool)
-        entry = self._write(session, UDEV_RULE_FILE, files, with_line(files.get(UDEV_RULE_FILE), rule, header), outcome)
-        entry["via"] = "udev"
-        if iface.driver not in XEN_DRIVERS:
-            entry["note"] = "the udev rule matches xen-netfront (vif) interfaces only"
-        done.append(entry)
-        if connection:  # NetworkManager owns the interface's configuration, whatever its file format
-            argv = ["nmcli", "connection", "modify", "id", connection, "ethtool.feature-sg", "on"]
-            if nm_sg == "on":
-                done.append({"via": "networkmanager", "connection": connection, "action": "unchanged"})
-            else:
-                outcome.commands.append(render(argv, session.sudo))
-                said = session.run(argv)
-                check = session.run(["nmcli", "-g", "ethtool.feature-sg", "connection", "show", "id", connection])
-                if check.stdout.strip() != "on":
-                    raise WorkaroundError(f"NetworkManager did not keep ethtool.feature-sg on: {gather.last_line(said.stderr)}")
-                done.append({"via": "networkmanager", "connection": connection, "action": "changed"})
-        elif ifcfg in files:
-            if files[ifcfg] is None:
-                raise WorkaroundError(f"{ifcfg} is not a text file")
-            entry = self._write(session, ifcfg, files, ifcfg_with_sg(files[ifcfg] or ""), outcome)
-            done.append({**entry, "via": "ifcfg"})
-        else:
-            for path in sorted(files, key=lambda p: (p != IFUPDOWN_FILE, p)):
-                if not (path == IFUPDOWN_FILE or path.startswith(IFUPDOWN_DIR + "/")) or files[path] is None:
-                    continue
-                text = files[path] or ""
-                if not any(line.split()[:2] == ["iface", name] for line in text.splitlines()):
-                    continue
-                entry = self._write(session, path, files, interfaces_with_sg(text, name), outcome)
-                done.append({**entry, "via": "ifupdown"})
-                break
-        return done
-
-    def _write(self, session: HostSession, path: str, files: dict[str, str | None], new: str | None, outcome: Outcome) -> dict[str, Any]:
-        if new is None:
-            return {"file": path, "action": "unchanged", "backup": None}
-        existed = path in files
-        if existed and files[path] is None:
-            raise WorkaroundError(f"{path} is not a text file")
-        backup = backup_path(path, self._now()) if existed else ""
-        outcome.commands.append(f"{'update' if existed else 'create'} {path}" + (f" (backup in {BACKUP_DIR})" if existed else ""))
-        result = session.sh(_WRITE_SCRIPT, path, new, files.get(path) or "", backup, "1" if existed else "0")
-        if result.rc != 0:
-            raise WorkaroundError(f"cannot write {path}: {gather.last_line(result.stderr)}")
-        written = [line.partition("\t")[2] for line in result.stdout.splitlines() if line.startswith("backup\t")]
-        files[path] = new  # a second interface on this host edits the new text
-        return {"file": path, "action": "changed" if existed else "created", "backup": written[0] if written else None}
 
 
 def remediated_message(name: str, verdict: Verdict) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab import HostPlan, IfacePlan, Lab, require_root
+from tests.lab import HostPlan, IfacePlan, Lab, require_networkmanager, require_root
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -92,6 +92,9 @@ def make_lab(plan, index: int = 0) -> Lab:
     reason = require_root()
     if reason:
         pytest.skip(f"lab needs root and its tools: {reason}")
+    reason = require_networkmanager() if any(h.networkmanager for h in plan) else None
+    if reason:
+        pytest.skip(reason)
     prefix = os.environ.get("XENNET_LAB_PREFIX", "xnl")
     network = ipaddress.IPv4Network(os.environ.get("XENNET_LAB_NETWORK", "198.18.0.0/20"))
     subnet = list(network.subnets(new_prefix=22))[index]

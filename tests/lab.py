@@ -44,6 +44,7 @@ __all__ = [
     "UserPlan",
     "cleanup_prefix",
     "read_sg",
+    "require_networkmanager",
     "require_root",
 ]
 
@@ -66,6 +67,13 @@ _T = TypeVar("_T")
 
 
 ETHTOOL_PATHS = ("/usr/sbin/ethtool", "/sbin/ethtool", "/usr/bin/ethtool", "/bin/ethtool")
+NM_STATE_DIR = "/var/lib/NetworkManager"
+NM_TIMEOUT = 30  # seconds for a host's NetworkManager to finish starting
+# NetworkManager waits for udev to initialise each device wherever /sys is writable; no
+# udevd runs in a lab host, so NM gets a read-only /sys, as in a container, and takes
+# links from the kernel alone. The remount is NM's own: the host's sessions keep a
+# writable /sys.
+_NM_COMMAND = "mount -o remount,bind,ro /sys && exec NetworkManager --debug"
 
 
 class LabError(RuntimeError):
@@ -109,10 +117,14 @@ class HostPlan:
     private_etc: bool = False
     users: tuple[UserPlan, ...] = ()  # created in the host's private /etc
     etc_files: tuple[tuple[str, str], ...] = ()  # (path relative to /etc, text) written into it
+    # NetworkManager runs inside the host, on a D-Bus system bus of its own (private /etc,
+    # /run and /var/lib/NetworkManager), managing every interface but ifaces[0]; its
+    # connections come from etc_files (NetworkManager/system-connections/*.nmconnection).
+    networkmanager: bool = False
 
     @property
     def needs_private_etc(self) -> bool:
-        return self.private_etc or bool(self.users) or bool(self.etc_files)
+        return self.private_etc or bool(self.users) or bool(self.etc_files) or self.networkmanager
 
 
 @dataclass(frozen=True)
@@ -128,6 +140,17 @@ class LabHost:
     # (source, target) bind mounts applied in the host's mount namespace, for
     # sshd and for Lab.exec alike.  Add per-host private mounts here.
     mounts: tuple[tuple[Path, Path], ...] = ()
+
+
+def require_networkmanager() -> str | None:
+    """Why a ``HostPlan(networkmanager=True)`` cannot run here, or None if it can."""
+    missing = [t for t in ("NetworkManager", "nmcli", "nm-online", "dbus-daemon")
+               if shutil.which(t, path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])) is None]
+    if missing:
+        return "NetworkManager hosts need missing tools: " + ", ".join(missing)
+    if not os.path.isdir(NM_STATE_DIR):
+        return f"NetworkManager hosts need {NM_STATE_DIR} (apt-get install network-manager)"
+    return None
 
 
 def require_root() -> str | None:
@@ -329,6 +352,7 @@ class Lab:
             hp.name: self._make_host(idx, hp) for idx, hp in enumerate(self.plan)
         }
         self._sshd: dict[str, subprocess.Popen[bytes]] = {}
+        self._daemons: list[subprocess.Popen[bytes]] = []  # dbus-daemon and NetworkManager of NM hosts
         self._built = False  # True once anything may exist in the kernel
 
     # ---- planning -------------------------------------------------------
@@ -362,6 +386,9 @@ class Lab:
             for rel, _ in hp.etc_files:
                 if Path(rel).is_absolute() or ".." in Path(rel).parts:
                     raise ValueError(f"host {hp.name!r}: etc_files paths are relative to /etc: {rel!r}")
+            if hp.networkmanager and not re.fullmatch(r"[A-Za-z0-9_.-]+", ifnames[0]):
+                # it goes into NetworkManager.conf as the one unmanaged device
+                raise ValueError(f"host {hp.name!r}: a NetworkManager host needs a plain management interface name")
 
     def _make_host(self, idx: int, hp: HostPlan) -> LabHost:
         address = self.network.network_address + 10 + idx
@@ -448,6 +475,7 @@ class Lab:
             _parallel(self._configure_host, list(self.hosts.values()))
             self._write_client_files()
             self._start_sshds()
+            _parallel(self._start_networkmanager, [h for h in self.hosts.values() if h.plan.networkmanager])
         except BaseException:
             self.stop()
             raise
@@ -465,7 +493,7 @@ class Lab:
                 self.workdir = None
 
     def _teardown_kernel_state(self) -> None:
-        for proc in self._sshd.values():
+        for proc in [*self._sshd.values(), *self._daemons]:
             try:
                 os.killpg(proc.pid, signal.SIGKILL)  # sshd and its listener group
             except ProcessLookupError:
@@ -475,9 +503,10 @@ class Lab:
             [h.netns for h in hosts] + [self.park_netns],
             [h.root_veth for h in hosts] + [self.bridge],
         )
-        for proc in self._sshd.values():
-            proc.wait(timeout=10)  # reap the SIGKILLed sshds: no zombies
+        for proc in [*self._sshd.values(), *self._daemons]:
+            proc.wait(timeout=10)  # reap the SIGKILLed sshds and daemons: no zombies
         self._sshd.clear()
+        self._daemons.clear()
         self._built = False
 
     def detach(self) -> None:
@@ -563,6 +592,8 @@ class Lab:
             (etc / rel).write_text(text)
         if host.plan.users:
             self._add_users(host, etc)
+        if host.plan.networkmanager:
+            self._configure_networkmanager(host, etc)
 
     def _add_users(self, host: LabHost, etc: Path) -> None:
         """passwd/shadow/group entries (and sudoers.d rights) in the private /etc.
@@ -595,12 +626,63 @@ class Lab:
                 rule.write_text(f"{user.name} ALL=(ALL:ALL) {rights}\n")
                 rule.chmod(0o440)
 
+    def _configure_networkmanager(self, host: LabHost, etc: Path) -> None:
+        """NM's configuration in the private /etc, and the host's private /run and NM state."""
+        conf = etc / "NetworkManager" / "conf.d" / "99-xennet-lab.conf"
+        conf.parent.mkdir(parents=True, exist_ok=True)
+        # Keyfiles only; no automatic profiles; never DNS, resolv.conf or the hostname
+        # (a netns shares this machine's UTS namespace); the management interface (sshd's
+        # address) is never NM's. Root needs no polkit.
+        conf.write_text(
+            "[main]\nplugins=keyfile\nno-auto-default=*\ndns=none\nrc-manager=unmanaged\n"
+            "hostname-mode=none\nauth-polkit=false\n\n"
+            f"[keyfile]\nunmanaged-devices=interface-name:{host.plan.ifaces[0].name}\n"
+        )
+        connections = etc / "NetworkManager" / "system-connections"
+        for keyfile in connections.glob("*") if connections.is_dir() else ():
+            keyfile.chmod(0o600)  # NM ignores keyfiles that others can read
+        hdir = self.host_dir(host.name)
+        for d in ("run", "nm-state"):
+            shutil.rmtree(hdir / d, ignore_errors=True)  # a reused workdir
+        for d in ("run/sshd", "run/dbus", "nm-state"):  # run/sshd: sshd's privilege separation
+            (hdir / d).mkdir(parents=True)
+        (hdir / "nm-state").chmod(0o700)
+
+    def _start_networkmanager(self, host: LabHost) -> None:
+        """The host's own system bus, then its NetworkManager; wait until NM has started up."""
+        hdir = self.host_dir(host.name)
+        self._spawn_daemon(host, ["dbus-daemon", "--system", "--nofork", "--nopidfile", "--nosyslog"], hdir / "dbus.log")
+        socket_path = hdir / "run" / "dbus" / "system_bus_socket"
+        deadline = time.monotonic() + 10
+        while not socket_path.exists():
+            if time.monotonic() > deadline:
+                raise LabError(f"{host.name}: no D-Bus system bus after 10s:\n{(hdir / 'dbus.log').read_text()}")
+            time.sleep(0.05)
+        self._spawn_daemon(host, ["sh", "-c", _NM_COMMAND], hdir / "NetworkManager.log")
+        # -s: startup complete, i.e. every connection that was to come up has (or failed).
+        said = self.exec(host.name, ["nm-online", "-s", "-q", "-t", str(NM_TIMEOUT)], check=False)
+        if said.returncode != 0:
+            log = (hdir / "NetworkManager.log").read_text(errors="replace")
+            raise LabError(f"{host.name}: NetworkManager did not start (nm-online: {said.returncode}):\n{log[-4000:]}")
+
+    def _spawn_daemon(self, host: LabHost, argv: Sequence[str], log_path: Path) -> None:
+        with open(log_path, "wb") as log:
+            self._daemons.append(subprocess.Popen(
+                self._ns_argv(host, argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            ))
+
     def _host_mounts(self, host: LabHost) -> list[tuple[Path, Path]]:
         """The (source, target) bind mounts private to one host: the single
         place to add more (e.g. a per-host writable copy of /etc/...)."""
         empty = self._wd() / "empty"
         # The private /etc first: later mounts may target files inside it.
         mounts = [(self.private_etc(host.name), Path("/etc"))] if host.plan.needs_private_etc else []
+        if host.plan.networkmanager:
+            # A /run of its own holds the host's D-Bus socket: nmcli in its sshd sessions
+            # reaches its NetworkManager, never another host's or this machine's.
+            mounts += [(self.host_dir(host.name) / "run", Path("/run")),
+                       (self.host_dir(host.name) / "nm-state", Path(NM_STATE_DIR))]
         mounts += [(empty, Path(t)) for t in SHELL_STARTUP_FILES if os.path.isfile(t)]
         real_ethtool = [Path(p) for p in ETHTOOL_PATHS if os.path.isfile(p) and not os.path.islink(p)]
         if not host.plan.ethtool:

@@ -18,7 +18,16 @@ NEEDED = {
     "ssh": "openssh-client",
     "ssh-keygen": "openssh-client",
     "sudo": "sudo",  # lab users with and without sudo rights
+    # NetworkManager hosts (HostPlan(networkmanager=True)): NM on a system bus of their own
+    "NetworkManager": "network-manager",
+    "nmcli": "network-manager",
+    "nm-online": "network-manager",
+    "dbus-daemon": "dbus",
 }
+# Services these packages would start (or enable for the next boot) on this machine: the
+# lab runs them only inside its namespaces.
+SERVICES = {"network-manager": ("NetworkManager.service", "NetworkManager-wait-online.service")}
+POLICY_RC_D = "/usr/sbin/policy-rc.d"
 SBIN = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
 
 
@@ -35,7 +44,20 @@ def main() -> int:
         return 0
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     subprocess.run(["apt-get", "update", "-q"], check=True, env=env)
-    subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing], check=True, env=env)
+    # policy-rc.d exiting 101 forbids starting services (invoke-rc.d, deb-systemd-invoke).
+    own_policy = not os.path.exists(POLICY_RC_D)
+    if own_policy:
+        with open(POLICY_RC_D, "w") as f:
+            f.write("#!/bin/sh\n# xennet-compliance tests: start no service while installing lab packages\nexit 101\n")
+        os.chmod(POLICY_RC_D, 0o755)
+    try:
+        subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing], check=True, env=env)
+    finally:
+        if own_policy:
+            os.unlink(POLICY_RC_D)
+    units = [u for pkg in missing for u in SERVICES.get(pkg, ())]
+    if units and os.path.isdir("/run/systemd/system"):  # the install enabled them for the next boot
+        subprocess.run(["systemctl", "disable", "--quiet", *units], check=False)
     return 0
 
 

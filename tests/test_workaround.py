@@ -1,4 +1,4 @@
-"""The workaround's pure parts: file edits, the MTU guard, and how reports show it.
+"""The workaround's pure parts: persist's file edits, the MTU guard, and how reports show it.
 
 The MTU branch cannot be reached in the lab: on veth (the lab's interfaces) scatter-gather
 can always be turned on, and this machine's kernel offers no device whose SG is fixed off.
@@ -14,15 +14,8 @@ import pytest
 from compliance import report
 from compliance.probe import InterfaceFacts
 from compliance.rule import Verdict
-from compliance.workaround import (
-    WorkaroundError,
-    ifcfg_with_sg,
-    interfaces_with_sg,
-    mtu_step,
-    parse_max_mtu,
-    udev_rule,
-    with_line,
-)
+from compliance.persist import PersistError, ifcfg_with_sg, interfaces_with_sg, udev_rule, with_line
+from compliance.workaround import mtu_step, parse_max_mtu
 
 IP_D_LINK = (
     "2: eth0: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc mq state UP mode DEFAULT group default qlen 1000\n"
@@ -66,9 +59,9 @@ def test_ifcfg_keeps_existing_ethtool_commands():
 
 
 def test_ifcfg_refuses_values_it_cannot_rewrite_safely():
-    with pytest.raises(WorkaroundError):
+    with pytest.raises(PersistError):
         ifcfg_with_sg('ETHTOOL_OPTS="-K `reboot` sg off"\n')
-    with pytest.raises(WorkaroundError):
+    with pytest.raises(PersistError):
         ifcfg_with_sg('ETHTOOL_OPTS="-K eth0\n')
 
 
@@ -98,7 +91,7 @@ def test_udev_rule_line_is_never_written_twice_and_paths_are_checked():
     assert first == f"# header\n{rule}\n"
     assert with_line(first, rule, "# header") is None
     assert with_line("# edited by hand", rule, "# header") == f"# edited by hand\n{rule}\n"
-    with pytest.raises(WorkaroundError):
+    with pytest.raises(PersistError):
         udev_rule('/usr/sbin/ethtool"; RUN+="/bin/sh')
 
 

@@ -194,6 +194,60 @@ def test_persist_writes_the_udev_rule_and_the_hosts_own_configuration_once(fresh
     assert {p["action"] for p in persisted} == {"unchanged"}
 
 
+# A connection name nmcli must escape in its terse output (-g writes ':' as '\\:').
+NM_CONNECTION = "xennet lab: uplink"
+NM_KEYFILE = "NetworkManager/system-connections/uplink.nmconnection"
+NM_HOST = HostPlan(
+    "nm", (IfacePlan("eth0"), IfacePlan("eth1", sg=False)), networkmanager=True,
+    etc_files=((NM_KEYFILE, (
+        f"[connection]\nid={NM_CONNECTION}\ntype=ethernet\ninterface-name=eth1\n\n"
+        "[ethtool]\nfeature-sg=false\n\n[ipv4]\nmethod=disabled\n\n[ipv6]\nmethod=disabled\n")),),
+)
+
+
+@plan(NM_HOST)
+def test_persist_has_a_real_networkmanager_keep_sg_on(fresh_lab, tmp_path):
+    lab = fresh_lab
+
+    def nmcli(*args):
+        return lab.exec("nm", ["nmcli", *args]).stdout.strip()
+
+    def nm_sg():
+        return nmcli("-g", "ethtool.feature-sg", "connection", "show", "id", NM_CONNECTION)
+
+    # The host's own NetworkManager activated the connection, and turned SG off itself.
+    assert nmcli("-g", "GENERAL.CONNECTION", "device", "show", "eth1") == NM_CONNECTION.replace(":", "\\:")
+    assert (nm_sg(), sg(lab, "nm", "eth1")) == ("off", False)
+    args = [*lab_args(lab), "--xennet-workaround=apply", "--xennet-persist"]
+    audit = run_audit(tmp_path / "first", *args)
+    assert audit.returncode == 0, audit.stdout
+    assert sg(lab, "nm", "eth1") is True
+    assert nm_sg() == "on"
+    assert "feature-sg=true" in cat(lab, "nm", f"/etc/{NM_KEYFILE}").split("[ethtool]")[1]
+    done = rows(audit, lab)[("nm", "eth1")]["workaround"]
+    assert done["persisted"] == [
+        {"file": UDEV_RULE, "action": "created", "backup": None, "via": "udev",
+         "note": "the udev rule matches xen-netfront (vif) interfaces only"},
+        {"via": "networkmanager", "connection": NM_CONNECTION, "action": "changed"},
+    ]
+    assert done["commands"] == [
+        "/usr/sbin/ethtool -K eth1 sg on", f"create {UDEV_RULE}",
+        "nmcli connection modify id 'xennet lab: uplink' ethtool.feature-sg on"]
+    assert "workaround" not in rows(audit, lab)[("nm", "eth0")]
+
+    # SG off again, as after a reboot without persistence: NM's connection says on already.
+    lab.set_sg("nm", "eth1", False)
+    again = run_audit(tmp_path / "second", *args)
+    assert again.returncode == 0, again.stdout
+    persisted = rows(again, lab)[("nm", "eth1")]["workaround"]["persisted"]
+    assert [(p["via"], p["action"]) for p in persisted] == [("udev", "unchanged"), ("networkmanager", "unchanged")]
+    assert nm_sg() == "on"
+    # What a boot does: NM activates the connection, and now turns SG on itself.
+    lab.set_sg("nm", "eth1", False)
+    nmcli("connection", "up", "id", NM_CONNECTION)
+    assert sg(lab, "nm", "eth1") is True
+
+
 @plan(
     HostPlan("one", private_etc=True),
     HostPlan("two", private_etc=True),
