@@ -97,8 +97,11 @@ class AuditPlugin:
         base = self.config.invocation_params.dir
         self.paths = self.settings.report_paths(base, option.xmlpath, getattr(option, "htmlpath", None))
         option.xennet_summary = str(self.paths["summary"])
-        # A --collect-only run writes none by default, so it never clobbers a real audit's.
+        # A --collect-only run writes no report at all, so it never clobbers a real audit's.
         if option.collectonly:
+            option.xmlpath = None
+            if hasattr(option, "htmlpath"):
+                option.htmlpath = None
             return
         option.xmlpath = str(self.paths["junit"])
         if hasattr(option, "htmlpath"):

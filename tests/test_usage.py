@@ -1,0 +1,163 @@
+"""Every mistake a user makes on the command line: exit status 4 and one line, before any host is contacted.
+
+Hosts named here are on loopback: if a check were ever skipped, nothing would leave this machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import pytest
+
+from compliance import targets
+from compliance.options import UsageProblem
+from tests.conftest import ROOT, run_audit
+
+INVENTORIES = ROOT / "inventories"
+
+
+def one_line_error(audit) -> str:
+    """The run's usage error: exit 4, a single ERROR line, no traceback."""
+    assert audit.returncode == 4, audit.stdout + audit.stderr
+    output = audit.stdout + audit.stderr
+    assert "Traceback" not in output and "INTERNALERROR" not in output, output
+    errors = [line for line in output.splitlines() if line.startswith("ERROR: ")]
+    assert len(errors) == 1, output
+    return errors[0].removeprefix("ERROR: ")
+
+
+@pytest.fixture
+def inventory_tools():
+    pytest.importorskip("ansible", reason="ansible-core is the optional [ansible] extra")
+
+
+@pytest.mark.parametrize("spec", ["lokal://", "paramkio://root@127.0.0.1"])
+def test_unknown_scheme_lists_the_valid_ones(tmp_path, spec):
+    error = one_line_error(run_audit(tmp_path, f"--hosts={spec}"))
+    scheme = spec.split("://")[0]
+    assert error == (f"unknown scheme {scheme!r} in --hosts entry {spec!r}; "
+                     "valid schemes: paramiko://, ssh://, local://, ansible://")
+
+
+@pytest.mark.parametrize("hosts", ["paramiko://root@127.0.0.1,", ",local://", "local://,,ssh://127.0.0.1"])
+def test_an_empty_spec_is_a_stray_comma(tmp_path, hosts):
+    assert "--hosts has an empty entry (a stray comma?)" in one_line_error(run_audit(tmp_path, f"--hosts={hosts}"))
+
+
+def test_an_empty_hosts_option_is_not_this_machine(tmp_path):
+    assert one_line_error(run_audit(tmp_path, "--hosts=")).startswith("--hosts is empty")
+
+
+def test_the_same_host_twice_names_both_specs(tmp_path):
+    error = one_line_error(run_audit(tmp_path, "--hosts=paramiko://root:s3cret@127.0.0.1,ssh://ops@127.0.0.1"))
+    assert error == "host 127.0.0.1 is given twice: by 'paramiko://root@127.0.0.1' and 'ssh://ops@127.0.0.1'"
+    assert "s3cret" not in error
+
+
+@pytest.mark.parametrize("option", ["--ssh-identity-file", "--ssh-config", "--ssh-known-hosts"])
+def test_a_missing_file_is_named(tmp_path, option):
+    missing = tmp_path / "no-such-file"
+    error = one_line_error(run_audit(tmp_path / "r", "--hosts=paramiko://root@127.0.0.1", f"{option}={missing}"))
+    assert error == f"{option} {missing}: no such file"
+
+
+def test_a_directory_is_not_a_file(tmp_path):
+    error = one_line_error(run_audit(tmp_path / "r", "--hosts=paramiko://root@127.0.0.1", f"--ssh-identity-file={tmp_path}"))
+    assert error == f"--ssh-identity-file {tmp_path}: not a file"
+
+
+def test_accept_new_may_create_its_known_hosts_file(tmp_path):
+    # The first known_hosts file is where accept-new records keys: it need not exist yet.
+    from compliance.targets import check_files
+
+    check_files(None, None, str(tmp_path / "new_known_hosts"), "accept-new")
+    with pytest.raises(UsageProblem, match="no such file"):
+        check_files(None, None, str(tmp_path / "new_known_hosts"), "strict")
+
+
+def test_a_missing_inventory_and_a_malformed_one_are_different_mistakes(tmp_path, inventory_tools):
+    missing = tmp_path / "nosuch.ini"
+    error = one_line_error(run_audit(tmp_path / "a", "--hosts=ansible://all", f"--ansible-inventory={missing}"))
+    assert error == f"--ansible-inventory {missing}: no such file"
+    malformed = tmp_path / "bad.ini"
+    malformed.write_text("[web\nweb1 ansible_host=127.0.0.1\n")
+    error = one_line_error(run_audit(tmp_path / "b", "--hosts=ansible://all", f"--ansible-inventory={malformed}"))
+    # Ansible's own words, not "missing file ?".
+    assert error.startswith(f"--ansible-inventory {malformed} is malformed: Failed to parse inventory with 'ini' plugin")
+    assert "missing file" not in error
+
+
+def test_ansible_inventory_is_found_beside_python_when_the_venv_is_not_activated(tmp_path, inventory_tools):
+    # `/venv/bin/python -m pytest` without `activate`: PATH lacks the venv's bin directory.
+    env = {"PATH": "/usr/bin:/bin"}
+    audit = run_audit(tmp_path, "--hosts=ansible://nosuchgroup", f"--ansible-inventory={INVENTORIES / 'example.ini'}",
+                      env=env)
+    assert one_line_error(audit) == "--hosts=ansible://nosuchgroup matched no host: nothing to audit"
+
+
+def test_without_ansible_inventory_the_fix_is_named(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
+    with pytest.raises(UsageProblem) as raised:
+        targets.ansible_inventory_command()
+    assert "pip install 'xennet-compliance[ansible]'" in str(raised.value)
+    assert "activate the virtualenv" in str(raised.value)
+
+
+@pytest.mark.parametrize(("value", "why"), [
+    ("0", "positive"), ("-5", "positive"), ("soon", "number"), ("nan", "positive"), ("inf", "positive"),
+])
+def test_timeout_must_be_a_positive_number(tmp_path, value, why):
+    error = one_line_error(run_audit(tmp_path, f"--xennet-timeout={value}"))
+    assert error.startswith("--xennet-timeout must be a ") and why in error and repr(value) in error
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two"])
+def test_workers_must_be_at_least_one(tmp_path, value):
+    assert one_line_error(run_audit(tmp_path, f"--xennet-workers={value}")).startswith("--xennet-workers must be")
+
+
+@pytest.mark.parametrize(("option", "value"), [
+    ("--xennet-scope", "everything"), ("--ssh-host-key-policy", "lax"), ("--xennet-workaround", "yes"),
+    ("--xennet-shard", "5/4"),
+])
+def test_other_bad_values_are_one_line_too(tmp_path, option, value):
+    assert one_line_error(run_audit(tmp_path, f"{option}={value}")).startswith(option)
+
+
+def test_force_ansible_is_refused(tmp_path, inventory_tools):
+    error = one_line_error(run_audit(tmp_path, "--hosts=ansible://all", "--force-ansible",
+                                     f"--ansible-inventory={INVENTORIES / 'example.ini'}"))
+    assert error.startswith("--force-ansible is not supported")
+
+
+def test_a_usage_error_leaves_no_older_report_looking_current(tmp_path):
+    good = run_audit(tmp_path, "--hosts=local://")
+    assert good.returncode == 0, good.stdout
+    assert all((tmp_path / name).exists() for name in ("junit.xml", "report.html", "summary.json"))
+    bad = run_audit(tmp_path, "--hosts=lokal://")
+    error = one_line_error(bad)
+    assert not (tmp_path / "junit.xml").exists() and not (tmp_path / "report.html").exists()
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert (summary["complete"], summary["error"], summary["results"]) == (False, error, [])
+
+
+def test_collect_only_says_it_writes_no_report(tmp_path):
+    audit = run_audit(tmp_path, "--hosts=local://", "--collect-only", "-q")
+    assert audit.returncode == 0, audit.stdout
+    assert "--collect-only: no report was written" in audit.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_reports_dir_holds_all_three_reports(tmp_path):
+    import subprocess
+
+    out = tmp_path / "shard-7"
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--hosts=local://",
+                           f"--reports-dir={out}"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["junit.xml", "report.html", "summary.json"]
+    assert f"summary: {out / 'summary.json'}" in proc.stdout
