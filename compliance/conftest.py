@@ -180,9 +180,9 @@ def xennet_judgement(
         outcome = xennet_remediator.act(xennet_case.host, xennet_case.interface, xennet_case.ethtool, judgement)
         if outcome is not None:
             request.node.stash[OUTCOME] = outcome
-            workaround.apply_to_record(record, outcome)
+            record = workaround.apply_to_record(record, outcome)
             judgement = outcome.judgement
-    request.node.stash[RECORD] = record
+    request.node.stash[RECORD] = record.to_dict()  # the row's dict form: it travels to the xdist controller
     for name, value in report.junit_properties(record):
         record_property(name, value)
     if judgement.verdict is Verdict.ERROR:

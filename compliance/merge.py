@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from compliance import report
+from compliance.row import Row
 from compliance.rule import CONTROL
 from compliance.shard import Shard
 
@@ -44,6 +45,7 @@ class ShardReports:
     shard: Shard
     summary: dict[str, Any]
     junit: ET.Element
+    rows: list[Row]
 
 
 def load(source: Path) -> ShardReports:
@@ -63,11 +65,12 @@ def load(source: Path) -> ShardReports:
         raise MergeError(f"{summary_path}: not a shard (run with --xennet-shard K/N)")
     try:
         shard = Shard.parse(str(summary["shard"]))
-    except ValueError as exc:
+        rows = [Row.from_dict(r) for r in summary["results"]]
+    except (ValueError, TypeError) as exc:
         raise MergeError(f"{summary_path}: {exc}") from None
     if junit.tag == "testsuite":
         junit = _wrap(junit)
-    return ShardReports(source, shard, summary, junit)
+    return ShardReports(source, shard, summary, junit, rows)
 
 
 def _wrap(suite: ET.Element) -> ET.Element:
@@ -102,22 +105,20 @@ def check(shards: Sequence[ShardReports]) -> int:
                 )
     owner: dict[str, ShardReports] = {}
     for s in shards:
-        for host in {r["host"] for r in s.summary["results"]}:
+        for host in {r.host for r in s.rows}:
             if host in owner:
                 raise MergeError(f"host {report.printable(host)} is in shard {owner[host].shard} and {s.shard}")
             owner[host] = s
     for s in shards:
         cases = len(list(s.junit.iter("testcase")))
-        if s.summary.get("complete") and cases != len(s.summary["results"]):
-            raise MergeError(
-                f"{s.source}: junit.xml has {cases} cases, summary.json {len(s.summary['results'])}: not from one run"
-            )
+        if s.summary.get("complete") and cases != len(s.rows):
+            raise MergeError(f"{s.source}: junit.xml has {cases} cases, summary.json {len(s.rows)}: not from one run")
     return count
 
 
 def merge_summary(shards: Sequence[ShardReports], generated: datetime.datetime | None = None) -> dict[str, Any]:
-    rows = sorted((r for s in shards for r in s.summary["results"]), key=lambda r: (r["host"], r["interface"] or ""))
-    verdicts = Counter(r["verdict"] for r in rows)
+    rows = sorted((r for s in shards for r in s.rows), key=Row.sort_key)
+    verdicts = Counter(r.verdict for r in rows)
     keys = dict.fromkeys(k for s in shards for k in s.summary["counts"])  # each shard's zero-filled verdicts
     merged = dict(shards[0].summary)
     merged.update(
@@ -126,7 +127,7 @@ def merge_summary(shards: Sequence[ShardReports], generated: datetime.datetime |
         shard=None,
         shards=len(shards),
         counts={k: verdicts.get(k, 0) for k in keys} | dict(verdicts),
-        results=rows,
+        results=[r.to_dict() for r in rows],
     )
     return merged
 

@@ -1,6 +1,7 @@
-"""Report: turn case records into JUnit details, HTML cells, summary.json and the terminal block.
+"""Report: turn case rows (:class:`compliance.row.Row`) into JUnit details, HTML cells, summary.json
+and the terminal block.
 
-Every string in a record came from a host and is untrusted: it is escaped for the
+Every string in a row came from a host and is untrusted: it is escaped for the
 format it lands in (XML by ElementTree, HTML by :func:`html.escape`, terminals by
 :func:`printable`).
 
@@ -22,6 +23,7 @@ from typing import Any
 import pytest
 from _pytest.junitxml import xml_key  # the stash key pytest's own record_xml_attribute uses
 
+from compliance.row import Row
 from compliance.rule import AUDIT_VERDICTS, CONTROL, Verdict
 
 SCHEMA = 1
@@ -58,13 +60,13 @@ def property_value(value: Any) -> str:
     return str(value)
 
 
-def junit_properties(record: dict[str, Any]) -> list[tuple[str, str]]:
-    return [(name, property_value(record[name])) for name in JUNIT_PROPERTIES] + workaround_properties(record)
+def junit_properties(record: Row) -> list[tuple[str, str]]:
+    return [(name, property_value(getattr(record, name))) for name in JUNIT_PROPERTIES] + workaround_properties(record)
 
 
-def workaround_properties(record: dict[str, Any]) -> list[tuple[str, str]]:
+def workaround_properties(record: Row) -> list[tuple[str, str]]:
     """``workaround_*`` properties of a touched interface: the same data as summary.json."""
-    done = record.get("workaround")
+    done = record.workaround
     if not done:
         return []
     return [
@@ -84,9 +86,9 @@ def _state_text(data: dict[str, Any] | None) -> str:
     return f"sg {data.get('scatter_gather') or '?'}, mtu {data.get('mtu') or '?'}"
 
 
-def workaround_text(record: dict[str, Any]) -> str:
+def workaround_text(record: Row) -> str:
     """``before -> after (result)`` for the HTML cell; empty for an untouched case."""
-    done = record.get("workaround")
+    done = record.workaround
     if not done:
         return ""
     after = _state_text(done["after"]) if done["after"] else "unchanged"
@@ -97,15 +99,15 @@ def workaround_text(record: dict[str, Any]) -> str:
     return text + (f"; persisted: {', '.join(map(str, files))}" if files else "")
 
 
-def junit_names(record: dict[str, Any]) -> tuple[str, str]:
+def junit_names(record: Row) -> tuple[str, str]:
     """(classname, name) so that Jenkins shows host -> interface -> check.
 
     Jenkins splits a classname at its last dot into package and class, so dots in
     the interface name (VLANs such as ``eth0.100``) are replaced by a look-alike.
     """
-    iface = record["interface"]
+    iface = record.interface
     cls = "(host)" if iface is None else iface.replace(".", ONE_DOT_LEADER)
-    return f"{record['host']}.{cls}", f"{CONTROL.id} scatter-gather/MTU"
+    return f"{record.host}.{cls}", f"{CONTROL.id} scatter-gather/MTU"
 
 
 def html_header_cells(workaround: bool = False) -> list[str]:
@@ -113,16 +115,17 @@ def html_header_cells(workaround: bool = False) -> list[str]:
     return [f'<th class="sortable" data-column-type="{key}">{title}</th>' for key, title in columns]
 
 
-def html_row_cells(record: dict[str, Any] | None, workaround: bool = False) -> list[str]:
-    record = record or {}
-    extra = [f'<td class="col-workaround">{html.escape(workaround_text(record))}</td>'] if workaround else []
+def html_row_cells(record: Row | None, workaround: bool = False) -> list[str]:
+    """The row's cells; empty ones for a report without a row (a collection error, say)."""
+    text = workaround_text(record) if record else ""
+    extra = [f'<td class="col-workaround">{html.escape(text)}</td>'] if workaround else []
     values = {
-        "host": record.get("host"),
-        "interface": record.get("interface"),
-        "driver": record.get("driver"),
-        "mtu": record.get("mtu"),
-        "sg": record.get("scatter_gather"),
-        "verdict": record.get("verdict"),
+        "host": record.host if record else None,
+        "interface": record.interface if record else None,
+        "driver": record.driver if record else None,
+        "mtu": record.mtu if record else None,
+        "sg": record.scatter_gather if record else None,
+        "verdict": record.verdict if record else None,
     }
     return [f'<td class="col-{key}">{html.escape(property_value(values[key]))}</td>' for key, _ in HTML_COLUMNS] + extra
 
@@ -132,7 +135,7 @@ def html_test_id_cell(test_id: str) -> str:
 
 
 def summary(
-    records: Iterable[dict[str, Any]],
+    records: Iterable[Row],
     *,
     scope: str,
     target: str,
@@ -142,8 +145,8 @@ def summary(
     shard: str | None = None,
     generated: datetime.datetime | None = None,
 ) -> dict[str, Any]:
-    rows = sorted(records, key=lambda r: (r["host"], r["interface"] or ""))
-    counts = Counter(r["verdict"] for r in rows)
+    rows = sorted(records, key=Row.sort_key)
+    counts = Counter(r.verdict for r in rows)
     return {
         "schema": SCHEMA,
         "generated": (generated or datetime.datetime.now(datetime.timezone.utc)).isoformat(timespec="seconds"),
@@ -154,7 +157,7 @@ def summary(
         "workaround": workaround,
         "shard": shard,  # "K/N" for one shard of a split run (--xennet-shard), else null
         "counts": {v.value: counts.get(v.value, 0) for v in shown_verdicts(workaround)} | dict(counts),
-        "results": rows,
+        "results": [r.to_dict() for r in rows],
     }
 
 
@@ -166,9 +169,9 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def case_label(record: dict[str, Any]) -> str:
-    host = printable(record["host"])
-    return host if record["interface"] is None else f"{host}|{printable(record['interface'])}"
+def case_label(record: Row) -> str:
+    host = printable(record.host)
+    return host if record.interface is None else f"{host}|{printable(record.interface)}"
 
 
 def shown_verdicts(workaround: str = "off") -> tuple[Verdict, ...]:
@@ -176,26 +179,26 @@ def shown_verdicts(workaround: str = "off") -> tuple[Verdict, ...]:
     return AUDIT_VERDICTS + ((Verdict.REMEDIATED,) if workaround != "off" else ())
 
 
-def terminal_lines(records: Iterable[dict[str, Any]], workaround: str = "off") -> list[str]:
+def terminal_lines(records: Iterable[Row], workaround: str = "off") -> list[str]:
     """ec2rl's ``[Diagnostic Results]`` block: one line per judged case, then counts."""
-    rows = sorted(records, key=lambda r: (r["host"], r["interface"] or ""))
+    rows = sorted(records, key=Row.sort_key)
     lines = ["----------[Diagnostic Results]----------"]
     for record in rows:
-        tag = TAGS.get(record["verdict"])
+        tag = TAGS.get(record.verdict)
         if tag is None:
             continue
-        lines.append(f"[{tag}] {case_label(record)}: {printable(record['message'])}")
-        if record["verdict"] == Verdict.SUSCEPTIBLE.value:
-            enable, mtu = record["fixes"]
+        lines.append(f"[{tag}] {case_label(record)}: {printable(record.message)}")
+        if record.verdict == Verdict.SUSCEPTIBLE.value:
+            enable, mtu = record.fixes
             lines.append(f"-- You can enable Scatter-Gather with '{printable(enable)}'")
             lines.append(f"-- You can set MTU with '{printable(mtu)}'")
-        done = record.get("workaround")
+        done = record.workaround
         if done:
             what = "would run" if done["result"] == "planned" else "ran"
             lines += [f"-- workaround {what}: {printable(c)}" for c in done["commands"]]
             if done.get("cause"):
                 lines.append(f"-- workaround failed: {printable(done['cause'])}")
-    counts = Counter(r["verdict"] for r in rows)
+    counts = Counter(r.verdict for r in rows)
     lines.append("  ".join(f"{v.value}: {counts.get(v.value, 0)}" for v in shown_verdicts(workaround)))
     return lines
 
@@ -224,6 +227,12 @@ def host_key_description(config: Any) -> str:
     return policy
 
 
+def row_of(test_report: Any) -> Row | None:
+    """The row a test report carries (``report.xennet``, in its dict form), or None."""
+    data = getattr(test_report, "xennet", None)
+    return None if data is None else Row.from_dict(data)
+
+
 def _escape_metadata(value: Any) -> Any:
     if isinstance(value, dict):
         return {html.escape(str(k)): _escape_metadata(v) for k, v in value.items()}
@@ -233,16 +242,16 @@ def _escape_metadata(value: Any) -> Any:
 
 
 class AuditReporter:
-    """Controller-side plugin: collects every case's record and writes the reports.
+    """Controller-side plugin: collects every case's row and writes the reports.
 
     Under xdist it runs only on the controller, which receives each worker's reports
-    (with their ``xennet`` record attached) through ``pytest_runtest_logreport``.
+    (with their row attached as ``xennet``) through ``pytest_runtest_logreport``.
     """
 
     def __init__(self, config: Any, expected_cases: Any) -> None:
         self.config = config
         self.expected_cases = expected_cases  # callable: how many cases this run should report
-        self.records: dict[str, dict[str, Any]] = {}
+        self.records: dict[str, Row] = {}
         self.workaround = config.getoption("xennet_workaround", "off")
         self.summary_path = Path(config.getoption("xennet_summary"))
         if not self.summary_path.is_absolute():
@@ -250,7 +259,7 @@ class AuditReporter:
 
     @pytest.hookimpl(tryfirst=True)  # before LogXML records the testcase
     def pytest_runtest_logreport(self, report: Any) -> None:
-        record = getattr(report, "xennet", None)
+        record = row_of(report)
         if record is None:
             return
         self.records[report.nodeid] = record
@@ -275,7 +284,7 @@ class AuditReporter:
         # pytest-html inserts the test id as raw HTML; hostile interface names are in it.
         test_id = report.nodeid + ("" if report.when == "call" else f"::{report.when}")
         cells[1] = html_test_id_cell(test_id)
-        cells[2:2] = html_row_cells(getattr(report, "xennet", None), self.workaround != "off")
+        cells[2:2] = html_row_cells(row_of(report), self.workaround != "off")
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_metadata(self, metadata: dict[str, Any], config: Any) -> None:

@@ -36,6 +36,7 @@ from typing import Any
 
 from compliance import gather
 from compliance.probe import PROBE_COMMAND, InterfaceFacts, ProbeError, excerpt, parse_probe
+from compliance.row import Row
 from compliance.rule import JUMBO_MTU, XEN_DRIVERS, Judgement, Verdict, judge
 
 MODES = ("off", "dry-run", "apply")
@@ -562,13 +563,12 @@ def remediated_message(name: str, verdict: Verdict) -> str:
     return f"{how} on {excerpt(name)} by the workaround. This mitigates the bug."
 
 
-def apply_to_record(record: dict[str, Any], outcome: Outcome) -> dict[str, Any]:
-    """The case's report row after acting: final state and verdict, plus the ``workaround`` object."""
+def apply_to_record(record: Row, outcome: Outcome) -> Row:
+    """The case's row after acting: final state and verdict, plus the ``workaround`` object."""
+    changes: dict[str, Any] = {"workaround": outcome.to_dict()}
     if outcome.after is not None:
-        record.update(outcome.after)
+        changes.update(outcome.after)  # state()'s keys are row fields
     if outcome.judgement is not None:
-        record["verdict"] = outcome.judgement.verdict.value
-        record["message"] = outcome.judgement.message
-        record["fixes"] = list(outcome.judgement.fixes)
-    record["workaround"] = outcome.to_dict()
-    return record
+        changes.update(verdict=outcome.judgement.verdict.value, message=outcome.judgement.message,
+                       fixes=outcome.judgement.fixes)
+    return dataclasses.replace(record, **changes)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from compliance import report
@@ -18,7 +19,7 @@ def record(name="eth0", host="10.0.0.5", **facts):
 
 def test_junit_classname_keeps_host_then_interface_even_with_dots():
     assert report.junit_names(record("eth0.100")) == ("10.0.0.5.eth0\u2024100", "XENNET-01 scatter-gather/MTU")
-    assert report.junit_names({**record(), "interface": None})[0] == "10.0.0.5.(host)"
+    assert report.junit_names(dataclasses.replace(record(), interface=None))[0] == "10.0.0.5.(host)"
 
 
 def test_html_cells_escape_host_strings():
@@ -42,7 +43,7 @@ def test_terminal_lines_escape_control_characters():
 
 
 def test_summary_counts_every_verdict_and_sorts_rows():
-    rows = [record("eth1"), record("eth0", sg=True), {**record(), "interface": None, "verdict": "error"}]
+    rows = [record("eth1"), record("eth0", sg=True), dataclasses.replace(record(), interface=None, verdict="error")]
     data = report.summary(rows, scope="xen", target="remote", complete=True)
     assert data["counts"] == {"sg-on": 1, "jumbo-mtu": 0, "susceptible": 1, "not-applicable": 0, "error": 1}
     assert [r["interface"] for r in data["results"]] == [None, "eth0", "eth1"]

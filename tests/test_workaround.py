@@ -7,12 +7,14 @@ Its guard is tested here, on `ip -d link` text and on interface facts.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 
 import pytest
 
 from compliance import report
 from compliance.probe import InterfaceFacts
+from compliance.row import Row
 from compliance.rule import Verdict
 from compliance.workaround import (
     WorkaroundError,
@@ -107,9 +109,9 @@ def _record(**workaround):
             "before": {"scatter_gather": "off", "sg_fixed": False, "mtu": 1500},
             "after": {"scatter_gather": "on", "sg_fixed": False, "mtu": 1500},
             "persisted": [], "cause": None} | workaround
-    return {"host": "h", "interface": "<b>x<b>", "driver": None, "virtual": True, "mtu": 1500,
-            "scatter_gather": "on", "sg_fixed": False, "verdict": "remediated", "message": "m",
-            "fixes": [], "kernel": "k", "workaround": done}
+    return Row.from_dict({"host": "h", "interface": "<b>x<b>", "driver": None, "virtual": True, "mtu": 1500,
+                          "scatter_gather": "on", "sg_fixed": False, "verdict": "remediated", "message": "m",
+                          "fixes": [], "kernel": "k", "workaround": done})
 
 
 def test_reports_show_before_and_after_escaped():
@@ -126,7 +128,7 @@ def test_junit_properties_carry_the_workaround():
     assert props["verdict"] == "remediated" and props["workaround_result"] == "applied"
     assert props["workaround_before"] == '{"scatter_gather": "off", "sg_fixed": false, "mtu": 1500}'
     assert props["workaround_commands"] == '["/usr/sbin/ethtool -K \'<b>x<b>\' sg on"]'
-    untouched = {k: v for k, v in _record().items() if k != "workaround"}
+    untouched = dataclasses.replace(_record(), workaround=None)
     assert not [k for k, _ in report.junit_properties(untouched) if k.startswith("workaround")]
 
 
