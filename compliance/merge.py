@@ -150,15 +150,6 @@ def merge_junit(shards: Sequence[ShardReports]) -> ET.ElementTree:
     return ET.ElementTree(root)
 
 
-HTML_FIELDS = (
-    ("host", "Host"),
-    ("interface", "Interface"),
-    ("driver", "Driver"),
-    ("mtu", "MTU"),
-    ("scatter_gather", "SG"),
-    ("verdict", "Verdict"),
-    ("message", "Detail"),
-)
 _CSS = (
     "body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}"
     "td,th{border:1px solid #ccc;padding:2px 6px;text-align:left}th{background:#eee}"
@@ -167,13 +158,14 @@ _CSS = (
 
 
 def merged_html(summary: dict[str, Any]) -> str:
-    """A self-contained page: run facts, counts and one row per case. Every value is escaped."""
+    """A self-contained page: run facts, counts and one row per case, in report.columns. Every value is escaped."""
     esc = lambda value: html.escape(report.property_value(value))  # noqa: E731
     facts = {k: v for k, v in summary.items() if k not in ("counts", "results")}
+    columns = report.columns(detail=True)
     rows = []
-    for record in summary["results"]:
-        cells = "".join(f"<td>{esc(record.get(key))}</td>" for key, _ in HTML_FIELDS)
-        rows.append(f'<tr class="v-{esc(record.get("verdict"))}">{cells}</tr>')
+    for record in map(Row.from_dict, summary["results"]):
+        cells = "".join(f"<td>{html.escape(c.text(record))}</td>" for c in columns)
+        rows.append(f'<tr class="v-{esc(record.verdict)}">{cells}</tr>')
     title = f"{CONTROL.id}: xen-netfront scatter-gather/MTU compliance (merged from {esc(summary.get('shards'))} shards)"
     return "\n".join(
         [
@@ -186,7 +178,7 @@ def merged_html(summary: dict[str, Any]) -> str:
             "</table><h2>Counts</h2><table>",
             *(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in summary["counts"].items()),
             "</table><h2>Results</h2><table>",
-            "<tr>" + "".join(f"<th>{title}</th>" for _, title in HTML_FIELDS) + "</tr>",
+            "<tr>" + "".join(f"<th>{c.title}</th>" for c in columns) + "</tr>",
             *rows,
             "</table></body></html>",
             "",

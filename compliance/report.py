@@ -11,12 +11,14 @@ format it lands in (XML by ElementTree, HTML by :func:`html.escape`, terminals b
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import html
 import json
 import os
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +30,6 @@ from compliance.rule import AUDIT_VERDICTS, CONTROL, Verdict
 
 SCHEMA = 1
 JUNIT_PROPERTIES = ("host", "interface", "driver", "mtu", "scatter_gather", "sg_fixed", "verdict", "kernel")
-HTML_COLUMNS = (
-    ("host", "Host"),
-    ("interface", "Interface"),
-    ("driver", "Driver"),
-    ("mtu", "MTU"),
-    ("sg", "SG"),
-    ("verdict", "Verdict"),
-)
 TAGS = {
     Verdict.SG_ON.value: "SUCCESS",
     Verdict.JUMBO_MTU.value: "SUCCESS",
@@ -43,7 +37,6 @@ TAGS = {
     Verdict.ERROR.value: "ERROR",
     Verdict.REMEDIATED.value: "SUCCESS",
 }
-WORKAROUND_COLUMN = ("workaround", "Workaround")  # shown when --xennet-workaround is not off
 ONE_DOT_LEADER = "\u2024"  # looks like "." but is not Jenkins' package separator
 
 
@@ -99,6 +92,37 @@ def workaround_text(record: Row) -> str:
     return text + (f"; persisted: {', '.join(map(str, files))}" if files else "")
 
 
+@dataclasses.dataclass(frozen=True)
+class Column:
+    """A column of the results table: pytest-html's report and the merged page are built from the same ones."""
+
+    key: str  # pytest-html's data-column-type, and the cell's class col-KEY
+    title: str
+    value: Callable[[Row], Any]
+
+    def text(self, record: Row | None) -> str:
+        """The cell's text, not yet escaped; empty for a report that carries no row."""
+        return "" if record is None else property_value(self.value(record))
+
+
+COLUMNS = (
+    Column("host", "Host", attrgetter("host")),
+    Column("interface", "Interface", attrgetter("interface")),
+    Column("driver", "Driver", attrgetter("driver")),
+    Column("mtu", "MTU", attrgetter("mtu")),
+    Column("sg", "SG", attrgetter("scatter_gather")),
+    Column("verdict", "Verdict", attrgetter("verdict")),
+)
+# pytest-html shows a case's message as the case's own output; the merged page has no such place.
+DETAIL_COLUMN = Column("message", "Detail", attrgetter("message"))
+WORKAROUND_COLUMN = Column("workaround", "Workaround", workaround_text)
+
+
+def columns(*, detail: bool = False, workaround: bool = False) -> tuple[Column, ...]:
+    """The table's columns: :data:`COLUMNS`, then the detail and the workaround (when it is not off)."""
+    return COLUMNS + ((DETAIL_COLUMN,) if detail else ()) + ((WORKAROUND_COLUMN,) if workaround else ())
+
+
 def junit_names(record: Row) -> tuple[str, str]:
     """(classname, name) so that Jenkins shows host -> interface -> check.
 
@@ -111,23 +135,13 @@ def junit_names(record: Row) -> tuple[str, str]:
 
 
 def html_header_cells(workaround: bool = False) -> list[str]:
-    columns = HTML_COLUMNS + ((WORKAROUND_COLUMN,) if workaround else ())
-    return [f'<th class="sortable" data-column-type="{key}">{title}</th>' for key, title in columns]
+    """pytest-html's header cells for our columns."""
+    return [f'<th class="sortable" data-column-type="{c.key}">{c.title}</th>' for c in columns(workaround=workaround)]
 
 
 def html_row_cells(record: Row | None, workaround: bool = False) -> list[str]:
-    """The row's cells; empty ones for a report without a row (a collection error, say)."""
-    text = workaround_text(record) if record else ""
-    extra = [f'<td class="col-workaround">{html.escape(text)}</td>'] if workaround else []
-    values = {
-        "host": record.host if record else None,
-        "interface": record.interface if record else None,
-        "driver": record.driver if record else None,
-        "mtu": record.mtu if record else None,
-        "sg": record.scatter_gather if record else None,
-        "verdict": record.verdict if record else None,
-    }
-    return [f'<td class="col-{key}">{html.escape(property_value(values[key]))}</td>' for key, _ in HTML_COLUMNS] + extra
+    """pytest-html's cells for a row; empty ones for a report without a row (a collection error, say)."""
+    return [f'<td class="col-{c.key}">{html.escape(c.text(record))}</td>' for c in columns(workaround=workaround)]
 
 
 def html_test_id_cell(test_id: str) -> str:
