@@ -26,7 +26,8 @@ import pytest
 from _pytest.junitxml import xml_key  # the stash key pytest's own record_xml_attribute uses
 
 from compliance.row import Row
-from compliance.rule import AUDIT_VERDICTS, CONTROL, Verdict
+from compliance.rule import CONTROL, Verdict
+from compliance.workaround import REMEDIATED, added_verdicts
 
 SCHEMA = 1
 JUNIT_PROPERTIES = ("host", "interface", "driver", "mtu", "scatter_gather", "sg_fixed", "verdict", "kernel")
@@ -35,7 +36,7 @@ TAGS = {
     Verdict.JUMBO_MTU.value: "SUCCESS",
     Verdict.SUSCEPTIBLE.value: "WARN",
     Verdict.ERROR.value: "ERROR",
-    Verdict.REMEDIATED.value: "SUCCESS",
+    REMEDIATED: "SUCCESS",
 }
 ONE_DOT_LEADER = "\u2024"  # looks like "." but is not Jenkins' package separator
 
@@ -170,7 +171,7 @@ def summary(
         "host_key_policy": host_key_policy,
         "workaround": workaround,
         "shard": shard,  # "K/N" for one shard of a split run (--xennet-shard), else null
-        "counts": {v.value: counts.get(v.value, 0) for v in shown_verdicts(workaround)} | dict(counts),
+        "counts": {v: counts.get(v, 0) for v in shown_verdicts(workaround)} | dict(counts),
         "results": [r.to_dict() for r in rows],
     }
 
@@ -188,9 +189,9 @@ def case_label(record: Row) -> str:
     return host if record.interface is None else f"{host}|{printable(record.interface)}"
 
 
-def shown_verdicts(workaround: str = "off") -> tuple[Verdict, ...]:
-    """Verdicts every count lists: ``remediated`` only when the workaround may act."""
-    return AUDIT_VERDICTS + ((Verdict.REMEDIATED,) if workaround != "off" else ())
+def shown_verdicts(workaround: str = "off") -> tuple[str, ...]:
+    """Verdicts every count lists: the rule's, then the workaround's (``remediated``) when it may act."""
+    return tuple(v.value for v in Verdict) + added_verdicts(workaround)
 
 
 def terminal_lines(records: Iterable[Row], workaround: str = "off") -> list[str]:
@@ -213,7 +214,7 @@ def terminal_lines(records: Iterable[Row], workaround: str = "off") -> list[str]
             if done.get("cause"):
                 lines.append(f"-- workaround failed: {printable(done['cause'])}")
     counts = Counter(r.verdict for r in rows)
-    lines.append("  ".join(f"{v.value}: {counts.get(v.value, 0)}" for v in shown_verdicts(workaround)))
+    lines.append("  ".join(f"{v}: {counts.get(v, 0)}" for v in shown_verdicts(workaround)))
     return lines
 
 

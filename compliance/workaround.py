@@ -40,6 +40,9 @@ from compliance.row import Row
 from compliance.rule import JUMBO_MTU, XEN_DRIVERS, Judgement, Verdict, judge
 
 MODES = ("off", "dry-run", "apply")
+# The workaround's verdict, never the rule's (which judges a state, not who fixed it): a
+# susceptible interface that the workaround fixed, verified by reading it again.
+REMEDIATED = "remediated"
 UDEV_RULE_FILE = "/etc/udev/rules.d/70-xennet-compliance-sg.rules"
 # Not next to the originals: ifupdown sources every file of interfaces.d, network-scripts
 # reads every ifcfg-* it does not recognise as a backup.
@@ -305,7 +308,8 @@ class Outcome:
     after: dict[str, Any] | None = None
     persisted: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     cause: str | None = None  # one line, when failed
-    judgement: Judgement | None = None  # the final state's verdict
+    judgement: Judgement | None = None  # the rule's verdict on the final state
+    remediated: bool = False  # the fix was verified by a re-read (persisting it may still fail)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -321,6 +325,19 @@ class Outcome:
     @property
     def failed(self) -> bool:
         return self.result == "failed"
+
+    @property
+    def verdict(self) -> str:
+        """The case's verdict in the reports: ``remediated`` once the fix is verified, else the rule's."""
+        if self.remediated:
+            return REMEDIATED
+        assert self.judgement is not None, "act() always judges the outcome"
+        return self.judgement.verdict.value
+
+
+def added_verdicts(mode: str) -> tuple[str, ...]:
+    """The verdicts the workaround adds to the rule's in every count: ``remediated``, whenever it is on."""
+    return () if mode == "off" else (REMEDIATED,)
 
 
 # --------------------------------------------------------------------------- acting on a host
@@ -488,8 +505,8 @@ class Remediator:
         final = judge(after, self.scope)
         if not final.verdict.mitigated:
             raise WorkaroundError(f"{excerpt(now.name)} is still susceptible after the workaround: {complaint}")
-        outcome.result = "applied"
-        outcome.judgement = Judgement(Verdict.REMEDIATED, remediated_message(now.name, final.verdict))
+        outcome.result, outcome.remediated = "applied", True
+        outcome.judgement = Judgement(final.verdict, remediated_message(now.name, final.verdict))
         if self.persist:
             if not after.scatter_gather:
                 raise WorkaroundError("MTU 9001 was set but is not persisted: only scatter-gather is")
@@ -569,6 +586,5 @@ def apply_to_record(record: Row, outcome: Outcome) -> Row:
     if outcome.after is not None:
         changes.update(outcome.after)  # state()'s keys are row fields
     if outcome.judgement is not None:
-        changes.update(verdict=outcome.judgement.verdict.value, message=outcome.judgement.message,
-                       fixes=outcome.judgement.fixes)
+        changes.update(verdict=outcome.verdict, message=outcome.judgement.message, fixes=outcome.judgement.fixes)
     return dataclasses.replace(record, **changes)
