@@ -86,9 +86,11 @@ class AuditPlugin:
             raise pytest.UsageError(str(exc)) from None
         self.everyone = expansion.targets
         self.warnings = expansion.warnings
-        config.pluginmanager.register(
-            AuditReporter(config, expected_cases=lambda: len(build_cases(self.results))), "xennet-reporter"
+        reporter = AuditReporter(
+            config, self.settings, self.paths["summary"], local=all(t.connection == "local" for t in self.everyone),
+            expected_cases=lambda: len(build_cases(self.results)),
         )
+        config.pluginmanager.register(reporter, "xennet-reporter")
 
     # ---- reports ----------------------------------------------------------
 
@@ -237,9 +239,9 @@ class AuditPlugin:
             outcome = self.remediator().act(xennet_case.host, xennet_case.interface, xennet_case.ethtool, judgement)
             if outcome is not None:
                 request.node.stash[OUTCOME] = outcome
-                workaround.apply_to_record(record, outcome)
+                record = workaround.apply_to_record(record, outcome)
                 judgement = outcome.judgement
-        request.node.stash[RECORD] = record
+        request.node.stash[RECORD] = record.to_dict()  # the row's dict form: it travels to the xdist controller
         if judgement.verdict is Verdict.ERROR:
             # Failing in setup makes the case an error, never a pass; the cause is one line, no traceback.
             pytest.fail(judgement.message, pytrace=False)

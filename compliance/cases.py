@@ -8,10 +8,10 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 from compliance.gather import HostResult
 from compliance.probe import InterfaceFacts
+from compliance.row import Row, order_key
 from compliance.rule import Judgement, Verdict, judge
 
 
@@ -37,26 +37,32 @@ class Case:
             return Judgement(Verdict.ERROR, "no network interface besides lo in /sys/class/net")
         return judge(self.interface, scope)
 
-    def record(self, judgement: Judgement) -> dict[str, Any]:
-        """The case's row in every report (summary.json's ``results`` schema)."""
+    def record(self, judgement: Judgement) -> Row:
+        """The case's row in every report, as the rule judged it."""
         iface = self.interface
-        return {
-            "host": self.host,
-            "interface": iface.name if iface else None,
-            "driver": iface.driver if iface else None,
-            "virtual": iface.virtual if iface else None,
-            "mtu": iface.mtu if iface else None,
-            "scatter_gather": iface.sg_state if iface else None,
-            "sg_fixed": iface.sg_fixed if iface else None,
-            "verdict": judgement.verdict.value,
-            "message": judgement.message,
-            "fixes": list(judgement.fixes),
-            "kernel": self.kernel,
-        }
+        if iface is None:
+            return Row(self.host, verdict=judgement.verdict.value, message=judgement.message,
+                       fixes=judgement.fixes, kernel=self.kernel)
+        return Row(
+            self.host,
+            iface.name,
+            driver=iface.driver,
+            virtual=iface.virtual,
+            mtu=iface.mtu,
+            scatter_gather=iface.sg_state,
+            sg_fixed=iface.sg_fixed,
+            verdict=judgement.verdict.value,
+            message=judgement.message,
+            fixes=judgement.fixes,
+            kernel=self.kernel,
+        )
+
+    def sort_key(self) -> tuple[str, str]:
+        return order_key(self.host, self.interface.name if self.interface else None)
 
 
 def build_cases(results: list[HostResult]) -> list[Case]:
-    """All cases, sorted by id so that every xdist worker collects the same order."""
+    """All cases, in report order, so that every xdist worker collects the same order."""
     cases: list[Case] = []
     for result in results:
         if result.facts is None:
@@ -68,4 +74,4 @@ def build_cases(results: list[HostResult]) -> list[Case]:
                 Case(result.host, result.facts.kernel, iface, ethtool=result.facts.ethtool)
                 for iface in result.facts.interfaces
             )
-    return sorted(cases, key=lambda c: (c.host, c.interface.name if c.interface else ""))
+    return sorted(cases, key=Case.sort_key)

@@ -14,11 +14,8 @@ import socket
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import paramiko
-
-from compliance import backends
 from compliance.options import DEFAULT_WORKERS
-from compliance.probe import PROBE_COMMAND, HostFacts, ProbeError, excerpt, parse_probe
+from compliance.probe import PROBE_COMMAND, HostFacts, ProbeError, excerpt, last_line, parse_probe
 from compliance.targets import Target
 
 SIGNAL_POLL = 0.25  # seconds; how soon Ctrl-C or SIGTERM stops gathering at the latest
@@ -54,6 +51,10 @@ def describe_error(exc: BaseException, target: Target) -> str:
 
     Reports show it beside the host, so it names the host only where that helps.
     """
+    import paramiko  # only runs that connect pay for it
+
+    from compliance import backends
+
     host = target.label
     if isinstance(exc, (TimeoutError, socket.timeout)):
         return str(exc) if str(exc) and str(exc) != "timed out" else f"timed out after {target.timeout:g}s"
@@ -78,11 +79,6 @@ def describe_error(exc: BaseException, target: Target) -> str:
     return f"{type(exc).__name__}: {excerpt(str(exc))}"
 
 
-def last_line(text: str) -> str:
-    lines = [line for line in text.splitlines() if line.strip()]
-    return excerpt(lines[-1]) if lines else "no output"
-
-
 def probe_host(target: Target) -> HostResult:
     """Run the probe on one host over one connection, then close it."""
     try:
@@ -90,7 +86,9 @@ def probe_host(target: Target) -> HostResult:
         try:
             facts = parse_probe(result.stdout)
         except ProbeError as exc:
-            refusal = backends.sudo_refusal(result)
+            from compliance.backends import sudo_refusal
+
+            refusal = sudo_refusal(result)
             if refusal is not None:
                 raise refusal from None
             if result.rc != 0:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from compliance import report
+from compliance.row import Row
 from compliance.rule import CONTROL
 from compliance.shard import Shard
 
@@ -44,6 +45,7 @@ class ShardReports:
     shard: Shard
     summary: dict[str, Any]
     junit: ET.Element
+    rows: list[Row]
 
 
 def load(source: Path) -> ShardReports:
@@ -63,11 +65,12 @@ def load(source: Path) -> ShardReports:
         raise MergeError(f"{summary_path}: not a shard (run with --xennet-shard K/N)")
     try:
         shard = Shard.parse(str(summary["shard"]))
-    except ValueError as exc:
+        rows = [Row.from_dict(r) for r in summary["results"]]
+    except (ValueError, TypeError) as exc:
         raise MergeError(f"{summary_path}: {exc}") from None
     if junit.tag == "testsuite":
         junit = _wrap(junit)
-    return ShardReports(source, shard, summary, junit)
+    return ShardReports(source, shard, summary, junit, rows)
 
 
 def _wrap(suite: ET.Element) -> ET.Element:
@@ -102,22 +105,20 @@ def check(shards: Sequence[ShardReports]) -> int:
                 )
     owner: dict[str, ShardReports] = {}
     for s in shards:
-        for host in {r["host"] for r in s.summary["results"]}:
+        for host in {r.host for r in s.rows}:
             if host in owner:
                 raise MergeError(f"host {report.printable(host)} is in shard {owner[host].shard} and {s.shard}")
             owner[host] = s
     for s in shards:
         cases = len(list(s.junit.iter("testcase")))
-        if s.summary.get("complete") and cases != len(s.summary["results"]):
-            raise MergeError(
-                f"{s.source}: junit.xml has {cases} cases, summary.json {len(s.summary['results'])}: not from one run"
-            )
+        if s.summary.get("complete") and cases != len(s.rows):
+            raise MergeError(f"{s.source}: junit.xml has {cases} cases, summary.json {len(s.rows)}: not from one run")
     return count
 
 
 def merge_summary(shards: Sequence[ShardReports], generated: datetime.datetime | None = None) -> dict[str, Any]:
-    rows = sorted((r for s in shards for r in s.summary["results"]), key=lambda r: (r["host"], r["interface"] or ""))
-    verdicts = Counter(r["verdict"] for r in rows)
+    rows = sorted((r for s in shards for r in s.rows), key=Row.sort_key)
+    verdicts = Counter(r.verdict for r in rows)
     keys = dict.fromkeys(k for s in shards for k in s.summary["counts"])  # each shard's zero-filled verdicts
     merged = dict(shards[0].summary)
     merged.update(
@@ -126,7 +127,7 @@ def merge_summary(shards: Sequence[ShardReports], generated: datetime.datetime |
         shard=None,
         shards=len(shards),
         counts={k: verdicts.get(k, 0) for k in keys} | dict(verdicts),
-        results=rows,
+        results=[r.to_dict() for r in rows],
     )
     return merged
 
@@ -149,15 +150,6 @@ def merge_junit(shards: Sequence[ShardReports]) -> ET.ElementTree:
     return ET.ElementTree(root)
 
 
-HTML_FIELDS = (
-    ("host", "Host"),
-    ("interface", "Interface"),
-    ("driver", "Driver"),
-    ("mtu", "MTU"),
-    ("scatter_gather", "SG"),
-    ("verdict", "Verdict"),
-    ("message", "Detail"),
-)
 _CSS = (
     "body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}"
     "td,th{border:1px solid #ccc;padding:2px 6px;text-align:left}th{background:#eee}"
@@ -166,13 +158,14 @@ _CSS = (
 
 
 def merged_html(summary: dict[str, Any]) -> str:
-    """A self-contained page: run facts, counts and one row per case. Every value is escaped."""
+    """A self-contained page: run facts, counts and one row per case, in report.columns. Every value is escaped."""
     esc = lambda value: html.escape(report.property_value(value))  # noqa: E731
     facts = {k: v for k, v in summary.items() if k not in ("counts", "results")}
+    columns = report.columns(detail=True)
     rows = []
-    for record in summary["results"]:
-        cells = "".join(f"<td>{esc(record.get(key))}</td>" for key, _ in HTML_FIELDS)
-        rows.append(f'<tr class="v-{esc(record.get("verdict"))}">{cells}</tr>')
+    for record in map(Row.from_dict, summary["results"]):
+        cells = "".join(f"<td>{html.escape(c.text(record))}</td>" for c in columns)
+        rows.append(f'<tr class="v-{esc(record.verdict)}">{cells}</tr>')
     title = f"{CONTROL.id}: xen-netfront scatter-gather/MTU compliance (merged from {esc(summary.get('shards'))} shards)"
     return "\n".join(
         [
@@ -185,7 +178,7 @@ def merged_html(summary: dict[str, Any]) -> str:
             "</table><h2>Counts</h2><table>",
             *(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in summary["counts"].items()),
             "</table><h2>Results</h2><table>",
-            "<tr>" + "".join(f"<th>{title}</th>" for _, title in HTML_FIELDS) + "</tr>",
+            "<tr>" + "".join(f"<th>{c.title}</th>" for c in columns) + "</tr>",
             *rows,
             "</table></body></html>",
             "",

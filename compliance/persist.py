@@ -33,8 +33,7 @@ import shlex
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from compliance import gather
-from compliance.probe import InterfaceFacts, excerpt
+from compliance.probe import InterfaceFacts, excerpt, last_line
 from compliance.rule import XEN_DRIVERS
 
 UDEV_RULE_FILE = "/etc/udev/rules.d/70-xennet-compliance-sg.rules"
@@ -337,7 +336,7 @@ class Writer:
         self.commands.append(f"{'update' if existed else 'create'} {path}" + (f" (backup in {BACKUP_DIR})" if existed else ""))
         result = self.session.sh(_WRITE_SCRIPT, path, new, self.files.get(path) or "", backup, "1" if existed else "0")
         if result.rc != 0:
-            raise PersistError(f"cannot write {path}: {gather.last_line(result.stderr)}")
+            raise PersistError(f"cannot write {path}: {last_line(result.stderr)}")
         written = [line.partition("\t")[2] for line in result.stdout.splitlines() if line.startswith("backup\t")]
         self.files[path] = new
         return {"file": path, "action": "changed" if existed else "created", "backup": written[0] if written else None}
@@ -371,7 +370,7 @@ class NetworkManager:
         # nmcli's exit status is not the proof: read the setting back.
         check = self.session.run(["nmcli", "-g", "ethtool.feature-sg", "connection", "show", "id", connection])
         if check.stdout.strip() != "on":
-            raise PersistError(f"NetworkManager did not keep ethtool.feature-sg on: {gather.last_line(said.stderr)}")
+            raise PersistError(f"NetworkManager did not keep ethtool.feature-sg on: {last_line(said.stderr)}")
         return {"via": "networkmanager", "connection": connection, "action": "changed"}
 
 

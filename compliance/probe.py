@@ -122,6 +122,12 @@ def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
     return shown + ("..." if len(text) > limit else "")
 
 
+def last_line(text: str) -> str:
+    """The last non-blank line of a command's output, as a short excerpt."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    return excerpt(lines[-1]) if lines else "no output"
+
+
 _FEATURE = re.compile(r"(\t?)([a-z0-9][a-z0-9_-]*): (on|off)(?: \[([a-z ]+)\])?")
 _HEADER = re.compile(r"(?:Features|Offload parameters) for (.+):")
 _NOISE = re.compile(r"Cannot get .*")  # ethtool's stderr for optional features

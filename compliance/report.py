@@ -1,6 +1,7 @@
-"""Report: turn case records into JUnit details, HTML cells, summary.json and the terminal block.
+"""Report: turn case rows (:class:`compliance.row.Row`) into JUnit details, HTML cells, summary.json
+and the terminal block.
 
-Every string in a record came from a host and is untrusted: it is escaped for the
+Every string in a row came from a host and is untrusted: it is escaped for the
 format it lands in (XML by ElementTree, HTML by :func:`html.escape`, terminals by
 :func:`printable`).
 
@@ -10,38 +11,35 @@ format it lands in (XML by ElementTree, HTML by :func:`html.escape`, terminals b
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import html
 import json
 import os
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
 import pytest
 from _pytest.junitxml import xml_key  # the stash key pytest's own record_xml_attribute uses
 
-from compliance.rule import AUDIT_VERDICTS, CONTROL, Verdict
+from compliance.options import Settings
+from compliance.row import Row
+from compliance.rule import CONTROL, Verdict
+from compliance.targets import redact
+from compliance.workaround import REMEDIATED, added_verdicts
 
 SCHEMA = 1
 JUNIT_PROPERTIES = ("host", "interface", "driver", "mtu", "scatter_gather", "sg_fixed", "verdict", "kernel")
-HTML_COLUMNS = (
-    ("host", "Host"),
-    ("interface", "Interface"),
-    ("driver", "Driver"),
-    ("mtu", "MTU"),
-    ("sg", "SG"),
-    ("verdict", "Verdict"),
-)
 TAGS = {
     Verdict.SG_ON.value: "SUCCESS",
     Verdict.JUMBO_MTU.value: "SUCCESS",
     Verdict.SUSCEPTIBLE.value: "WARN",
     Verdict.ERROR.value: "ERROR",
-    Verdict.REMEDIATED.value: "SUCCESS",
+    REMEDIATED: "SUCCESS",
 }
-WORKAROUND_COLUMN = ("workaround", "Workaround")  # shown when --xennet-workaround is not off
 ONE_DOT_LEADER = "\u2024"  # looks like "." but is not Jenkins' package separator
 
 
@@ -58,13 +56,13 @@ def property_value(value: Any) -> str:
     return str(value)
 
 
-def junit_properties(record: dict[str, Any]) -> list[tuple[str, str]]:
-    return [(name, property_value(record[name])) for name in JUNIT_PROPERTIES] + workaround_properties(record)
+def junit_properties(record: Row) -> list[tuple[str, str]]:
+    return [(name, property_value(getattr(record, name))) for name in JUNIT_PROPERTIES] + workaround_properties(record)
 
 
-def workaround_properties(record: dict[str, Any]) -> list[tuple[str, str]]:
+def workaround_properties(record: Row) -> list[tuple[str, str]]:
     """``workaround_*`` properties of a touched interface: the same data as summary.json."""
-    done = record.get("workaround")
+    done = record.workaround
     if not done:
         return []
     return [
@@ -84,9 +82,9 @@ def _state_text(data: dict[str, Any] | None) -> str:
     return f"sg {data.get('scatter_gather') or '?'}, mtu {data.get('mtu') or '?'}"
 
 
-def workaround_text(record: dict[str, Any]) -> str:
+def workaround_text(record: Row) -> str:
     """``before -> after (result)`` for the HTML cell; empty for an untouched case."""
-    done = record.get("workaround")
+    done = record.workaround
     if not done:
         return ""
     after = _state_text(done["after"]) if done["after"] else "unchanged"
@@ -97,34 +95,56 @@ def workaround_text(record: dict[str, Any]) -> str:
     return text + (f"; persisted: {', '.join(map(str, files))}" if files else "")
 
 
-def junit_names(record: dict[str, Any]) -> tuple[str, str]:
+@dataclasses.dataclass(frozen=True)
+class Column:
+    """A column of the results table: pytest-html's report and the merged page are built from the same ones."""
+
+    key: str  # pytest-html's data-column-type, and the cell's class col-KEY
+    title: str
+    value: Callable[[Row], Any]
+
+    def text(self, record: Row | None) -> str:
+        """The cell's text, not yet escaped; empty for a report that carries no row."""
+        return "" if record is None else property_value(self.value(record))
+
+
+COLUMNS = (
+    Column("host", "Host", attrgetter("host")),
+    Column("interface", "Interface", attrgetter("interface")),
+    Column("driver", "Driver", attrgetter("driver")),
+    Column("mtu", "MTU", attrgetter("mtu")),
+    Column("sg", "SG", attrgetter("scatter_gather")),
+    Column("verdict", "Verdict", attrgetter("verdict")),
+)
+# pytest-html shows a case's message as the case's own output; the merged page has no such place.
+DETAIL_COLUMN = Column("message", "Detail", attrgetter("message"))
+WORKAROUND_COLUMN = Column("workaround", "Workaround", workaround_text)
+
+
+def columns(*, detail: bool = False, workaround: bool = False) -> tuple[Column, ...]:
+    """The table's columns: :data:`COLUMNS`, then the detail and the workaround (when it is not off)."""
+    return COLUMNS + ((DETAIL_COLUMN,) if detail else ()) + ((WORKAROUND_COLUMN,) if workaround else ())
+
+
+def junit_names(record: Row) -> tuple[str, str]:
     """(classname, name) so that Jenkins shows host -> interface -> check.
 
     Jenkins splits a classname at its last dot into package and class, so dots in
     the interface name (VLANs such as ``eth0.100``) are replaced by a look-alike.
     """
-    iface = record["interface"]
+    iface = record.interface
     cls = "(host)" if iface is None else iface.replace(".", ONE_DOT_LEADER)
-    return f"{record['host']}.{cls}", f"{CONTROL.id} scatter-gather/MTU"
+    return f"{record.host}.{cls}", f"{CONTROL.id} scatter-gather/MTU"
 
 
 def html_header_cells(workaround: bool = False) -> list[str]:
-    columns = HTML_COLUMNS + ((WORKAROUND_COLUMN,) if workaround else ())
-    return [f'<th class="sortable" data-column-type="{key}">{title}</th>' for key, title in columns]
+    """pytest-html's header cells for our columns."""
+    return [f'<th class="sortable" data-column-type="{c.key}">{c.title}</th>' for c in columns(workaround=workaround)]
 
 
-def html_row_cells(record: dict[str, Any] | None, workaround: bool = False) -> list[str]:
-    record = record or {}
-    extra = [f'<td class="col-workaround">{html.escape(workaround_text(record))}</td>'] if workaround else []
-    values = {
-        "host": record.get("host"),
-        "interface": record.get("interface"),
-        "driver": record.get("driver"),
-        "mtu": record.get("mtu"),
-        "sg": record.get("scatter_gather"),
-        "verdict": record.get("verdict"),
-    }
-    return [f'<td class="col-{key}">{html.escape(property_value(values[key]))}</td>' for key, _ in HTML_COLUMNS] + extra
+def html_row_cells(record: Row | None, workaround: bool = False) -> list[str]:
+    """pytest-html's cells for a row; empty ones for a report without a row (a collection error, say)."""
+    return [f'<td class="col-{c.key}">{html.escape(c.text(record))}</td>' for c in columns(workaround=workaround)]
 
 
 def html_test_id_cell(test_id: str) -> str:
@@ -132,7 +152,7 @@ def html_test_id_cell(test_id: str) -> str:
 
 
 def summary(
-    records: Iterable[dict[str, Any]],
+    records: Iterable[Row],
     *,
     scope: str,
     target: str,
@@ -142,8 +162,8 @@ def summary(
     shard: str | None = None,
     generated: datetime.datetime | None = None,
 ) -> dict[str, Any]:
-    rows = sorted(records, key=lambda r: (r["host"], r["interface"] or ""))
-    counts = Counter(r["verdict"] for r in rows)
+    rows = sorted(records, key=Row.sort_key)
+    counts = Counter(r.verdict for r in rows)
     return {
         "schema": SCHEMA,
         "generated": (generated or datetime.datetime.now(datetime.timezone.utc)).isoformat(timespec="seconds"),
@@ -153,8 +173,8 @@ def summary(
         "host_key_policy": host_key_policy,
         "workaround": workaround,
         "shard": shard,  # "K/N" for one shard of a split run (--xennet-shard), else null
-        "counts": {v.value: counts.get(v.value, 0) for v in shown_verdicts(workaround)} | dict(counts),
-        "results": rows,
+        "counts": {v: counts.get(v, 0) for v in shown_verdicts(workaround)} | dict(counts),
+        "results": [r.to_dict() for r in rows],
     }
 
 
@@ -166,53 +186,44 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def case_label(record: dict[str, Any]) -> str:
-    host = printable(record["host"])
-    return host if record["interface"] is None else f"{host}|{printable(record['interface'])}"
+def case_label(record: Row) -> str:
+    host = printable(record.host)
+    return host if record.interface is None else f"{host}|{printable(record.interface)}"
 
 
-def shown_verdicts(workaround: str = "off") -> tuple[Verdict, ...]:
-    """Verdicts every count lists: ``remediated`` only when the workaround may act."""
-    return AUDIT_VERDICTS + ((Verdict.REMEDIATED,) if workaround != "off" else ())
+def shown_verdicts(workaround: str = "off") -> tuple[str, ...]:
+    """Verdicts every count lists: the rule's, then the workaround's (``remediated``) when it may act."""
+    return tuple(v.value for v in Verdict) + added_verdicts(workaround)
 
 
-def terminal_lines(records: Iterable[dict[str, Any]], workaround: str = "off") -> list[str]:
+def terminal_lines(records: Iterable[Row], workaround: str = "off") -> list[str]:
     """ec2rl's ``[Diagnostic Results]`` block: one line per judged case, then counts."""
-    rows = sorted(records, key=lambda r: (r["host"], r["interface"] or ""))
+    rows = sorted(records, key=Row.sort_key)
     lines = ["----------[Diagnostic Results]----------"]
     for record in rows:
-        tag = TAGS.get(record["verdict"])
+        tag = TAGS.get(record.verdict)
         if tag is None:
             continue
-        lines.append(f"[{tag}] {case_label(record)}: {printable(record['message'])}")
-        if record["verdict"] == Verdict.SUSCEPTIBLE.value:
-            enable, mtu = record["fixes"]
+        lines.append(f"[{tag}] {case_label(record)}: {printable(record.message)}")
+        if record.verdict == Verdict.SUSCEPTIBLE.value:
+            enable, mtu = record.fixes
             lines.append(f"-- You can enable Scatter-Gather with '{printable(enable)}'")
             lines.append(f"-- You can set MTU with '{printable(mtu)}'")
-        done = record.get("workaround")
+        done = record.workaround
         if done:
             what = "would run" if done["result"] == "planned" else "ran"
             lines += [f"-- workaround {what}: {printable(c)}" for c in done["commands"]]
             if done.get("cause"):
                 lines.append(f"-- workaround failed: {printable(done['cause'])}")
-    counts = Counter(r["verdict"] for r in rows)
-    lines.append("  ".join(f"{v.value}: {counts.get(v.value, 0)}" for v in shown_verdicts(workaround)))
+    counts = Counter(r.verdict for r in rows)
+    lines.append("  ".join(f"{v}: {counts.get(v, 0)}" for v in shown_verdicts(workaround)))
     return lines
-
-
-def redact_spec(spec: str) -> str:
-    """A host spec without its password: ``paramiko://user:pw@h`` -> ``paramiko://user@h``."""
-    scheme, sep, rest = spec.rpartition("://")
-    userinfo, at, host = rest.rpartition("@")
-    if at and ":" in userinfo:
-        userinfo = userinfo.split(":", 1)[0]
-    return f"{scheme}{sep}{userinfo}{at}{host}"
 
 
 def target_description(hosts: str | None) -> str:
     if not hosts:
         return "local (this machine)"
-    specs = [redact_spec(s) for s in hosts.split(",")]
+    specs = [redact(s) for s in hosts.split(",")]
     shown = ", ".join(specs[:5])
     return shown + (f" and {len(specs) - 5} more" if len(specs) > 5 else "")
 
@@ -224,6 +235,12 @@ def host_key_description(config: Any) -> str:
     return policy
 
 
+def row_of(test_report: Any) -> Row | None:
+    """The row a test report carries (``report.xennet``, in its dict form), or None."""
+    data = getattr(test_report, "xennet", None)
+    return None if data is None else Row.from_dict(data)
+
+
 def _escape_metadata(value: Any) -> Any:
     if isinstance(value, dict):
         return {html.escape(str(k)): _escape_metadata(v) for k, v in value.items()}
@@ -233,24 +250,24 @@ def _escape_metadata(value: Any) -> Any:
 
 
 class AuditReporter:
-    """Controller-side plugin: collects every case's record and writes the reports.
+    """Controller-side plugin: collects every case's row and writes the reports.
 
     Under xdist it runs only on the controller, which receives each worker's reports
-    (with their ``xennet`` record attached) through ``pytest_runtest_logreport``.
+    (with their row attached as ``xennet``) through ``pytest_runtest_logreport``.
     """
 
-    def __init__(self, config: Any, expected_cases: Any) -> None:
+    def __init__(self, config: Any, settings: Settings, summary_path: Path, local: bool, expected_cases: Any) -> None:
         self.config = config
+        self.settings = settings
         self.expected_cases = expected_cases  # callable: how many cases this run should report
-        self.records: dict[str, dict[str, Any]] = {}
-        self.workaround = config.getoption("xennet_workaround", "off")
-        self.summary_path = Path(config.getoption("xennet_summary"))
-        if not self.summary_path.is_absolute():
-            self.summary_path = config.rootpath / self.summary_path
+        self.records: dict[str, Row] = {}
+        self.workaround = settings.workaround
+        self.summary_path = summary_path
+        self.local = local  # every target is this machine
 
     @pytest.hookimpl(tryfirst=True)  # before LogXML records the testcase
     def pytest_runtest_logreport(self, report: Any) -> None:
-        record = getattr(report, "xennet", None)
+        record = row_of(report)
         if record is None:
             return
         first = report.nodeid not in self.records
@@ -280,7 +297,7 @@ class AuditReporter:
         # pytest-html inserts the test id as raw HTML; hostile interface names are in it.
         test_id = report.nodeid + ("" if report.when == "call" else f"::{report.when}")
         cells[1] = html_test_id_cell(test_id)
-        cells[2:2] = html_row_cells(getattr(report, "xennet", None), self.workaround != "off")
+        cells[2:2] = html_row_cells(row_of(report), self.workaround != "off")
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_metadata(self, metadata: dict[str, Any], config: Any) -> None:
@@ -297,12 +314,12 @@ class AuditReporter:
         complete = exitstatus != 2 and len(self.records) >= self.expected_cases()
         return summary(
             self.records.values(),
-            scope=self.config.getoption("xennet_scope"),
-            target="local" if not self.config.option.hosts else "remote",
+            scope=self.settings.scope,
+            target="local" if self.local else "remote",
             complete=complete,
-            host_key_policy=self.config.getoption("ssh_host_key_policy"),
+            host_key_policy=self.settings.host_key_policy,
             workaround=self.workaround,
-            shard=str(part) if (part := self.config.getoption("xennet_shard")) else None,
+            shard=str(self.settings.shard) if self.settings.shard else None,
         )
 
     def pytest_sessionfinish(self, session: Any, exitstatus: int) -> None:

@@ -49,17 +49,10 @@ class Verdict(str, enum.Enum):
     SUSCEPTIBLE = "susceptible"
     NOT_APPLICABLE = "not-applicable"
     ERROR = "error"
-    # Never returned by judge(): the final state of a susceptible interface that the
-    # workaround (--xennet-workaround=apply) fixed, verified by reading it again.
-    REMEDIATED = "remediated"
 
     @property
     def mitigated(self) -> bool:
-        return self in (Verdict.SG_ON, Verdict.JUMBO_MTU, Verdict.REMEDIATED)
-
-
-# The audit's own verdicts; reports add REMEDIATED only when the workaround is on.
-AUDIT_VERDICTS = tuple(v for v in Verdict if v is not Verdict.REMEDIATED)
+        return self in (Verdict.SG_ON, Verdict.JUMBO_MTU)
 
 
 @dataclasses.dataclass(frozen=True)

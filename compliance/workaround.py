@@ -31,13 +31,18 @@ import shlex
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from compliance import backends, gather, persist
+from compliance import persist
 from compliance.options import WORKAROUND_MODES
 from compliance.targets import Target
-from compliance.probe import PROBE_COMMAND, InterfaceFacts, ProbeError, excerpt, parse_probe
+from compliance.probe import PROBE_COMMAND, InterfaceFacts, ProbeError, excerpt, last_line, parse_probe
+from compliance.row import Row
 from compliance.rule import JUMBO_MTU, Judgement, Verdict, judge
 
 MODES = WORKAROUND_MODES
+# The workaround's verdict, never the rule's (which judges a state, not who fixed it): a
+# susceptible interface that the workaround fixed, verified by reading it again.
+REMEDIATED = "remediated"
+
 # `ip` is in /sbin on older distros and outside non-root PATHs; exec keeps argv intact.
 _IP_SCRIPT = (
     'for c in "$(command -v ip 2>/dev/null)" /sbin/ip /usr/sbin/ip; do '
@@ -93,7 +98,7 @@ def mtu_step(allow_mtu: bool, after_sg: InterfaceFacts, max_mtu: int | None) -> 
 def complaint_of(said: Any) -> str:
     """A command's own last words, or its exit status when it said nothing."""
     text = said.stderr + said.stdout
-    return gather.last_line(text) if text.strip() else f"exit {said.rc}"
+    return last_line(text) if text.strip() else f"exit {said.rc}"
 
 
 # --------------------------------------------------------------------------- the outcome
@@ -110,7 +115,8 @@ class Outcome:
     after: dict[str, Any] | None = None
     persisted: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     cause: str | None = None  # one line, when failed
-    judgement: Judgement | None = None  # the final state's verdict
+    judgement: Judgement | None = None  # the rule's verdict on the final state
+    remediated: bool = False  # the fix was verified by a re-read (persisting it may still fail)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -126,6 +132,19 @@ class Outcome:
     @property
     def failed(self) -> bool:
         return self.result == "failed"
+
+    @property
+    def verdict(self) -> str:
+        """The case's verdict in the reports: ``remediated`` once the fix is verified, else the rule's."""
+        if self.remediated:
+            return REMEDIATED
+        assert self.judgement is not None, "act() always judges the outcome"
+        return self.judgement.verdict.value
+
+
+def added_verdicts(mode: str) -> tuple[str, ...]:
+    """The verdicts the workaround adds to the rule's in every count: ``remediated``, whenever it is on."""
+    return () if mode == "off" else (REMEDIATED,)
 
 
 # --------------------------------------------------------------------------- acting on a host
@@ -170,12 +189,16 @@ class HostSession:
         try:
             result = self.run(["id", "-u"])
         except Exception as exc:  # noqa: BLE001 - the host's one-line cause
-            return f"cannot connect to {self.label}: {gather.describe_error(exc, self.target)}"
+            from compliance.gather import describe_error
+
+            return f"cannot connect to {self.label}: {describe_error(exc, self.target)}"
         stderr = result.stderr
-        if backends.sudo_refusal(result) is not None:
+        from compliance.backends import sudo_refusal
+
+        if sudo_refusal(result) is not None:
             return f"sudo requires a password on {self.label} (or the user has no sudo rights there)"
         if "sudo:" in stderr or result.rc != 0:
-            return f"cannot run commands as root on {self.label}: {gather.last_line(stderr)}"
+            return f"cannot run commands as root on {self.label}: {last_line(stderr)}"
         uid = result.stdout.strip()
         if uid != "0":
             how = "sudo gave" if self.sudo else "logged in as"
@@ -296,8 +319,8 @@ class Remediator:
         final = judge(after, self.scope)
         if not final.verdict.mitigated:
             raise WorkaroundError(f"{excerpt(now.name)} is still susceptible after the workaround: {complaint}")
-        outcome.result = "applied"
-        outcome.judgement = Judgement(Verdict.REMEDIATED, remediated_message(now.name, final.verdict))
+        outcome.result, outcome.remediated = "applied", True
+        outcome.judgement = Judgement(final.verdict, remediated_message(now.name, final.verdict))
         if self.persist:
             if not after.scatter_gather:
                 raise WorkaroundError("MTU 9001 was set but is not persisted: only scatter-gather is")
@@ -313,13 +336,11 @@ def remediated_message(name: str, verdict: Verdict) -> str:
     return f"{how} on {excerpt(name)} by the workaround. This mitigates the bug."
 
 
-def apply_to_record(record: dict[str, Any], outcome: Outcome) -> dict[str, Any]:
-    """The case's report row after acting: final state and verdict, plus the ``workaround`` object."""
+def apply_to_record(record: Row, outcome: Outcome) -> Row:
+    """The case's row after acting: final state and verdict, plus the ``workaround`` object."""
+    changes: dict[str, Any] = {"workaround": outcome.to_dict()}
     if outcome.after is not None:
-        record.update(outcome.after)
+        changes.update(outcome.after)  # state()'s keys are row fields
     if outcome.judgement is not None:
-        record["verdict"] = outcome.judgement.verdict.value
-        record["message"] = outcome.judgement.message
-        record["fixes"] = list(outcome.judgement.fixes)
-    record["workaround"] = outcome.to_dict()
-    return record
+        changes.update(verdict=outcome.verdict, message=outcome.judgement.message, fixes=outcome.judgement.fixes)
+    return dataclasses.replace(record, **changes)

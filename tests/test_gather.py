@@ -8,7 +8,8 @@ import pytest
 
 from compliance.gather import HostResult
 from compliance.probe import HostFacts, InterfaceFacts
-from compliance.report import redact_spec, target_description
+from compliance.report import target_description
+from compliance.targets import redact as redact_spec
 from compliance.targets import expand
 
 

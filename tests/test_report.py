@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from compliance import report
@@ -18,7 +19,7 @@ def record(name="eth0", host="10.0.0.5", **facts):
 
 def test_junit_classname_keeps_host_then_interface_even_with_dots():
     assert report.junit_names(record("eth0.100")) == ("10.0.0.5.eth0\u2024100", "XENNET-01 scatter-gather/MTU")
-    assert report.junit_names({**record(), "interface": None})[0] == "10.0.0.5.(host)"
+    assert report.junit_names(dataclasses.replace(record(), interface=None))[0] == "10.0.0.5.(host)"
 
 
 def test_html_cells_escape_host_strings():
@@ -42,8 +43,30 @@ def test_terminal_lines_escape_control_characters():
 
 
 def test_summary_counts_every_verdict_and_sorts_rows():
-    rows = [record("eth1"), record("eth0", sg=True), {**record(), "interface": None, "verdict": "error"}]
+    rows = [record("eth1"), record("eth0", sg=True), dataclasses.replace(record(), interface=None, verdict="error")]
     data = report.summary(rows, scope="xen", target="remote", complete=True)
     assert data["counts"] == {"sg-on": 1, "jumbo-mtu": 0, "susceptible": 1, "not-applicable": 0, "error": 1}
     assert [r["interface"] for r in data["results"]] == [None, "eth0", "eth1"]
     assert data["schema"] == 1 and data["complete"] is True and data["generated"].endswith("+00:00")
+
+
+def test_html_columns_are_those_of_today():
+    assert report.html_header_cells() == [
+        f'<th class="sortable" data-column-type="{key}">{title}</th>'
+        for key, title in [("host", "Host"), ("interface", "Interface"), ("driver", "Driver"), ("mtu", "MTU"),
+                           ("sg", "SG"), ("verdict", "Verdict")]
+    ]
+    assert report.html_row_cells(record())[4] == '<td class="col-sg">off</td>'
+    assert report.html_row_cells(None, workaround=True) == [f'<td class="col-{c.key}"></td>' for c in report.columns(workaround=True)]
+
+
+def test_one_column_list_drives_pytest_html_and_the_merged_page(monkeypatch):
+    from compliance.merge import merged_html
+
+    monkeypatch.setattr(report, "COLUMNS", report.COLUMNS + (report.Column("kernel", "Kernel", lambda row: row.kernel),))
+    rows = [record()]
+    assert report.html_header_cells()[-1] == '<th class="sortable" data-column-type="kernel">Kernel</th>'
+    assert report.html_row_cells(rows[0])[-1] == '<td class="col-kernel">4.14.355</td>'
+    page = merged_html(dict(report.summary(rows, scope="xen", target="remote", complete=True), shards=2))
+    assert "<th>Verdict</th><th>Kernel</th><th>Detail</th>" in page
+    assert "<td>susceptible</td><td>4.14.355</td><td>Scatter-Gather is off" in page

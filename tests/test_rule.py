@@ -79,5 +79,10 @@ def test_unknown_scope_is_refused():
         judge(xen(mtu=1500, scatter_gather=True), "some")
 
 
-def test_only_sg_on_jumbo_mtu_and_a_verified_fix_are_mitigated():
-    assert {v for v in Verdict if v.mitigated} == {Verdict.SG_ON, Verdict.JUMBO_MTU, Verdict.REMEDIATED}
+def test_only_sg_on_and_jumbo_mtu_are_mitigated():
+    assert {v for v in Verdict if v.mitigated} == {Verdict.SG_ON, Verdict.JUMBO_MTU}
+
+
+def test_the_rule_judges_states_and_knows_no_workaround():
+    # "remediated" is the workaround's verdict (compliance.workaround), not a state's.
+    assert [v.value for v in Verdict] == ["sg-on", "jumbo-mtu", "susceptible", "not-applicable", "error"]

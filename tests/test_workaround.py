@@ -7,15 +7,18 @@ Its guard is tested here, on `ip -d link` text and on interface facts.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 
 import pytest
 
 from compliance import report
 from compliance.probe import InterfaceFacts
-from compliance.rule import Verdict
+from compliance.cases import Case
 from compliance.persist import PersistError, ifcfg_with_sg, interfaces_with_sg, udev_rule, with_line
-from compliance.workaround import mtu_step, parse_max_mtu
+from compliance.row import Row
+from compliance.rule import Judgement, Verdict
+from compliance.workaround import REMEDIATED, Outcome, WorkaroundError, apply_to_record, mtu_step, parse_max_mtu, remediated_message
 
 IP_D_LINK = (
     "2: eth0: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc mq state UP mode DEFAULT group default qlen 1000\n"
@@ -100,9 +103,9 @@ def _record(**workaround):
             "before": {"scatter_gather": "off", "sg_fixed": False, "mtu": 1500},
             "after": {"scatter_gather": "on", "sg_fixed": False, "mtu": 1500},
             "persisted": [], "cause": None} | workaround
-    return {"host": "h", "interface": "<b>x<b>", "driver": None, "virtual": True, "mtu": 1500,
-            "scatter_gather": "on", "sg_fixed": False, "verdict": "remediated", "message": "m",
-            "fixes": [], "kernel": "k", "workaround": done}
+    return Row.from_dict({"host": "h", "interface": "<b>x<b>", "driver": None, "virtual": True, "mtu": 1500,
+                          "scatter_gather": "on", "sg_fixed": False, "verdict": "remediated", "message": "m",
+                          "fixes": [], "kernel": "k", "workaround": done})
 
 
 def test_reports_show_before_and_after_escaped():
@@ -119,7 +122,7 @@ def test_junit_properties_carry_the_workaround():
     assert props["verdict"] == "remediated" and props["workaround_result"] == "applied"
     assert props["workaround_before"] == '{"scatter_gather": "off", "sg_fixed": false, "mtu": 1500}'
     assert props["workaround_commands"] == '["/usr/sbin/ethtool -K \'<b>x<b>\' sg on"]'
-    untouched = {k: v for k, v in _record().items() if k != "workaround"}
+    untouched = dataclasses.replace(_record(), workaround=None)
     assert not [k for k, _ in report.junit_properties(untouched) if k.startswith("workaround")]
 
 
@@ -129,4 +132,43 @@ def test_counts_name_remediated_only_when_the_workaround_is_on():
     counts = report.summary(rows, scope="all", target="remote", complete=True, workaround="apply")["counts"]
     assert counts["remediated"] == 1 and counts["susceptible"] == 0
     assert report.terminal_lines(rows, "apply")[-1].endswith("remediated: 1")
-    assert Verdict.REMEDIATED.mitigated
+    assert report.terminal_lines(rows, "apply")[1].startswith("[SUCCESS] h|<b>x<b>: m")
+    assert "remediated" in report.summary([], scope="all", target="remote", complete=True, workaround="dry-run")["counts"]
+
+
+OFF = {"scatter_gather": "off", "sg_fixed": False, "mtu": 1500}
+ON = {"scatter_gather": "on", "sg_fixed": False, "mtu": 1500}
+
+
+def _susceptible_row():
+    case = Case("h", "k", SG_OFF)
+    judgement = case.judge("xen")
+    return case.record(judgement), judgement
+
+
+def test_a_verified_fix_makes_the_row_remediated_with_the_state_read_after():
+    row, _ = _susceptible_row()
+    fixed = Judgement(Verdict.SG_ON, remediated_message("eth0", Verdict.SG_ON))
+    done = apply_to_record(row, Outcome("apply", "applied", ["ethtool -K eth0 sg on"], OFF, ON, judgement=fixed,
+                                        remediated=True))
+    assert (done.verdict, done.scatter_gather, done.fixes) == (REMEDIATED, "on", ())
+    assert done.message == "Scatter-Gather is now enabled on eth0 by the workaround. This mitigates the bug."
+    assert done.workaround["result"] == "applied" and "remediated" not in done.workaround
+    assert row.verdict == "susceptible"  # the audit's row is not changed in place
+
+
+def test_a_fix_whose_persisting_failed_is_remediated_but_failed():
+    row, _ = _susceptible_row()
+    fixed = Judgement(Verdict.SG_ON, remediated_message("eth0", Verdict.SG_ON))
+    outcome = Outcome("apply", "failed", [], OFF, ON, cause="cannot write /etc/x", judgement=fixed, remediated=True)
+    done = apply_to_record(row, outcome)
+    assert (done.verdict, done.workaround["result"], outcome.failed) == (REMEDIATED, "failed", True)
+
+
+@pytest.mark.parametrize("result", ["planned", "failed"])
+def test_an_unverified_workaround_leaves_the_rules_verdict(result):
+    row, judgement = _susceptible_row()
+    done = apply_to_record(row, Outcome("apply", result, before=OFF, after=OFF if result == "failed" else None,
+                                        judgement=judgement))
+    assert (done.verdict, done.fixes, done.scatter_gather) == ("susceptible", judgement.fixes, "off")
+    assert done.to_dict()["workaround"] == Outcome("apply", result, before=OFF, after=done.workaround["after"]).to_dict()

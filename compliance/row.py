@@ -1,0 +1,72 @@
+"""The report row: one case's result as every report shows it.
+
+Defined once, here, for everything that touches it: ``cases`` builds it, the workaround
+updates it, ``report`` renders it (JUnit, HTML, summary.json, terminal) and ``merge``
+reads it back from the shards. Its dict form is a ``results`` entry of summary.json
+(keys and their order are the schema users parse), and the form in which it travels
+from an xdist worker to the controller as ``report.xennet``.
+
+>>> row = Row("web1", "eth0", driver="vif", mtu=1500, scatter_gather="off", verdict="susceptible")
+>>> list(row.to_dict())
+['host', 'interface', 'driver', 'virtual', 'mtu', 'scatter_gather', 'sg_fixed', 'verdict', 'message', 'fixes', 'kernel']
+>>> Row.from_dict(row.to_dict()) == row
+True
+>>> [r.interface for r in sorted([row, Row("web1", verdict="error")], key=Row.sort_key)]
+[None, 'eth0']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+
+def order_key(host: str, interface: str | None) -> tuple[str, str]:
+    """The order of cases and rows everywhere: by host, a host's own case before its interfaces.
+
+    Every xdist worker must collect the cases in the same order, and every report
+    (shard or merged) lists the rows in it.
+    """
+    return (host, interface or "")
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One case's row. Fields are in summary.json's key order; the values are untrusted host strings."""
+
+    host: str
+    interface: str | None = None  # None for a host-level case (unreachable host, ...)
+    driver: str | None = None
+    virtual: bool | None = None
+    mtu: int | None = None
+    scatter_gather: str | None = None  # "on", "off", or None when unknown
+    sg_fixed: bool | None = None
+    verdict: str = ""  # a rule.Verdict value, or one the workaround adds ("remediated")
+    message: str = ""
+    fixes: tuple[str, ...] = ()
+    kernel: str | None = None
+    workaround: dict[str, Any] | None = None  # workaround.Outcome.to_dict(); absent from the dict when None
+
+    def sort_key(self) -> tuple[str, str]:
+        return order_key(self.host, self.interface)
+
+    def to_dict(self) -> dict[str, Any]:
+        """summary.json's ``results`` entry; ``workaround`` only for a case the workaround touched."""
+        data = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        data["fixes"] = list(self.fixes)
+        if self.workaround is None:
+            del data["workaround"]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Row:
+        """The inverse of :meth:`to_dict`. Refuses a missing or unknown key: that is another schema."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"not a report row: {type(data).__name__}")
+        names = [field.name for field in dataclasses.fields(cls)]
+        missing = [n for n in names if n not in data and n != "workaround"]
+        unknown = [k for k in data if k not in names]
+        if missing or unknown:
+            raise ValueError(f"not a report row: missing {missing}, unknown {unknown}")
+        return cls(**{**data, "fixes": tuple(data["fixes"])})
