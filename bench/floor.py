@@ -29,8 +29,15 @@ def interfaces(address: str, key: str, known: paramiko.HostKeys, timeout: float)
     sock = socket.create_connection((address, 22), timeout=timeout)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
-        client.connect(address, username="root", key_filename=key, sock=sock, timeout=timeout,
-                       look_for_keys=False, allow_agent=False)
+        client.connect(
+            address,
+            username="root",
+            key_filename=key,
+            sock=sock,
+            timeout=timeout,
+            look_for_keys=False,
+            allow_agent=False,
+        )
         _, stdout, _ = client.exec_command(COMMAND, timeout=timeout)
         words = stdout.read().decode().split()
     finally:

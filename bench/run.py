@@ -116,8 +116,15 @@ class Bench:
 
     def floor(self, n: int) -> Approach:
         def command(run_dir: Path):
-            argv = [sys.executable, "-m", "bench.floor", f"--key={self.lab.key_file}",
-                    f"--known-hosts={self.lab.known_hosts}", f"--workers={self.workers}", *self.addresses(n)]
+            argv = [
+                sys.executable,
+                "-m",
+                "bench.floor",
+                f"--key={self.lab.key_file}",
+                f"--known-hosts={self.lab.known_hosts}",
+                f"--workers={self.workers}",
+                *self.addresses(n),
+            ]
             return argv, ROOT, self.env
 
         def check(run_dir: Path, stdout: str) -> str | None:
@@ -129,11 +136,18 @@ class Bench:
     def audit(self, n: int, xdist: bool = False) -> Approach:
         def command(run_dir: Path):
             argv = [
-                sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+                sys.executable,
+                "-m",
+                "pytest",
+                "-p",
+                "no:cacheprovider",
                 "--hosts=" + ",".join(f"paramiko://root@{a}" for a in self.addresses(n)),
-                f"--ssh-identity-file={self.lab.key_file}", f"--ssh-known-hosts={self.lab.known_hosts}",
-                "--xennet-scope=all", f"--xennet-workers={self.workers}",
-                f"--junitxml={run_dir / 'junit.xml'}", f"--html={run_dir / 'report.html'}",
+                f"--ssh-identity-file={self.lab.key_file}",
+                f"--ssh-known-hosts={self.lab.known_hosts}",
+                "--xennet-scope=all",
+                f"--xennet-workers={self.workers}",
+                f"--junitxml={run_dir / 'junit.xml'}",
+                f"--html={run_dir / 'report.html'}",
                 f"--xennet-summary={run_dir / 'summary.json'}",
             ] + (["-n", "2"] if xdist else [])
             return argv, ROOT, self.env
@@ -163,9 +177,16 @@ class Bench:
             (run_dir / "pytest.ini").write_text("[pytest]\n")
             shutil.copy(ROOT / "bench" / "naive_testinfra.py", run_dir / "test_naive.py")
             argv = [
-                sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
+                sys.executable,
+                "-m",
+                "pytest",
+                "-p",
+                "no:cacheprovider",
+                "-q",
                 "--hosts=" + ",".join(f"paramiko://root@{a}" for a in self.addresses(n)),
-                f"--ssh-identity-file={self.lab.key_file}", f"--junitxml={run_dir / 'junit.xml'}", "test_naive.py",
+                f"--ssh-identity-file={self.lab.key_file}",
+                f"--junitxml={run_dir / 'junit.xml'}",
+                "test_naive.py",
             ] + (["-n", "2"] if xdist else [])
             return argv, run_dir, self.env
 
@@ -191,7 +212,9 @@ class Bench:
 
     def ansible(self, n: int, module: str) -> Approach:
         def command(run_dir: Path):
-            inventory = self.lab.write_ansible_inventory(run_dir / "inventory.ini", connection="ssh", names=self.names(n))
+            inventory = self.lab.write_ansible_inventory(
+                run_dir / "inventory.ini", connection="ssh", names=self.names(n)
+            )
             env = dict(
                 self.env,
                 ANSIBLE_SSH_CONTROL_PATH_DIR=str(run_dir / "cp"),  # ansible's default ControlPersist, kept here
@@ -199,8 +222,18 @@ class Bench:
                 ANSIBLE_REMOTE_TMP=str(run_dir / "remote-tmp"),  # lab hosts share this filesystem
                 ANSIBLE_DEPRECATION_WARNINGS="False",
             )
-            argv = [shutil.which("ansible") or "ansible", "all", "-i", str(inventory), "-f", str(self.workers),
-                    "-m", module, "-a", ONE_LINER]
+            argv = [
+                shutil.which("ansible") or "ansible",
+                "all",
+                "-i",
+                str(inventory),
+                "-f",
+                str(self.workers),
+                "-m",
+                module,
+                "-a",
+                ONE_LINER,
+            ]
             return argv, run_dir, env
 
         def check(run_dir: Path, stdout: str) -> str | None:
@@ -228,7 +261,9 @@ class Bench:
 def missing(seen: set, expected: set) -> str | None:
     if seen == expected:
         return None
-    return f"saw {len(seen & expected)}/{len(expected)} interfaces" + (f", {len(seen - expected)} unexpected" if seen - expected else "")
+    return f"saw {len(seen & expected)}/{len(expected)} interfaces" + (
+        f", {len(seen - expected)} unexpected" if seen - expected else ""
+    )
 
 
 def established(lab: Lab) -> list[str]:
@@ -243,8 +278,12 @@ def fds_while_gathering(bench: Bench, n: int) -> tuple[int, int, int]:
     from compliance.targets import expand
 
     count = lambda: len(os.listdir("/proc/self/fd"))  # noqa: E731
-    targets = expand([f"paramiko://root@{a}" for a in bench.addresses(n)], ssh_identity_file=str(bench.lab.key_file),
-                     known_hosts=str(bench.lab.known_hosts), timeout=30).targets
+    targets = expand(
+        [f"paramiko://root@{a}" for a in bench.addresses(n)],
+        ssh_identity_file=str(bench.lab.key_file),
+        known_hosts=str(bench.lab.known_hosts),
+        timeout=30,
+    ).targets
     before, peak, done = count(), [0], threading.Event()
 
     def sample() -> None:
@@ -289,8 +328,11 @@ def run_round_robin(bench: Bench, approaches: list[Approach], hosts: int, repeat
         for row in rows:
             run = bench.measure(row.approach, bench.workdir / tag / f"{row.approach.key}-{rep}")
             row.runs.append(run)
-            print(f"  [{tag} rep {rep + 1}/{repeat}] {row.approach.title}: {run.wall:.2f}s wall, {run.cpu:.2f}s cpu"
-                  + (f"  !! {run.problem}" if run.problem else ""), flush=True)
+            print(
+                f"  [{tag} rep {rep + 1}/{repeat}] {row.approach.title}: {run.wall:.2f}s wall, {run.cpu:.2f}s cpu"
+                + (f"  !! {run.problem}" if run.problem else ""),
+                flush=True,
+            )
     return rows
 
 
@@ -326,20 +368,36 @@ def versions() -> str:
 
 
 def machine() -> str:
-    cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
-                if l.startswith("model name")), platform.processor())
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
     debian = Path("/etc/debian_version").read_text().strip() if Path("/etc/debian_version").exists() else "?"
-    mem = int(next(l for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")).split()[1]) // 1024
+    mem = (
+        int(next(ln for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal")).split()[1])
+        // 1024
+    )
     return f"{os.cpu_count()} cores ({cpu}), {mem} MiB RAM, Debian {debian}, kernel {platform.release()}"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--hosts", type=int, default=100, help="hosts for the comparison of every approach (default 100)")
-    parser.add_argument("--scale", default="50,100,200", help="host counts for the floor and the audit (default 50,100,200)")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--hosts", type=int, default=100, help="hosts for the comparison of every approach (default 100)"
+    )
+    parser.add_argument(
+        "--scale", default="50,100,200", help="host counts for the floor and the audit (default 50,100,200)"
+    )
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=16, help="concurrency of every approach (default 16, the audit's)")
+    parser.add_argument(
+        "--workers", type=int, default=16, help="concurrency of every approach (default 16, the audit's)"
+    )
     parser.add_argument("--skip", default="", help="approaches to leave out, e.g. d,d2,e-raw")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "RESULTS.md")
     parser.add_argument("--keep-output", action="store_true", help="keep every run's output (the lab goes anyway)")
@@ -358,8 +416,15 @@ def main(argv: list[str] | None = None) -> int:
         with Lab(plan, prefix=PREFIX, network=NETWORK, workdir=workdir / "lab") as lab:
             bench = Bench(lab, workdir, args.workers)
             n = args.hosts
-            approaches = [bench.floor(n), bench.audit(n), bench.audit(n, xdist=True), bench.naive(n),
-                          bench.naive(n, xdist=True), bench.ansible(n, "shell"), bench.ansible(n, "raw")]
+            approaches = [
+                bench.floor(n),
+                bench.audit(n),
+                bench.audit(n, xdist=True),
+                bench.naive(n),
+                bench.naive(n, xdist=True),
+                bench.ansible(n, "shell"),
+                bench.ansible(n, "raw"),
+            ]
             approaches = [a for a in approaches if a.key not in skip]
 
             # One login and one command per host, checked by each host's own sshd.
@@ -373,7 +438,9 @@ def main(argv: list[str] | None = None) -> int:
             scaling: list[Row] = []
             for hosts in scale:
                 print(f"scaling at {hosts} hosts:", flush=True)
-                scaling += run_round_robin(bench, [bench.floor(hosts), bench.audit(hosts)], hosts, args.repeat, f"scale{hosts}")
+                scaling += run_round_robin(
+                    bench, [bench.floor(hosts), bench.audit(hosts)], hosts, args.repeat, f"scale{hosts}"
+                )
             fds = {hosts: fds_while_gathering(bench, hosts) for hosts in scale}
     finally:
         if args.keep_output:
@@ -395,7 +462,9 @@ def write_results(args, started, rows, scaling, fds, deltas, size) -> list[str]:
     biggest = max(audit)
     peak_rss = max(r.maxrss_kb for r in audit[biggest].runs) / 1024
     ratio = audit[biggest].wall / floor[biggest].wall
-    per_host = {h: 1000 * (audit[h].wall - audit[min(audit)].wall) / max(1, h - min(audit)) for h in audit if h != min(audit)}
+    per_host = {
+        h: 1000 * (audit[h].wall - audit[min(audit)].wall) / max(1, h - min(audit)) for h in audit if h != min(audit)
+    }
     out = [
         "# Benchmark results",
         "",
@@ -431,15 +500,19 @@ def write_results(args, started, rows, scaling, fds, deltas, size) -> list[str]:
         "",
         f"Audit at {biggest} hosts: **{ratio:.2f} × the floor**, peak RSS {peak_rss:.0f} MiB (largest process of the run).",
         "Marginal cost per extra host (audit): "
-        + ", ".join(f"{v:.1f} ms from {min(audit)} to {h}" for h, v in per_host.items()) + ".",
+        + ", ".join(f"{v:.1f} ms from {min(audit)} to {h}" for h, v in per_host.items())
+        + ".",
         "",
         "Open file descriptors of one in-process `gather()` (16 threads): "
-        + "; ".join(f"{h} hosts: {b} before, {p} at peak, {a} after" for h, (b, p, a) in fds.items()) + ".",
+        + "; ".join(f"{h} hosts: {b} before, {p} at peak, {a} after" for h, (b, p, a) in fds.items())
+        + ".",
         f"sshd logs of every host, for one audit run: (logins, commands) = {sorted(deltas)}.",
         "",
     ]
     if "b" in by_key and "e" in by_key:
-        out.append(f"Audit vs `ansible -m shell` at {args.hosts} hosts: {by_key['e'].wall / by_key['b'].wall:.1f}× faster.")
+        out.append(
+            f"Audit vs `ansible -m shell` at {args.hosts} hosts: {by_key['e'].wall / by_key['b'].wall:.1f}× faster."
+        )
         out.append("")
     out += targets(ratio, biggest, by_key, per_host, fds, deltas, peak_rss)
     out += NOTES
@@ -449,6 +522,7 @@ def write_results(args, started, rows, scaling, fds, deltas, size) -> list[str]:
 
 def targets(ratio, biggest, by_key, per_host, fds, deltas, peak_rss) -> list[str]:
     """The issue's targets, each judged from this run's numbers."""
+
     def mark(ok: bool) -> str:
         return "met" if ok else "**not met**"
 
@@ -458,11 +532,15 @@ def targets(ratio, biggest, by_key, per_host, fds, deltas, peak_rss) -> list[str
         speedup = by_key["e"].wall / by_key["b"].wall
         lines.append(f"| audit ≥ 10 × faster than `ansible -m shell` | {speedup:.1f} × | {mark(speedup >= 10)} |")
     spread = max(per_host.values()) / min(per_host.values()) if per_host else 1.0
-    lines.append(f"| cost linear in hosts | marginal {', '.join(f'{v:.1f}' for v in per_host.values())} ms/host "
-                 f"| {mark(spread < 1.5)} |")
+    lines.append(
+        f"| cost linear in hosts | marginal {', '.join(f'{v:.1f}' for v in per_host.values())} ms/host "
+        f"| {mark(spread < 1.5)} |"
+    )
     peaks = [p for (_, p, _) in fds.values()]
-    lines.append(f"| open fds flat in hosts, none left | peak {min(peaks)}–{max(peaks)}, all back to start "
-                 f"| {mark(all(a == b for (b, _, a) in fds.values()) and max(peaks) - min(peaks) < 8)} |")
+    lines.append(
+        f"| open fds flat in hosts, none left | peak {min(peaks)}–{max(peaks)}, all back to start "
+        f"| {mark(all(a == b for (b, _, a) in fds.values()) and max(peaks) - min(peaks) < 8)} |"
+    )
     lines.append(f"| one login and one command per host | {sorted(deltas)} | {mark(sorted(deltas) == [(1, 1)])} |")
     lines.append(f"| peak RSS at {biggest} hosts reported | {peak_rss:.0f} MiB | reported |")
     return lines + [""]

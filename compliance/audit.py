@@ -75,19 +75,25 @@ class AuditPlugin:
         self._set_report_paths()
         try:
             option = config.option
-            targets.check_files(option.ssh_identity_file, option.ssh_config, self.settings.known_hosts,
-                                self.settings.host_key_policy)
+            targets.check_files(
+                option.ssh_identity_file, option.ssh_config, self.settings.known_hosts, self.settings.host_key_policy
+            )
             expansion = audit_targets(config, self.settings)
             if not expansion.targets:
                 # An empty group or inventory must not read as a clean audit.
-                raise UsageProblem(f"--hosts={report.target_description(option.hosts)} matched no host: nothing to audit")
+                raise UsageProblem(
+                    f"--hosts={report.target_description(option.hosts)} matched no host: nothing to audit"
+                )
         except UsageProblem as exc:
             self._discard_stale_reports(str(exc))
             raise pytest.UsageError(str(exc)) from None
         self.everyone = expansion.targets
         self.warnings = expansion.warnings
         reporter = AuditReporter(
-            config, self.settings, self.paths["summary"], local=all(t.connection == "local" for t in self.everyone),
+            config,
+            self.settings,
+            self.paths["summary"],
+            local=all(t.connection == "local" for t in self.everyone),
             expected_cases=lambda: len(build_cases(self.results)),
         )
         config.pluginmanager.register(reporter, "xennet-reporter")
@@ -116,14 +122,17 @@ class AuditPlugin:
             return
         for key in ("junit", "html"):
             self.paths[key].unlink(missing_ok=True)
-        report.write_json(self.paths["summary"], {
-            "schema": report.SCHEMA,
-            "generated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "complete": False,
-            "error": error,
-            "counts": {},
-            "results": [],
-        })
+        report.write_json(
+            self.paths["summary"],
+            {
+                "schema": report.SCHEMA,
+                "generated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "complete": False,
+                "error": error,
+                "counts": {},
+                "results": [],
+            },
+        )
 
     # ---- configure / session ------------------------------------------------
 
@@ -152,7 +161,8 @@ class AuditPlugin:
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         if self.worker:
             # Workers never gather: the controller handed them its results.
-            self.results = [HostResult.from_dict(d) for d in self.config.workerinput[WORKERINPUT_KEY]]
+            workerinput = getattr(self.config, "workerinput")  # noqa: B009 - set by xdist on workers only
+            self.results = [HostResult.from_dict(d) for d in workerinput[WORKERINPUT_KEY]]
         else:
             self.results = self._gather()
 
@@ -185,7 +195,9 @@ class AuditPlugin:
             self.interrupted = True
             return exc.results
         failed = sum(1 for r in results if r.error)
-        self._say(f"gathered {len(results)} hosts in {time.monotonic() - started:.1f}s ({failed} unreachable or in error)")
+        self._say(
+            f"gathered {len(results)} hosts in {time.monotonic() - started:.1f}s ({failed} unreachable or in error)"
+        )
         self._say("")
         return results
 
@@ -240,7 +252,7 @@ class AuditPlugin:
             if outcome is not None:
                 request.node.stash[OUTCOME] = outcome
                 record = workaround.apply_to_record(record, outcome)
-                judgement = outcome.judgement
+                judgement = outcome.judgement or judgement
         request.node.stash[RECORD] = record.to_dict()  # the row's dict form: it travels to the xdist controller
         if judgement.verdict is Verdict.ERROR:
             # Failing in setup makes the case an error, never a pass; the cause is one line, no traceback.

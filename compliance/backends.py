@@ -46,14 +46,21 @@ def connect(target: Any) -> base.BaseBackend:
         raise FileNotFoundError(2, "identity file not found", identity)
     if target.connection == "local":
         return LocalBackend(sudo=options.get("sudo", False), sudo_user=options.get("sudo_user"))
-    common = {k: options.get(k) for k in ("ssh_config", "ssh_identity_file", "sudo_user", "known_hosts")}
-    common.update(sudo=bool(options.get("sudo")), timeout=options.get("timeout", DEFAULT_TIMEOUT),
-                  host_key_policy=options.get("host_key_policy", "strict"))
+    timeout = float(options.get("timeout", DEFAULT_TIMEOUT))
+    policy = str(options.get("host_key_policy", "strict"))
     if target.connection == "paramiko":
-        return ParamikoBackend(target.hostspec, **common)
+        return ParamikoBackend(
+            target.hostspec, ssh_config=options.get("ssh_config"), ssh_identity_file=identity,
+            sudo=bool(options.get("sudo")), sudo_user=options.get("sudo_user"), timeout=timeout,
+            known_hosts=options.get("known_hosts"), host_key_policy=policy,
+        )  # fmt: skip
     if target.connection == "ssh":
-        # controlpersist=0: leave no master connection behind.
-        return SshBackend(target.hostspec, ssh_extra_args=options.get("ssh_extra_args"), controlpersist=0, **common)
+        return SshBackend(
+            target.hostspec, ssh_config=options.get("ssh_config"), ssh_identity_file=identity,
+            sudo=bool(options.get("sudo")), sudo_user=options.get("sudo_user"), timeout=timeout,
+            known_hosts=options.get("known_hosts"), host_key_policy=policy,
+            ssh_extra_args=options.get("ssh_extra_args"), controlpersist=0,  # leave no master connection behind
+        )  # fmt: skip
     raise ValueError(f"unknown connection {target.connection!r}")
 
 
@@ -303,7 +310,7 @@ class ParamikoBackend(NonInteractiveSudo, testinfra.backend.paramiko.ParamikoBac
         }
         config_path = self._ssh_config_path()
         ssh_config = parsed_file(config_path, paramiko.SSHConfig.from_path) if config_path else None
-        if ssh_config is not None:
+        if ssh_config is not None and config_path is not None:
             self._load_ssh_config(client, cfg, ssh_config, os.path.dirname(config_path))
         # Our policy, set after ssh_config: `StrictHostKeyChecking no` there must not
         # silently turn checking off; --ssh-host-key-policy=insecure does that, visibly.
@@ -356,7 +363,7 @@ class ParamikoBackend(NonInteractiveSudo, testinfra.backend.paramiko.ParamikoBac
             chan.close()
 
     def _read_until_eof(self, chan: paramiko.Channel, recv: Any, deadline: float) -> bytes:
-        chunks = []
+        chunks: list[bytes] = []
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:

@@ -41,8 +41,13 @@ class Case:
         """The case's row in every report, as the rule judged it."""
         iface = self.interface
         if iface is None:
-            return Row(self.host, verdict=judgement.verdict.value, message=judgement.message,
-                       fixes=judgement.fixes, kernel=self.kernel)
+            return Row(
+                self.host,
+                verdict=judgement.verdict.value,
+                message=judgement.message,
+                fixes=judgement.fixes,
+                kernel=self.kernel,
+            )
         return Row(
             self.host,
             iface.name,

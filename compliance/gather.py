@@ -95,7 +95,7 @@ def probe_host(target: Target) -> HostResult:
                 return HostResult(target.label, error=f"probe failed (exit {result.rc}): {last_line(result.stderr)}")
             return HostResult(target.label, error=str(exc))
         return HostResult(target.label, facts=facts)
-    except Exception as exc:  # noqa: BLE001 - every failure becomes this host's error case
+    except Exception as exc:
         return HostResult(target.label, error=describe_error(exc, target))
     finally:
         target.close()
@@ -120,7 +120,9 @@ def gather(
         while pending:
             # Wake up now and then: the kernel may hand SIGINT/SIGTERM to any thread, and
             # Python runs the handler only when the main thread runs again.
-            done, pending = concurrent.futures.wait(pending, timeout=SIGNAL_POLL, return_when=concurrent.futures.FIRST_COMPLETED)
+            done, pending = concurrent.futures.wait(
+                pending, timeout=SIGNAL_POLL, return_when=concurrent.futures.FIRST_COMPLETED
+            )
             for future in done:
                 results.append(future.result())
                 if progress is not None:

@@ -166,7 +166,9 @@ def merged_html(summary: dict[str, Any]) -> str:
     for record in map(Row.from_dict, summary["results"]):
         cells = "".join(f"<td>{html.escape(c.text(record))}</td>" for c in columns)
         rows.append(f'<tr class="v-{esc(record.verdict)}">{cells}</tr>')
-    title = f"{CONTROL.id}: xen-netfront scatter-gather/MTU compliance (merged from {esc(summary.get('shards'))} shards)"
+    title = (
+        f"{CONTROL.id}: xen-netfront scatter-gather/MTU compliance (merged from {esc(summary.get('shards'))} shards)"
+    )
     return "\n".join(
         [
             "<!DOCTYPE html>",
@@ -209,7 +211,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Merge the reports of --xennet-shard runs into one summary.json, junit.xml and report.html.",
     )
     parser.add_argument("out", type=Path, metavar="OUT_DIR", help="where the merged reports are written")
-    parser.add_argument("shards", type=Path, nargs="+", metavar="SHARD", help="a shard's report directory (or its summary.json)")
+    parser.add_argument(
+        "shards", type=Path, nargs="+", metavar="SHARD", help="a shard's report directory (or its summary.json)"
+    )
     args = parser.parse_args(argv)
     try:
         summary = merge(args.out, args.shards)

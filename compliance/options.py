@@ -54,35 +54,77 @@ class UsageProblem(Exception):
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("xennet", "xen-netfront scatter-gather/MTU audit")
     add = group.addoption
-    add("--xennet-scope", default=OPTION_DEFAULTS["xennet_scope"], metavar="SCOPE",
-        help="xen (default): judge only xen-netfront interfaces; all: judge every non-loopback interface")
-    add("--xennet-workers", default=OPTION_DEFAULTS["xennet_workers"], metavar="N",
-        help=f"hosts gathered in parallel, at least 1 (default {DEFAULT_WORKERS})")
-    add("--xennet-timeout", default=OPTION_DEFAULTS["xennet_timeout"], metavar="SECONDS",
-        help=f"bound on connecting to a host, and on its remote command; positive (default {DEFAULT_TIMEOUT:g})")
-    add("--reports-dir", default=OPTION_DEFAULTS["reports_dir"], metavar="DIR",
+    add(
+        "--xennet-scope",
+        default=OPTION_DEFAULTS["xennet_scope"],
+        metavar="SCOPE",
+        help="xen (default): judge only xen-netfront interfaces; all: judge every non-loopback interface",
+    )
+    add(
+        "--xennet-workers",
+        default=OPTION_DEFAULTS["xennet_workers"],
+        metavar="N",
+        help=f"hosts gathered in parallel, at least 1 (default {DEFAULT_WORKERS})",
+    )
+    add(
+        "--xennet-timeout",
+        default=OPTION_DEFAULTS["xennet_timeout"],
+        metavar="SECONDS",
+        help=f"bound on connecting to a host, and on its remote command; positive (default {DEFAULT_TIMEOUT:g})",
+    )
+    add(
+        "--reports-dir",
+        default=OPTION_DEFAULTS["reports_dir"],
+        metavar="DIR",
         help="where junit.xml, report.html and summary.json are written, relative to the current "
-        "directory (default reports/); --junitxml, --html and --xennet-summary move one report")
-    add("--xennet-summary", default=None, metavar="PATH",
-        help="where to write the JSON summary (default REPORTS_DIR/summary.json)")
-    add("--xennet-shard", default=None, metavar="K/N",
+        "directory (default reports/); --junitxml, --html and --xennet-summary move one report",
+    )
+    add(
+        "--xennet-summary",
+        default=None,
+        metavar="PATH",
+        help="where to write the JSON summary (default REPORTS_DIR/summary.json)",
+    )
+    add(
+        "--xennet-shard",
+        default=None,
+        metavar="K/N",
         help="audit only shard K of N (1-based): a stable split of the hosts by name, for N machines; "
-        "combine their reports with `python -m compliance.merge`")
-    add("--ssh-host-key-policy", default=OPTION_DEFAULTS["ssh_host_key_policy"], metavar="POLICY",
+        "combine their reports with `python -m compliance.merge`",
+    )
+    add(
+        "--ssh-host-key-policy",
+        default=OPTION_DEFAULTS["ssh_host_key_policy"],
+        metavar="POLICY",
         help="strict (default): refuse unknown and changed host keys; accept-new: record keys of hosts "
         "never seen before (in the first --ssh-known-hosts file, else ~/.ssh/known_hosts), refuse changed "
-        "ones; insecure: accept any key (the reports say so)")
-    add("--ssh-known-hosts", default=None, metavar="FILE",
-        help="known_hosts file(s), space-separated, checked in addition to ~/.ssh/known_hosts")
-    add("--xennet-workaround", default=OPTION_DEFAULTS["xennet_workaround"], metavar="MODE",
+        "ones; insecure: accept any key (the reports say so)",
+    )
+    add(
+        "--ssh-known-hosts",
+        default=None,
+        metavar="FILE",
+        help="known_hosts file(s), space-separated, checked in addition to ~/.ssh/known_hosts",
+    )
+    add(
+        "--xennet-workaround",
+        default=OPTION_DEFAULTS["xennet_workaround"],
+        metavar="MODE",
         help="off (default): change nothing; dry-run: record the commands that would fix each susceptible "
-        "interface; apply: run them (as root, or with --sudo) and pass only if a re-read shows it mitigated")
-    add("--xennet-allow-mtu", action="store_true",
+        "interface; apply: run them (as root, or with --sudo) and pass only if a re-read shows it mitigated",
+    )
+    add(
+        "--xennet-allow-mtu",
+        action="store_true",
         help=f"with the workaround: if scatter-gather stays off, set MTU {JUMBO_MTU} (jumbo frames can break "
-        "paths that leave the VPC)")
-    add("--xennet-persist", action="store_true",
+        "paths that leave the VPC)",
+    )
+    add(
+        "--xennet-persist",
+        action="store_true",
         help="with --xennet-workaround=apply: keep scatter-gather on across reboots (a udev rule, and the "
-        "host's NetworkManager, ifcfg or ifupdown configuration); writes files under /etc, backing up changed ones")
+        "host's NetworkManager, ifcfg or ifupdown configuration); writes files under /etc, backing up changed ones",
+    )
 
 
 def _choice(option: str, value: Any, choices: tuple[str, ...]) -> str:

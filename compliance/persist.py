@@ -165,7 +165,9 @@ def ifcfg_with_sg(text: str) -> str | None:
     if not found:
         return text + ("" if not text or text.endswith("\n") else "\n") + f'ETHTOOL_OPTS="{wanted}"\n'
     index = found[-1]  # the file is sourced: the last assignment wins
-    indent, raw_value = _ETHTOOL_OPTS.match(lines[index].rstrip("\n")).groups()
+    match = _ETHTOOL_OPTS.match(lines[index].rstrip("\n"))
+    assert match is not None  # found above by the same pattern
+    indent, raw_value = match.groups()
     try:
         (value,) = shlex.split(raw_value) or [""]
     except ValueError:
@@ -333,7 +335,9 @@ class Writer:
         if existed and self.files[path] is None:
             raise PersistError(f"{path} is not a text file")
         backup = backup_path(path, self.now()) if existed else ""
-        self.commands.append(f"{'update' if existed else 'create'} {path}" + (f" (backup in {BACKUP_DIR})" if existed else ""))
+        self.commands.append(
+            f"{'update' if existed else 'create'} {path}" + (f" (backup in {BACKUP_DIR})" if existed else "")
+        )
         result = self.session.sh(_WRITE_SCRIPT, path, new, self.files.get(path) or "", backup, "1" if existed else "0")
         if result.rc != 0:
             raise PersistError(f"cannot write {path}: {last_line(result.stderr)}")

@@ -93,6 +93,16 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
     # pytest-metadata configure themselves, whatever order the entry points loaded in.
     if config.option.help or config.option.version:
         return
+    here = config.invocation_params.dir
+    if config.inipath is None and is_audit_module(here / "compliance" / AUDIT_MODULE_FILE):
+        # pytest locates its configuration before it knows plugin options, so in a clone's
+        # root `--ssh-identity-file KEY` made KEY look like a test path: the project's
+        # pyproject.toml was never read, and `pytest` would collect the project's own tests.
+        raise pytest.UsageError(
+            "pytest did not read this project's pyproject.toml: an option's path value was probably "
+            "given as a separate argument (e.g. `--ssh-identity-file KEY`). Write it with `=` "
+            "(`--ssh-identity-file=KEY`), or run `xennet-audit`, which takes either."
+        )
     if audit_selected(config):
         from compliance.audit import AuditPlugin  # paramiko and testinfra backends load only here
 
@@ -124,6 +134,10 @@ def pytest_pycollect_makemodule(module_path: Path, parent: Any) -> pytest.Module
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     # `pytest --hosts=...` outside the project collects nothing: say how to reach the audit.
-    if int(exitstatus) == pytest.ExitCode.NO_TESTS_COLLECTED and getattr(config.option, "hosts", None) is not None:
-        if not config.pluginmanager.has_plugin(PLUGIN_NAME):
-            terminalreporter.write_line(f"xennet: {HINT}", yellow=True)
+    nothing = int(exitstatus) == pytest.ExitCode.NO_TESTS_COLLECTED
+    if (
+        nothing
+        and getattr(config.option, "hosts", None) is not None
+        and not config.pluginmanager.has_plugin(PLUGIN_NAME)
+    ):
+        terminalreporter.write_line(f"xennet: {HINT}", yellow=True)

@@ -13,16 +13,18 @@ True
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import re
 from collections.abc import Iterable, Sequence
-from typing import NamedTuple, TypeVar
+from typing import TypeVar
 
 _SPEC = re.compile(r"([1-9][0-9]{0,5})/([1-9][0-9]{0,5})")
 _T = TypeVar("_T")
 
 
-class Shard(NamedTuple):
+@dataclasses.dataclass(frozen=True)
+class Shard:
     """Shard ``index`` (1-based) of ``count``."""
 
     index: int

@@ -35,7 +35,13 @@ from compliance.options import DEFAULT_TIMEOUT, UsageProblem
 SCHEMES = ("paramiko", "ssh", "local", "ansible")
 CONNECTIONS = ("paramiko", "ssh", "local")  # what a target finally connects with
 # Ansible's connection plugins that reach a host the way one of ours does.
-ANSIBLE_CONNECTIONS = {"ssh": "ssh", "smart": "ssh", "paramiko_ssh": "paramiko", "paramiko": "paramiko", "local": "local"}
+ANSIBLE_CONNECTIONS = {
+    "ssh": "ssh",
+    "smart": "ssh",
+    "paramiko_ssh": "paramiko",
+    "paramiko": "paramiko",
+    "local": "local",
+}
 ANSIBLE_KEY_VARS = ("ansible_ssh_private_key_file", "ansible_private_key_file")
 INVENTORY_TIMEOUT = 120  # seconds; a dynamic inventory script may be slow, never endless
 
@@ -221,8 +227,10 @@ def expand(
     ``specs`` None means this machine. Raises :class:`UsageProblem` for any mistake.
     """
     if force_ansible:
-        raise UsageProblem("--force-ansible is not supported: the audit connects to each host itself "
-                           "(bounded by --xennet-timeout, host keys verified)")
+        raise UsageProblem(
+            "--force-ansible is not supported: the audit connects to each host itself "
+            "(bounded by --xennet-timeout, host keys verified)"
+        )
     run = {"timeout": timeout, "known_hosts": known_hosts, "host_key_policy": host_key_policy}
     found: dict[str, Target] = {}
     warnings: list[str] = []
@@ -230,8 +238,12 @@ def expand(
     for spec in specs if specs is not None else ["local://"]:
         scheme, hostspec, query = _scheme_of(spec, connection)
         base = {
-            "ssh_config": ssh_config, "ssh_identity_file": ssh_identity_file, "ssh_extra_args": ssh_extra_args,
-            "sudo": sudo, "sudo_user": sudo_user, **query,
+            "ssh_config": ssh_config,
+            "ssh_identity_file": ssh_identity_file,
+            "ssh_extra_args": ssh_extra_args,
+            "sudo": sudo,
+            "sudo_user": sudo_user,
+            **query,
         }
         if scheme == "ansible":
             inventory = query.get("ansible_inventory", ansible_inventory)
@@ -274,12 +286,15 @@ def read_inventory(path: str | None) -> dict[str, Any]:
     # Ansible only warns about an inventory it cannot parse, and lists an empty one.
     env = dict(os.environ, ANSIBLE_VERBOSITY="0", ANSIBLE_INVENTORY_UNPARSED_FAILED="True", ANSIBLE_NOCOLOR="1")
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=INVENTORY_TIMEOUT,
-                              stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            argv, capture_output=True, text=True, env=env, timeout=INVENTORY_TIMEOUT, stdin=subprocess.DEVNULL
+        )
     except subprocess.TimeoutExpired:
         raise UsageProblem(f"ansible-inventory did not answer within {INVENTORY_TIMEOUT}s for {path}") from None
     if proc.returncode != 0:
-        raise UsageProblem(f"--ansible-inventory {path or '(ansible default)'} is malformed: {_ansible_words(proc.stderr)}")
+        raise UsageProblem(
+            f"--ansible-inventory {path or '(ansible default)'} is malformed: {_ansible_words(proc.stderr)}"
+        )
     try:
         inventory = json.loads(proc.stdout)
     except ValueError:
@@ -335,15 +350,21 @@ def _from_inventory(
         kind = getattr(backend, "NAME", None)
         if backend is None or kind not in CONNECTIONS:
             connection = hostvars.get(name, {}).get("ansible_connection", "ssh")
-            raise UsageProblem(f"inventory host {name}: ansible_connection={connection} is not supported "
-                               f"(use {', '.join(sorted(ANSIBLE_CONNECTIONS))})")
+            raise UsageProblem(
+                f"inventory host {name}: ansible_connection={connection} is not supported "
+                f"(use {', '.join(sorted(ANSIBLE_CONNECTIONS))})"
+            )
         targets.append(_from_backend(name, source, kind, backend, base, run))
-    overridden = [n for n in names if base["ssh_identity_file"] and any(k in hostvars.get(n, {}) for k in ANSIBLE_KEY_VARS)]
+    overridden = [
+        n for n in names if base["ssh_identity_file"] and any(k in hostvars.get(n, {}) for k in ANSIBLE_KEY_VARS)
+    ]
     warning = None
     if overridden:
         shown = ", ".join(overridden[:5]) + (f" and {len(overridden) - 5} more" if len(overridden) > 5 else "")
-        warning = (f"the inventory's ansible_ssh_private_key_file wins over --ssh-identity-file "
-                   f"(Ansible's precedence) for {len(overridden)} host(s): {shown}")
+        warning = (
+            f"the inventory's ansible_ssh_private_key_file wins over --ssh-identity-file "
+            f"(Ansible's precedence) for {len(overridden)} host(s): {shown}"
+        )
     return targets, warning
 
 

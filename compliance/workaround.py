@@ -33,10 +33,10 @@ from typing import Any
 
 from compliance import persist
 from compliance.options import WORKAROUND_MODES
-from compliance.targets import Target
 from compliance.probe import PROBE_COMMAND, InterfaceFacts, ProbeError, excerpt, last_line, parse_probe
 from compliance.row import Row
 from compliance.rule import JUMBO_MTU, Judgement, Verdict, judge
+from compliance.targets import Target
 
 MODES = WORKAROUND_MODES
 # The workaround's verdict, never the rule's (which judges a state, not who fixed it): a
@@ -188,7 +188,7 @@ class HostSession:
     def _ask_privilege(self) -> str:
         try:
             result = self.run(["id", "-u"])
-        except Exception as exc:  # noqa: BLE001 - the host's one-line cause
+        except Exception as exc:
             from compliance.gather import describe_error
 
             return f"cannot connect to {self.label}: {describe_error(exc, self.target)}"
@@ -278,7 +278,7 @@ class Remediator:
             self._apply(self.session(host), iface, judgement, outcome)
         except (WorkaroundError, persist.PersistError) as exc:
             outcome.result, outcome.cause = "failed", str(exc)
-        except Exception as exc:  # noqa: BLE001 - a lost connection etc.: this case fails, closed
+        except Exception as exc:
             outcome.result, outcome.cause = "failed", f"{type(exc).__name__}: {excerpt(str(exc))}"
         if outcome.judgement is None:
             outcome.judgement = judgement
@@ -288,7 +288,8 @@ class Remediator:
         commands = [render(sg_argv(ethtool, iface.name), self.sudo)]
         if self.allow_mtu:
             commands.append(
-                render(mtu_argv(iface.name), self.sudo) + f"  # only if scatter-gather stays off and max MTU >= {JUMBO_MTU}"
+                render(mtu_argv(iface.name), self.sudo)
+                + f"  # only if scatter-gather stays off and max MTU >= {JUMBO_MTU}"
             )
         return Outcome("dry-run", "planned", commands, before=state(iface), judgement=judgement)
 
@@ -309,7 +310,9 @@ class Remediator:
         if not after.scatter_gather:
             reason = mtu_step(self.allow_mtu, after, self._max_mtu(session, now.name) if self.allow_mtu else None)
             if reason is not None:
-                raise WorkaroundError(f"scatter-gather is still off on {excerpt(now.name)} ({complaint}); no MTU change: {reason}")
+                raise WorkaroundError(
+                    f"scatter-gather is still off on {excerpt(now.name)} ({complaint}); no MTU change: {reason}"
+                )
             argv = mtu_argv(now.name)
             outcome.commands.append(render(argv, session.sudo))
             said = session.sh(_IP_SCRIPT, *argv[1:])

@@ -25,12 +25,15 @@ PLAN = (
     HostPlan("sgon", (IfacePlan("eth0", mtu=1500, sg=True),)),
     HostPlan("jumbo", (IfacePlan("eth0", mtu=9001, sg=False),)),
     HostPlan("exposed", (IfacePlan("eth0", mtu=1500, sg=False),)),
-    HostPlan("multi", (
-        IfacePlan("eth0", mtu=1500, sg=True),
-        IfacePlan("eth1", mtu=1500, sg=False),
-        IfacePlan("eth2", mtu=9001, sg=False),
-        IfacePlan("eth1.100", mtu=1500, sg=True),
-    )),
+    HostPlan(
+        "multi",
+        (
+            IfacePlan("eth0", mtu=1500, sg=True),
+            IfacePlan("eth1", mtu=1500, sg=False),
+            IfacePlan("eth2", mtu=9001, sg=False),
+            IfacePlan("eth1.100", mtu=1500, sg=True),
+        ),
+    ),
     HostPlan("bigmtu", (IfacePlan("eth0", mtu=9216, sg=False),)),
     HostPlan("below", (IfacePlan("eth0", mtu=9000, sg=False),)),
     HostPlan("mixed", (IfacePlan("eth0", mtu=9001, sg=True), IfacePlan("eth1", mtu=1500, sg=False))),
@@ -41,15 +44,18 @@ PLAN = (
     HostPlan("hung", hang=True),
     HostPlan("noethtool", ethtool=False),
     # Names Linux allows; each would run a command if it ever reached a shell unquoted.
-    HostPlan("hostile", (
-        IfacePlan("eth0"),
-        IfacePlan("$(>xnl-pwned)", sg=False),
-        IfacePlan("`>xnl-pwn2`"),
-        IfacePlan("a;b"),
-        IfacePlan("a|b"),
-        IfacePlan("a'b"),
-        IfacePlan("<b>x<b>", sg=False),
-    )),
+    HostPlan(
+        "hostile",
+        (
+            IfacePlan("eth0"),
+            IfacePlan("$(>xnl-pwned)", sg=False),
+            IfacePlan("`>xnl-pwn2`"),
+            IfacePlan("a;b"),
+            IfacePlan("a|b"),
+            IfacePlan("a'b"),
+            IfacePlan("<b>x<b>", sg=False),
+        ),
+    ),
 )
 HOSTILE_MARKERS = ("xnl-pwned", "xnl-pwn2")
 EXPECTED = {
@@ -148,7 +154,11 @@ class Audit:
 def audit_argv(reports: Path, *args: str) -> list[str]:
     """The command line of an audit as a user would type it, writing reports under ``reports``."""
     return [
-        sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+        sys.executable,
+        "-m",
+        "pytest",
+        "-p",
+        "no:cacheprovider",
         f"--junitxml={reports / 'junit.xml'}",
         f"--html={reports / 'report.html'}",
         f"--xennet-summary={reports / 'summary.json'}",
@@ -159,8 +169,14 @@ def audit_argv(reports: Path, *args: str) -> list[str]:
 def run_audit(reports: Path, *args: str, timeout: float = 300, env: dict | None = None) -> Audit:
     """Run the audit as a user would, from the project root, writing reports under ``reports``."""
     reports.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(audit_argv(reports, *args), cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                          env=dict(os.environ, COLUMNS="200", **(env or {})))
+    proc = subprocess.run(
+        audit_argv(reports, *args),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ, COLUMNS="200", **(env or {})),
+    )
     return Audit(proc.returncode, proc.stdout, proc.stderr, reports)
 
 

@@ -30,10 +30,11 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence, TypeVar
+from typing import Callable, TypeVar
 
 __all__ = [
     "HostPlan",
@@ -54,10 +55,7 @@ SSHD = "/usr/sbin/sshd"
 SHELL_STARTUP_FILES = ("/root/.bashrc", "/root/.profile", "/root/.bash_profile")
 # The sh wrapper every host command runs through: bind-mount (SRC, DST) pairs up
 # to "--", then exec the rest.  Paths arrive as argv, never inside the script.
-_MOUNT_WRAPPER = (
-    'while [ "$1" != -- ]; do mount --bind "$1" "$2" || exit 1; shift 2; done; '
-    'shift; exec "$@"'
-)
+_MOUNT_WRAPPER = 'while [ "$1" != -- ]; do mount --bind "$1" "$2" || exit 1; shift 2; done; shift; exec "$@"'
 _PREFIX_RE = re.compile(r"[a-z][a-z0-9]{0,7}")
 _HOST_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
 _USER_NAME_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
@@ -144,8 +142,11 @@ class LabHost:
 
 def require_networkmanager() -> str | None:
     """Why a ``HostPlan(networkmanager=True)`` cannot run here, or None if it can."""
-    missing = [t for t in ("NetworkManager", "nmcli", "nm-online", "dbus-daemon")
-               if shutil.which(t, path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])) is None]
+    missing = [
+        t
+        for t in ("NetworkManager", "nmcli", "nm-online", "dbus-daemon")
+        if shutil.which(t, path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])) is None
+    ]
     if missing:
         return "NetworkManager hosts need missing tools: " + ", ".join(missing)
     if not os.path.isdir(NM_STATE_DIR):
@@ -174,9 +175,7 @@ def require_root() -> str | None:
 # small process helpers
 
 
-def _run(
-    argv: Sequence[str], *, input: str | None = None, check: bool = True
-) -> subprocess.CompletedProcess[str]:
+def _run(argv: Sequence[str], *, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
     """Run argv (never through a shell), capturing text output."""
     proc = subprocess.run(list(argv), input=input, capture_output=True, text=True)
     if check and proc.returncode != 0:
@@ -224,11 +223,7 @@ def read_sg(ethtool_k_output: str) -> bool:
 
 def _valid_ifname(name: str) -> bool:
     """Kernel rules (dev_valid_name) for an interface name."""
-    return (
-        0 < len(name.encode()) <= 15
-        and name not in (".", "..")
-        and not any(c in "/:" or c.isspace() for c in name)
-    )
+    return 0 < len(name.encode()) <= 15 and name not in (".", "..") and not any(c in "/:" or c.isspace() for c in name)
 
 
 # --------------------------------------------------------------------------
@@ -348,9 +343,7 @@ class Lab:
         self.bridge = f"{prefix}-br"
         self.park_netns = f"{prefix}-park"
         self._validate_plan()
-        self.hosts: dict[str, LabHost] = {
-            hp.name: self._make_host(idx, hp) for idx, hp in enumerate(self.plan)
-        }
+        self.hosts: dict[str, LabHost] = {hp.name: self._make_host(idx, hp) for idx, hp in enumerate(self.plan)}
         self._sshd: dict[str, subprocess.Popen[bytes]] = {}
         self._daemons: list[subprocess.Popen[bytes]] = []  # dbus-daemon and NetworkManager of NM hosts
         self._built = False  # True once anything may exist in the kernel
@@ -454,13 +447,13 @@ class Lab:
 
     # ---- public API -------------------------------------------------------
 
-    def __enter__(self) -> "Lab":
+    def __enter__(self) -> Lab:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def start(self) -> "Lab":
+    def start(self) -> Lab:
         """Build namespaces, interfaces and sshds; tear down and re-raise on failure."""
         if self._built:
             raise LabError("lab already started")
@@ -602,8 +595,12 @@ class Lab:
         """
         if not (etc / "sudoers").is_file():
             raise LabError("lab users need sudo installed (apt-get install sudo)")
-        used = {int(line.split(":")[2]) for f in ("/etc/passwd", "/etc/group")
-                for line in Path(f).read_text().splitlines() if line.count(":") >= 2}
+        used = {
+            int(line.split(":")[2])
+            for f in ("/etc/passwd", "/etc/group")
+            for line in Path(f).read_text().splitlines()
+            if line.count(":") >= 2
+        }
         free = (uid for uid in range(FIRST_LAB_UID, FIRST_LAB_UID + 10000) if uid not in used)
         # sshd reads the fixed AuthorizedKeysFile as the user: the path must be traversable.
         for d in (self._wd(), self._wd() / "hosts", self.host_dir(host.name)):
@@ -651,7 +648,9 @@ class Lab:
     def _start_networkmanager(self, host: LabHost) -> None:
         """The host's own system bus, then its NetworkManager; wait until NM has started up."""
         hdir = self.host_dir(host.name)
-        self._spawn_daemon(host, ["dbus-daemon", "--system", "--nofork", "--nopidfile", "--nosyslog"], hdir / "dbus.log")
+        self._spawn_daemon(
+            host, ["dbus-daemon", "--system", "--nofork", "--nopidfile", "--nosyslog"], hdir / "dbus.log"
+        )
         socket_path = hdir / "run" / "dbus" / "system_bus_socket"
         deadline = time.monotonic() + 10
         while not socket_path.exists():
@@ -667,10 +666,15 @@ class Lab:
 
     def _spawn_daemon(self, host: LabHost, argv: Sequence[str], log_path: Path) -> None:
         with open(log_path, "wb") as log:
-            self._daemons.append(subprocess.Popen(
-                self._ns_argv(host, argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            ))
+            self._daemons.append(
+                subprocess.Popen(
+                    self._ns_argv(host, argv),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
 
     def _host_mounts(self, host: LabHost) -> list[tuple[Path, Path]]:
         """The (source, target) bind mounts private to one host: the single
@@ -681,8 +685,10 @@ class Lab:
         if host.plan.networkmanager:
             # A /run of its own holds the host's D-Bus socket: nmcli in its sshd sessions
             # reaches its NetworkManager, never another host's or this machine's.
-            mounts += [(self.host_dir(host.name) / "run", Path("/run")),
-                       (self.host_dir(host.name) / "nm-state", Path(NM_STATE_DIR))]
+            mounts += [
+                (self.host_dir(host.name) / "run", Path("/run")),
+                (self.host_dir(host.name) / "nm-state", Path(NM_STATE_DIR)),
+            ]
         mounts += [(empty, Path(t)) for t in SHELL_STARTUP_FILES if os.path.isfile(t)]
         real_ethtool = [Path(p) for p in ETHTOOL_PATHS if os.path.isfile(p) and not os.path.islink(p)]
         if not host.plan.ethtool:

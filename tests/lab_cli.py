@@ -1,8 +1,8 @@
 """Bring a namespace SSH lab up or down by hand (debugging aid).
 
-    python -m tests.lab_cli up --hosts 3        # prints host specs and ssh_config
-    ssh -F /tmp/xnl-lab-cli/ssh_config host000 ethtool -k eth0
-    python -m tests.lab_cli down
+python -m tests.lab_cli up --hosts 3        # prints host specs and ssh_config
+ssh -F /tmp/xnl-lab-cli/ssh_config host000 ethtool -k eth0
+python -m tests.lab_cli down
 """
 
 from __future__ import annotations
@@ -40,8 +40,9 @@ def down(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.lab_cli", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.lab_cli", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("command", choices=["up", "down"])
     parser.add_argument("--hosts", type=int, default=3)
     parser.add_argument("--prefix", default="xnl")

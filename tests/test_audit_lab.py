@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import json
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -79,8 +80,16 @@ def test_junit_has_host_then_interface_then_check(lab, serial):
     multi = lab.hosts["multi"].address
     vlan = by_class[f"{multi}.eth1\u2024100"]  # the dot in eth1.100 must not split the class
     props = {p.get("name"): p.get("value") for p in vlan.iter("property")}
-    assert props == {"host": multi, "interface": "eth1.100", "driver": "", "mtu": "1500",
-                     "scatter_gather": "on", "sg_fixed": "false", "verdict": "sg-on", "kernel": props["kernel"]}
+    assert props == {
+        "host": multi,
+        "interface": "eth1.100",
+        "driver": "",
+        "mtu": "1500",
+        "scatter_gather": "on",
+        "sg_fixed": "false",
+        "verdict": "sg-on",
+        "kernel": props["kernel"],
+    }
     assert vlan.get("name") == "XENNET-01 scatter-gather/MTU"
     exposed = by_class[f"{lab.hosts['exposed'].address}.eth0"]
     assert exposed.find("failure") is not None
@@ -97,10 +106,13 @@ def test_html_report_has_sortable_audit_columns(lab, serial):
     blob = json.loads(html.unescape(re.search(r'data-jsonblob="([^"]*)"', page).group(1)))
     rows = [t for tests in blob["tests"].values() for t in tests]
     verdicts = {}
+
+    def cell(cells: str, col: str) -> str:
+        return html.unescape(re.search(rf'<td class="col-{col}">([^<]*)</td>', cells).group(1))
+
     for row in rows:
         cells = "".join(row["resultsTableRow"])
-        cell = lambda col: html.unescape(re.search(rf'<td class="col-{col}">([^<]*)</td>', cells).group(1))  # noqa: E731
-        verdicts[(cell("host"), cell("interface"))] = cell("verdict")
+        verdicts[(cell(cells, "host"), cell(cells, "interface"))] = cell(cells, "verdict")
     names = {h.address: n for n, h in lab.hosts.items()}
     assert {(names[h], i or None): v for (h, i), v in verdicts.items()} == EXPECTED
     assert "<script src=" not in page  # self-contained
@@ -110,8 +122,10 @@ def test_terminal_summary_is_the_diagnostic_results_block(lab, serial):
     out = serial.stdout
     assert "----------[Diagnostic Results]----------" in out
     exposed = lab.hosts["exposed"].address
-    assert (f"[WARN] {exposed}|eth0: Scatter-Gather is off and MTU is set below 9001 on eth0. "
-            "You are potentially susceptible to the bug.") in out
+    assert (
+        f"[WARN] {exposed}|eth0: Scatter-Gather is off and MTU is set below 9001 on eth0. "
+        "You are potentially susceptible to the bug."
+    ) in out
     assert "-- You can enable Scatter-Gather with 'sudo ethtool -K eth0 sg on'" in out
     assert f"[SUCCESS] {lab.hosts['sgon'].address}|eth0: Scatter-Gather is enabled on eth0." in out
     assert "sg-on: 12  jumbo-mtu: 3  susceptible: 7  not-applicable: 0  error: 3" in out
@@ -144,8 +158,13 @@ def test_ansible_inventory_goes_through_testinfra(lab, tmp_path):
     pytest.importorskip("ansible", reason="ansible-core is the optional [ansible] extra")
     names = ["sgon", "exposed", "multi"]
     inventory = lab.write_ansible_inventory(tmp_path / "lab.ini", connection="paramiko_ssh", names=names)
-    audit = run_audit(tmp_path / "reports", "--hosts=ansible://all", f"--ansible-inventory={inventory}",
-                      f"--ssh-known-hosts={lab.known_hosts}", "--xennet-scope=all")
+    audit = run_audit(
+        tmp_path / "reports",
+        "--hosts=ansible://all",
+        f"--ansible-inventory={inventory}",
+        f"--ssh-known-hosts={lab.known_hosts}",
+        "--xennet-scope=all",
+    )
     hosts = {r["host"] for r in audit.summary["results"]}
     assert hosts == set(names), audit.stdout  # inventory names label the hosts
     verdicts = {(r["host"], r["interface"]): r["verdict"] for r in audit.summary["results"]}
@@ -197,6 +216,31 @@ def test_hostile_interface_names_are_escaped_in_every_report(lab, serial):
 
 def test_hosts_that_match_nothing_are_a_usage_error_not_a_clean_audit(tmp_path):
     pytest.importorskip("ansible", reason="ansible-core is the optional [ansible] extra")
-    audit = run_audit(tmp_path, "--hosts=ansible://nosuchgroup", f"--ansible-inventory={ROOT / 'inventories' / 'example.ini'}")
+    audit = run_audit(
+        tmp_path, "--hosts=ansible://nosuchgroup", f"--ansible-inventory={ROOT / 'inventories' / 'example.ini'}"
+    )
     assert audit.returncode == 4, audit.stdout
     assert "--hosts=ansible://nosuchgroup matched no host: nothing to audit" in audit.stderr + audit.stdout
+
+
+def test_an_inventory_key_that_wins_over_the_identity_file_is_named_once(lab, tmp_path):
+    pytest.importorskip("ansible", reason="ansible-core is the optional [ansible] extra")
+    names = ["sgon", "exposed"]
+    inventory = lab.write_ansible_inventory(tmp_path / "lab.ini", connection="paramiko_ssh", names=names)
+    other = tmp_path / "jenkins_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    audit = run_audit(
+        tmp_path / "reports",
+        "--hosts=ansible://all",
+        f"--ansible-inventory={inventory}",
+        f"--ssh-identity-file={other}",
+        f"--ssh-known-hosts={lab.known_hosts}",
+        "--xennet-scope=all",
+    )
+    warning = (
+        "xennet: warning: the inventory's ansible_ssh_private_key_file wins over --ssh-identity-file "
+        "(Ansible's precedence) for 2 host(s): exposed, sgon"
+    )
+    assert audit.stdout.count(warning) == 1, audit.stdout
+    # The inventory's key logged in (Ansible's precedence, documented in the README).
+    assert {r["host"]: r["verdict"] for r in audit.summary["results"]} == {"sgon": "sg-on", "exposed": "susceptible"}

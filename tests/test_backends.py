@@ -8,7 +8,6 @@ import pytest
 from compliance.backends import KnownHosts, ParamikoBackend, SshBackend, record_file
 
 
-
 @pytest.fixture(scope="module")
 def keys():
     return [paramiko.ECDSAKey.generate(), paramiko.ECDSAKey.generate(), paramiko.RSAKey.generate(1024)]
@@ -58,7 +57,7 @@ def test_sudo_never_prompts(backend_class):
 )
 def test_openssh_command_line_carries_the_host_key_policy(policy, options):
     cmd, args = SshBackend("root@10.0.0.5", host_key_policy=policy)._build_ssh_command("true")
-    assert cmd[0] == "ssh" and cmd[-len(options) - 1:-1] == options and args[-2:] == ["10.0.0.5", "true"]
+    assert cmd[0] == "ssh" and cmd[-len(options) - 1 : -1] == options and args[-2:] == ["10.0.0.5", "true"]
 
 
 def test_openssh_known_hosts_file_comes_first_so_accept_new_records_there():

@@ -9,12 +9,13 @@ import pytest
 from compliance.gather import HostResult
 from compliance.probe import HostFacts, InterfaceFacts
 from compliance.report import target_description
-from compliance.targets import redact as redact_spec
 from compliance.targets import expand
+from compliance.targets import redact as redact_spec
 
 
 def make_targets(specs, **kwargs):
     return expand(specs, **kwargs).targets
+
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -72,8 +73,9 @@ def test_target_description_never_shows_a_password():
 
 
 def test_host_results_survive_the_trip_to_xdist_workers():
-    facts = HostFacts("6.1", "xen", "Xen", None, "/usr/sbin/ethtool",
-                      (InterfaceFacts("$(x)", "vif", False, 1500, False, True),))
+    facts = HostFacts(
+        "6.1", "xen", "Xen", None, "/usr/sbin/ethtool", (InterfaceFacts("$(x)", "vif", False, 1500, False, True),)
+    )
     for result in (HostResult("web1", facts=facts), HostResult("web2", error="connection refused")):
         assert HostResult.from_dict(result.to_dict()) == result
 

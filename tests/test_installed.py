@@ -20,9 +20,10 @@ import pytest
 
 from tests.conftest import ROOT
 
-COPY_IGNORE = shutil.ignore_patterns(".git", ".tox", ".venv", "reports", "__pycache__", "*.egg-info", "build",
-                                     ".pytest_cache")
-OTHER_TEST = '''
+COPY_IGNORE = shutil.ignore_patterns(
+    ".git", ".tox", ".venv", "reports", "__pycache__", "*.egg-info", "build", ".pytest_cache"
+)
+OTHER_TEST = """
 import sys
 import testinfra.backend
 
@@ -31,7 +32,7 @@ def test_testinfra_is_upstreams(host):
     assert testinfra.backend.BACKENDS["paramiko"] == "testinfra.backend.paramiko.ParamikoBackend"
     assert "compliance.audit" not in sys.modules and "paramiko" not in sys.modules
     assert host.run("true").rc == 0
-'''
+"""
 
 
 class Installed:
@@ -52,8 +53,12 @@ def installed(tmp_path_factory) -> Installed:
     where = Installed(tmp_path_factory.mktemp("installed"))
     shutil.copytree(ROOT, where.clone, ignore=COPY_IGNORE)
     venv.create(where.root / "venv", with_pip=True)
-    proc = subprocess.run([str(where.bin / "python"), "-m", "pip", "install", "--quiet", str(where.clone)],
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [str(where.bin / "python"), "-m", "pip", "install", "--quiet", str(where.clone)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     if proc.returncode != 0:
         pytest.fail(f"pip install failed:\n{proc.stdout}\n{proc.stderr}")
     return where
@@ -65,8 +70,9 @@ def reports_of(directory: Path) -> dict:
 
 
 def test_the_install_is_not_editable(installed):
-    proc = installed.run([str(installed.bin / "python"), "-c", "import compliance; print(compliance.__file__)"],
-                         cwd=installed.root)
+    proc = installed.run(
+        [str(installed.bin / "python"), "-c", "import compliance; print(compliance.__file__)"], cwd=installed.root
+    )
     assert "site-packages" in proc.stdout and str(installed.clone) not in proc.stdout
 
 
@@ -86,14 +92,20 @@ def test_pytest_pyargs_from_an_empty_directory(installed, tmp_path):
 
 def test_console_script_ignores_the_callers_pytest_config(installed, tmp_path):
     (tmp_path / "pytest.ini").write_text("[pytest]\naddopts = --this-option-does-not-exist\n")
-    proc = installed.run([str(installed.bin / "xennet-audit"), "--hosts=local://"], cwd=tmp_path)
+    # Path values may follow a space: xennet-audit pins its own (empty) configuration.
+    proc = installed.run(
+        [str(installed.bin / "xennet-audit"), "--hosts=local://", "--reports-dir", "out"], cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (tmp_path / "out" / "summary.json").is_file()
 
 
 def test_console_script_usage_error_is_one_line(installed, tmp_path):
     proc = installed.run([str(installed.bin / "xennet-audit"), "--hosts=lokal://"], cwd=tmp_path)
     assert proc.returncode == 4
-    assert proc.stderr.strip().startswith("ERROR: unknown scheme 'lokal'") and len(proc.stderr.strip().splitlines()) == 1
+    assert (
+        proc.stderr.strip().startswith("ERROR: unknown scheme 'lokal'") and len(proc.stderr.strip().splitlines()) == 1
+    )
 
 
 def test_bare_pytest_in_a_clones_root_after_a_non_editable_install(installed):
@@ -107,8 +119,9 @@ def test_bare_pytest_in_a_clones_root_after_a_non_editable_install(installed):
 
 def test_other_testinfra_tests_in_the_same_environment_see_upstream_testinfra(installed, tmp_path):
     (tmp_path / "test_other.py").write_text(OTHER_TEST)
-    proc = installed.run([str(installed.bin / "pytest"), "-p", "no:cacheprovider", "--hosts=local://", "-q"],
-                         cwd=tmp_path)
+    proc = installed.run(
+        [str(installed.bin / "pytest"), "-p", "no:cacheprovider", "--hosts=local://", "-q"], cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "1 passed" in proc.stdout
     assert not (tmp_path / "reports").exists()
@@ -124,7 +137,18 @@ def test_audit_options_outside_the_audit_get_a_hint(installed, tmp_path):
 
 @pytest.mark.skipif(sys.platform != "linux", reason="the audit reads Linux sysfs")
 def test_pyargs_under_xdist(installed, tmp_path):
-    proc = installed.run([str(installed.bin / "pytest"), "--pyargs", "compliance", "--hosts=local://", "-n", "2",
-                          "-p", "no:cacheprovider"], cwd=tmp_path)
+    proc = installed.run(
+        [
+            str(installed.bin / "pytest"),
+            "--pyargs",
+            "compliance",
+            "--hosts=local://",
+            "-n",
+            "2",
+            "-p",
+            "no:cacheprovider",
+        ],
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert reports_of(tmp_path)["complete"] is True

@@ -47,8 +47,8 @@ SSH_HOSTS = ("plain", "multi", "knobs")
 
 # Prints "NAME<TAB>MTU<TAB>SG" for every interface the remote host sees.
 REMOTE_IFACES = (
-    "cd /sys/class/net && for i in *; do printf '%s\\t%s\\t%s\\n' \"$i\" \"$(cat \"$i/mtu\")\" "
-    "\"$(ethtool -k \"$i\" | sed -n 's/^scatter-gather: \\([a-z]*\\).*/\\1/p')\"; done"
+    'cd /sys/class/net && for i in *; do printf \'%s\\t%s\\t%s\\n\' "$i" "$(cat "$i/mtu")" '
+    '"$(ethtool -k "$i" | sed -n \'s/^scatter-gather: \\([a-z]*\\).*/\\1/p\')"; done'
 )
 
 
@@ -109,7 +109,11 @@ def prefixed(prefix: str) -> tuple[list[str], list[str]]:
     links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=True).stdout
     return (
         [line.split()[0] for line in ns.splitlines() if line.startswith(prefix + "-")],
-        [line.split(": ")[1].split("@")[0] for line in links.splitlines() if line.split(": ")[1].startswith(prefix + "-")],
+        [
+            line.split(": ")[1].split("@")[0]
+            for line in links.splitlines()
+            if line.split(": ")[1].startswith(prefix + "-")
+        ],
     )
 
 
@@ -130,8 +134,14 @@ def test_paramiko_rejects_unknown_host_key(lab: Lab) -> None:
     client = paramiko.SSHClient()  # no host keys loaded at all
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
     with pytest.raises(paramiko.SSHException, match="not found in known_hosts"):
-        client.connect(lab.hosts["plain"].address, username="root", key_filename=str(lab.key_file),
-                       look_for_keys=False, allow_agent=False, timeout=10)
+        client.connect(
+            lab.hosts["plain"].address,
+            username="root",
+            key_filename=str(lab.key_file),
+            look_for_keys=False,
+            allow_agent=False,
+            timeout=10,
+        )
     client.close()
 
 
@@ -149,17 +159,27 @@ def test_ssh_session_sees_only_its_own_sys_class_net(lab: Lab) -> None:
 def test_openssh_client_with_lab_ssh_config(lab: Lab, target: str) -> None:
     host = lab.hosts["plain"]
     dest = f"root@{host.address}" if target == "ip" else host.name
-    proc = subprocess.run(["ssh", "-F", str(lab.ssh_config), dest, "hostname -I"],
-                          capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(
+        ["ssh", "-F", str(lab.ssh_config), dest, "hostname -I"], capture_output=True, text=True, timeout=30
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == [host.address]
 
 
 def test_openssh_client_checks_host_keys_strictly(lab: Lab) -> None:
     proc = subprocess.run(
-        ["ssh", "-F", str(lab.ssh_config), "-o", "UserKnownHostsFile=/dev/null",
-         f"root@{lab.hosts['plain'].address}", "true"],
-        capture_output=True, text=True, timeout=30,
+        [
+            "ssh",
+            "-F",
+            str(lab.ssh_config),
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            f"root@{lab.hosts['plain'].address}",
+            "true",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert proc.returncode == 255
     assert "Host key verification failed" in proc.stderr
@@ -172,8 +192,14 @@ def test_ssh_config_drives_paramiko_too(lab: Lab) -> None:
     client = paramiko.SSHClient()
     client.load_host_keys(opts["userknownhostsfile"])
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    client.connect(opts["hostname"], username=opts["user"], key_filename=opts["identityfile"][0],
-                   look_for_keys=False, allow_agent=False, timeout=10)
+    client.connect(
+        opts["hostname"],
+        username=opts["user"],
+        key_filename=opts["identityfile"][0],
+        look_for_keys=False,
+        allow_agent=False,
+        timeout=10,
+    )
     try:
         assert run(client, "cat /sys/class/net/eth0/mtu").strip() == "9000"
     finally:
@@ -276,7 +302,10 @@ def test_ansible_inventory(lab: Lab, tmp_path: Path) -> None:
         pytest.skip("ansible not installed; inventory text checked only")
     proc = subprocess.run(
         ["ansible", "-i", str(inv), "plain", "-m", "raw", "-a", "cat /sys/class/net/eth0/mtu"],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
         env={**os.environ, "ANSIBLE_LOCAL_TEMP": str(tmp_path)},
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -292,8 +321,10 @@ def test_start_cleans_leftovers_and_stop_removes_everything(lab: Lab) -> None:
     subprocess.run(["ip", "netns", "add", f"{LIFECYCLE_PREFIX}-h000"], check=True)
     subprocess.run(["ip", "netns", "add", f"{LIFECYCLE_PREFIX}-stale"], check=True)
     subprocess.run(["ip", "link", "add", f"{LIFECYCLE_PREFIX}-br", "type", "bridge"], check=True)
-    subprocess.run(["ip", "link", "add", f"{LIFECYCLE_PREFIX}-v9", "type", "veth", "peer", "name",
-                    f"{LIFECYCLE_PREFIX}-q9"], check=True)
+    subprocess.run(
+        ["ip", "link", "add", f"{LIFECYCLE_PREFIX}-v9", "type", "veth", "peer", "name", f"{LIFECYCLE_PREFIX}-q9"],
+        check=True,
+    )
     squatter = subprocess.Popen(["ip", "netns", "exec", f"{LIFECYCLE_PREFIX}-stale", "sleep", "600"])
     stale_workdir = Path(f"/tmp/{LIFECYCLE_PREFIX}-lab-stale")
     (stale_workdir / "hosts").mkdir(parents=True, exist_ok=True)
@@ -319,9 +350,8 @@ def test_start_cleans_leftovers_and_stop_removes_everything(lab: Lab) -> None:
     assert not workdir.exists()
     second.stop()  # idempotent
     assert prefixed(LIFECYCLE_PREFIX) == ([], [])
-    with second:  # the same Lab object can be started again
-        with ssh(second, "a") as client:
-            assert run(client, "echo again").strip() == "again"
+    with second, ssh(second, "a") as client:  # the same Lab object can be started again
+        assert run(client, "echo again").strip() == "again"
     assert prefixed(LIFECYCLE_PREFIX) == ([], [])
     # The other lab, running concurrently, was not touched.
     with ssh(lab, "plain") as client:
@@ -329,8 +359,11 @@ def test_start_cleans_leftovers_and_stop_removes_everything(lab: Lab) -> None:
 
 
 def test_failed_start_tears_down_what_it_built() -> None:
-    bad = Lab([HostPlan("a"), HostPlan("b", ifaces=(IfacePlan("eth0", mtu=100000),))],
-              prefix=LIFECYCLE_PREFIX, network=LIFECYCLE_NETWORK)
+    bad = Lab(
+        [HostPlan("a"), HostPlan("b", ifaces=(IfacePlan("eth0", mtu=100000),))],
+        prefix=LIFECYCLE_PREFIX,
+        network=LIFECYCLE_NETWORK,
+    )
     with pytest.raises(LabError):
         bad.start()
     assert prefixed(LIFECYCLE_PREFIX) == ([], [])
@@ -338,8 +371,7 @@ def test_failed_start_tears_down_what_it_built() -> None:
 
 
 def test_context_manager_and_caller_workdir_is_kept(tmp_path: Path) -> None:
-    with Lab([HostPlan("solo")], prefix=LIFECYCLE_PREFIX, network=LIFECYCLE_NETWORK,
-             workdir=tmp_path) as solo:
+    with Lab([HostPlan("solo")], prefix=LIFECYCLE_PREFIX, network=LIFECYCLE_NETWORK, workdir=tmp_path) as solo:
         assert solo.key_file.parent == tmp_path.resolve()
         with ssh(solo, "solo") as client:
             assert run(client, "echo ok").strip() == "ok"

@@ -15,8 +15,13 @@ SHARDS = 3
 
 
 def merge(out, *sources):
-    return subprocess.run([sys.executable, "-m", "compliance.merge", str(out), *map(str, sources)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "compliance.merge", str(out), *map(str, sources)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +31,10 @@ def unsharded(lab, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def shards(lab, tmp_path_factory):
-    return [run_audit(tmp_path_factory.mktemp(f"shard{k}"), *lab_args(lab), f"--xennet-shard={k}/{SHARDS}")
-            for k in range(1, SHARDS + 1)]
+    return [
+        run_audit(tmp_path_factory.mktemp(f"shard{k}"), *lab_args(lab), f"--xennet-shard={k}/{SHARDS}")
+        for k in range(1, SHARDS + 1)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +70,10 @@ def test_merge_equals_an_unsharded_run(lab, unsharded, merged):
 
 def test_merged_junit_has_every_case_once(unsharded, merged):
     def cases(root):
-        return sorted((c.get("classname"), c.find("failure") is not None, c.find("error") is not None)
-                      for c in root.iter("testcase"))
+        return sorted(
+            (c.get("classname"), c.find("failure") is not None, c.find("error") is not None)
+            for c in root.iter("testcase")
+        )
 
     root = ET.parse(merged / "junit.xml").getroot()
     assert cases(root) == cases(unsharded.junit)

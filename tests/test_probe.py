@@ -63,7 +63,10 @@ def test_ethtool_output_for_another_interface_is_rejected():
         ("Features for eth0:\nscatter-gather: on\nscatter-gather: off\n", "no single scatter-gather line"),
         ("Features for eth0:\nscatter-gather: on\n\ttx-scatter-gather: off\n", "contradictory"),
         ("Features for eth0:\nscatter-gather: maybe\n", "unexpected ethtool -k line"),
-        ("Features for eth0:\nscatter-gather: on\n\x00\xff\x1b[2J\n", r"unexpected ethtool -k line: \\x00\\xff\\x1b\[2J"),
+        (
+            "Features for eth0:\nscatter-gather: on\n\x00\xff\x1b[2J\n",
+            r"unexpected ethtool -k line: \\x00\\xff\\x1b\[2J",
+        ),
         ("Features for eth0:\nscatter-gather: on [fixed] extra\n", "unexpected ethtool -k line"),
     ],
 )
@@ -89,16 +92,27 @@ def test_error_excerpts_are_bounded():
 
 
 def probe_output(*iface_blocks: str, ethtool: str = "/usr/sbin/ethtool", end: bool = True) -> str:
-    head = [PROTOCOL, "kernel\t4.14.355-1.el7.x86_64", "hypervisor\txen", "sys_vendor\tXen",
-            "board_asset_tag\t", f"ethtool\t{ethtool}"]
+    head = [
+        PROTOCOL,
+        "kernel\t4.14.355-1.el7.x86_64",
+        "hypervisor\txen",
+        "sys_vendor\tXen",
+        "board_asset_tag\t",
+        f"ethtool\t{ethtool}",
+    ]
     return "\n".join(head + list(iface_blocks) + ([END] if end else [])) + "\n"
 
 
 def xen_iface(name="eth0", mtu="1500", rc="0", ethtool_lines=None, driver="xen_netfront"):
-    lines = ethtool_lines if ethtool_lines is not None else [
-        f"Features for {name}:", "scatter-gather: off", "\ttx-scatter-gather: off"]
-    return "\n".join([f"iface\t{name}", "virtual\t0", f"driver\t{driver}", f"mtu\t{mtu}",
-                      f"ethtool_rc\t{rc}"] + ["|" + line for line in lines])
+    lines = (
+        ethtool_lines
+        if ethtool_lines is not None
+        else [f"Features for {name}:", "scatter-gather: off", "\ttx-scatter-gather: off"]
+    )
+    return "\n".join(
+        [f"iface\t{name}", "virtual\t0", f"driver\t{driver}", f"mtu\t{mtu}", f"ethtool_rc\t{rc}"]
+        + ["|" + line for line in lines]
+    )
 
 
 def test_captured_probe_output_parses():
@@ -157,11 +171,14 @@ def test_non_directory_entry_is_a_problem_not_an_interface():
 
 
 def test_vanished_interface_is_a_problem():
-    block = xen_iface(mtu="cat: /sys/class/net/eth9/mtu: No such file or directory", rc="1",
-                      ethtool_lines=["netlink error: no device matches name (offset 24)"])
+    block = xen_iface(
+        mtu="cat: /sys/class/net/eth9/mtu: No such file or directory",
+        rc="1",
+        ethtool_lines=["netlink error: no device matches name (offset 24)"],
+    )
     (iface,) = parse_probe(probe_output(block)).interfaces
     assert iface.mtu is None and iface.scatter_gather is None
-    assert "cannot read MTU of eth0: cat: /sys/class/net/eth9/mtu: No such file or directory" == iface.problem
+    assert iface.problem == "cannot read MTU of eth0: cat: /sys/class/net/eth9/mtu: No such file or directory"
 
 
 def test_ethtool_failure_keeps_its_text():
@@ -176,8 +193,10 @@ def test_binary_junk_in_ethtool_output_is_a_problem_with_an_escaped_excerpt():
     assert "\\x1b]0;pwned\\x07" in iface.problem and "\x1b" not in iface.problem
 
 
-@pytest.mark.skipif(shutil.which("ethtool") is None and not Path("/usr/sbin/ethtool").exists(),
-                    reason="ethtool is not installed on this machine")
+@pytest.mark.skipif(
+    shutil.which("ethtool") is None and not Path("/usr/sbin/ethtool").exists(),
+    reason="ethtool is not installed on this machine",
+)
 def test_probe_script_runs_on_this_machine():
     """The real script, under the real /bin/sh, lists exactly what the kernel lists."""
     out = subprocess.run(PROBE_COMMAND, shell=True, capture_output=True, text=True, check=True).stdout

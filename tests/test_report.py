@@ -11,8 +11,12 @@ from compliance.probe import InterfaceFacts
 
 
 def record(name="eth0", host="10.0.0.5", **facts):
-    iface = InterfaceFacts(name, driver=facts.pop("driver", "xen_netfront"), mtu=facts.pop("mtu", 1500),
-                           scatter_gather=facts.pop("sg", False))
+    iface = InterfaceFacts(
+        name,
+        driver=facts.pop("driver", "xen_netfront"),
+        mtu=facts.pop("mtu", 1500),
+        scatter_gather=facts.pop("sg", False),
+    )
     case = Case(host, "4.14.355", iface)
     return case.record(case.judge("xen"))
 
@@ -32,7 +36,8 @@ def test_html_cells_escape_host_strings():
 def test_environment_metadata_is_escaped_recursively():
     escaped = report._escape_metadata({"<k>": {"Packages": ["<b>", "a&b"]}, "Target": "<img src=x>"})
     assert json.dumps(escaped) == json.dumps(
-        {"&lt;k&gt;": {"Packages": ["&lt;b&gt;", "a&amp;b"]}, "Target": "&lt;img src=x&gt;"})
+        {"&lt;k&gt;": {"Packages": ["&lt;b&gt;", "a&amp;b"]}, "Target": "&lt;img src=x&gt;"}
+    )
 
 
 def test_terminal_lines_escape_control_characters():
@@ -53,17 +58,27 @@ def test_summary_counts_every_verdict_and_sorts_rows():
 def test_html_columns_are_those_of_today():
     assert report.html_header_cells() == [
         f'<th class="sortable" data-column-type="{key}">{title}</th>'
-        for key, title in [("host", "Host"), ("interface", "Interface"), ("driver", "Driver"), ("mtu", "MTU"),
-                           ("sg", "SG"), ("verdict", "Verdict")]
+        for key, title in [
+            ("host", "Host"),
+            ("interface", "Interface"),
+            ("driver", "Driver"),
+            ("mtu", "MTU"),
+            ("sg", "SG"),
+            ("verdict", "Verdict"),
+        ]
     ]
     assert report.html_row_cells(record())[4] == '<td class="col-sg">off</td>'
-    assert report.html_row_cells(None, workaround=True) == [f'<td class="col-{c.key}"></td>' for c in report.columns(workaround=True)]
+    assert report.html_row_cells(None, workaround=True) == [
+        f'<td class="col-{c.key}"></td>' for c in report.columns(workaround=True)
+    ]
 
 
 def test_one_column_list_drives_pytest_html_and_the_merged_page(monkeypatch):
     from compliance.merge import merged_html
 
-    monkeypatch.setattr(report, "COLUMNS", report.COLUMNS + (report.Column("kernel", "Kernel", lambda row: row.kernel),))
+    monkeypatch.setattr(
+        report, "COLUMNS", report.COLUMNS + (report.Column("kernel", "Kernel", lambda row: row.kernel),)
+    )
     rows = [record()]
     assert report.html_header_cells()[-1] == '<th class="sortable" data-column-type="kernel">Kernel</th>'
     assert report.html_row_cells(rows[0])[-1] == '<td class="col-kernel">4.14.355</td>'

@@ -25,9 +25,15 @@ HOST_ROW_JSON = (
     '{"host": "web1", "interface": null, "driver": null, "virtual": null, "mtu": null, "scatter_gather": null, '
     '"sg_fixed": null, "verdict": "error", "message": "web1: connection refused", "fixes": [], "kernel": null}'
 )
-WORKAROUND = {"mode": "dry-run", "result": "planned", "commands": ["sudo /usr/sbin/ethtool -K eth0 sg on"],
-              "before": {"scatter_gather": "off", "sg_fixed": False, "mtu": 1500}, "after": None,
-              "persisted": [], "cause": None}
+WORKAROUND = {
+    "mode": "dry-run",
+    "result": "planned",
+    "commands": ["sudo /usr/sbin/ethtool -K eth0 sg on"],
+    "before": {"scatter_gather": "off", "sg_fixed": False, "mtu": 1500},
+    "after": None,
+    "persisted": [],
+    "cause": None,
+}
 
 
 def susceptible(host="10.0.0.5", name="eth0"):
@@ -51,7 +57,9 @@ def test_workaround_is_the_last_key_and_only_there_when_touched():
     assert "workaround" not in susceptible().to_dict()
 
 
-@pytest.mark.parametrize("row", [susceptible(), unreachable(), dataclasses.replace(susceptible(), workaround=WORKAROUND)])
+@pytest.mark.parametrize(
+    "row", [susceptible(), unreachable(), dataclasses.replace(susceptible(), workaround=WORKAROUND)]
+)
 def test_dict_form_round_trips_through_json(row):
     text = json.dumps(row.to_dict())
     assert Row.from_dict(json.loads(text)) == row
@@ -78,8 +86,12 @@ def test_another_schema_is_refused(change):
 
 
 def test_cases_rows_and_merged_rows_share_one_order():
-    facts = HostFacts("k", None, None, None, None, (InterfaceFacts("eth1"), InterfaceFacts("eth0"), InterfaceFacts("eth0.100")))
-    cases = build_cases([HostResult("b", facts=facts), HostResult("a", error="a: refused"), HostResult("a0", facts=facts)])
+    facts = HostFacts(
+        "k", None, None, None, None, (InterfaceFacts("eth1"), InterfaceFacts("eth0"), InterfaceFacts("eth0.100"))
+    )
+    cases = build_cases(
+        [HostResult("b", facts=facts), HostResult("a", error="a: refused"), HostResult("a0", facts=facts)]
+    )
     assert [c.sort_key() for c in cases] == [c.record(c.judge("all")).sort_key() for c in cases]
     assert [c.id for c in cases] == ["a", "a0|eth0", "a0|eth0.100", "a0|eth1", "b|eth0", "b|eth0.100", "b|eth1"]
     rows = [c.record(c.judge("all")) for c in reversed(cases)]
@@ -101,8 +113,9 @@ def write_shard(directory, index, count, rows):
 def test_a_merge_writes_the_shards_rows_unchanged_in_report_order(tmp_path):
     first = [susceptible("c"), unreachable("a")]
     second = [dataclasses.replace(susceptible("b"), workaround=WORKAROUND)]
-    merged = merge.merge(tmp_path / "out", [write_shard(tmp_path / "s2", 2, 2, second),
-                                            write_shard(tmp_path / "s1", 1, 2, first)])
+    merged = merge.merge(
+        tmp_path / "out", [write_shard(tmp_path / "s2", 2, 2, second), write_shard(tmp_path / "s1", 1, 2, first)]
+    )
     unsharded = report.summary(first + second, scope="xen", target="remote", complete=True)
     assert json.dumps(merged["results"]) == json.dumps(unsharded["results"])
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["results"] == unsharded["results"]

@@ -15,32 +15,75 @@ def xen(name="eth0", **kw):
 @pytest.mark.parametrize(
     ("iface", "scope", "verdict", "message"),
     [
-        (xen(mtu=1500, scatter_gather=True), "xen", Verdict.SG_ON,
-         "Scatter-Gather is enabled on eth0. This mitigates the bug."),
-        (xen(mtu=9001, scatter_gather=False), "xen", Verdict.JUMBO_MTU,
-         "MTU is set to Jumbo-Frame size on eth0. This mitigates the bug."),
+        (
+            xen(mtu=1500, scatter_gather=True),
+            "xen",
+            Verdict.SG_ON,
+            "Scatter-Gather is enabled on eth0. This mitigates the bug.",
+        ),
+        (
+            xen(mtu=9001, scatter_gather=False),
+            "xen",
+            Verdict.JUMBO_MTU,
+            "MTU is set to Jumbo-Frame size on eth0. This mitigates the bug.",
+        ),
         # ec2rl only matched exactly 9001; anything above is jumbo too.
-        (xen(mtu=9216, scatter_gather=False), "xen", Verdict.JUMBO_MTU,
-         "MTU is set to Jumbo-Frame size on eth0. This mitigates the bug."),
-        (xen(mtu=9000, scatter_gather=False), "xen", Verdict.SUSCEPTIBLE,
-         "Scatter-Gather is off and MTU is set below 9001 on eth0. You are potentially susceptible to the bug."),
-        (xen(mtu=1500, scatter_gather=False, driver="vif"), "xen", Verdict.SUSCEPTIBLE,
-         "Scatter-Gather is off and MTU is set below 9001 on eth0. You are potentially susceptible to the bug."),
-        (xen(mtu=1500, scatter_gather=False, driver="netfront"), "xen", Verdict.SUSCEPTIBLE,
-         "Scatter-Gather is off and MTU is set below 9001 on eth0. You are potentially susceptible to the bug."),
-        (xen(mtu=1500, scatter_gather=False, driver="ena"), "xen", Verdict.NOT_APPLICABLE,
-         "eth0 uses ena: not affected"),
-        (InterfaceFacts("veth1", virtual=True, mtu=1500, scatter_gather=False), "xen", Verdict.NOT_APPLICABLE,
-         "veth1 is virtual: not affected"),
+        (
+            xen(mtu=9216, scatter_gather=False),
+            "xen",
+            Verdict.JUMBO_MTU,
+            "MTU is set to Jumbo-Frame size on eth0. This mitigates the bug.",
+        ),
+        (
+            xen(mtu=9000, scatter_gather=False),
+            "xen",
+            Verdict.SUSCEPTIBLE,
+            "Scatter-Gather is off and MTU is set below 9001 on eth0. You are potentially susceptible to the bug.",
+        ),
+        (
+            xen(mtu=1500, scatter_gather=False, driver="vif"),
+            "xen",
+            Verdict.SUSCEPTIBLE,
+            "Scatter-Gather is off and MTU is set below 9001 on eth0. You are potentially susceptible to the bug.",
+        ),
+        (
+            xen(mtu=1500, scatter_gather=False, driver="netfront"),
+            "xen",
+            Verdict.SUSCEPTIBLE,
+            "Scatter-Gather is off and MTU is set below 9001 on eth0. You are potentially susceptible to the bug.",
+        ),
+        (
+            xen(mtu=1500, scatter_gather=False, driver="ena"),
+            "xen",
+            Verdict.NOT_APPLICABLE,
+            "eth0 uses ena: not affected",
+        ),
+        (
+            InterfaceFacts("veth1", virtual=True, mtu=1500, scatter_gather=False),
+            "xen",
+            Verdict.NOT_APPLICABLE,
+            "veth1 is virtual: not affected",
+        ),
         # ec2rl passes when it cannot read the driver; we do not.
-        (InterfaceFacts("eth0", mtu=1500, scatter_gather=True), "xen", Verdict.ERROR,
-         "cannot read the driver of eth0"),
-        (InterfaceFacts("veth1", virtual=True, mtu=1500, scatter_gather=False), "all", Verdict.SUSCEPTIBLE,
-         "Scatter-Gather is off and MTU is set below 9001 on veth1. You are potentially susceptible to the bug."),
-        (xen(mtu=1500, scatter_gather=True, driver="ena"), "all", Verdict.SG_ON,
-         "Scatter-Gather is enabled on eth0. This mitigates the bug."),
-        (xen(mtu=1500, problem="ethtool -k failed (exit 1): boom"), "xen", Verdict.ERROR,
-         "ethtool -k failed (exit 1): boom"),
+        (InterfaceFacts("eth0", mtu=1500, scatter_gather=True), "xen", Verdict.ERROR, "cannot read the driver of eth0"),
+        (
+            InterfaceFacts("veth1", virtual=True, mtu=1500, scatter_gather=False),
+            "all",
+            Verdict.SUSCEPTIBLE,
+            "Scatter-Gather is off and MTU is set below 9001 on veth1. You are potentially susceptible to the bug.",
+        ),
+        (
+            xen(mtu=1500, scatter_gather=True, driver="ena"),
+            "all",
+            Verdict.SG_ON,
+            "Scatter-Gather is enabled on eth0. This mitigates the bug.",
+        ),
+        (
+            xen(mtu=1500, problem="ethtool -k failed (exit 1): boom"),
+            "xen",
+            Verdict.ERROR,
+            "ethtool -k failed (exit 1): boom",
+        ),
         (xen(mtu=1500), "xen", Verdict.ERROR, "cannot determine scatter-gather and MTU of eth0"),
         (xen(scatter_gather=False), "all", Verdict.ERROR, "cannot determine scatter-gather and MTU of eth0"),
         (InterfaceFacts("bonding_masters", problem="not a dir"), "xen", Verdict.ERROR, "not a dir"),
@@ -70,7 +113,10 @@ def test_fix_commands_quote_hostile_names(name):
 
 def test_each_interface_is_judged_by_its_own_driver():
     # ec2rl judged every NIC by the first NIC's driver.
-    first, second = xen("eth0", driver="ena", mtu=1500, scatter_gather=False), xen("eth1", mtu=1500, scatter_gather=False)
+    first, second = (
+        xen("eth0", driver="ena", mtu=1500, scatter_gather=False),
+        xen("eth1", mtu=1500, scatter_gather=False),
+    )
     assert [judge(i).verdict for i in (first, second)] == [Verdict.NOT_APPLICABLE, Verdict.SUSCEPTIBLE]
 
 

@@ -10,7 +10,11 @@ import pytest
 from compliance.shard import Shard, select, shard_of, split
 from tests.conftest import ROOT
 
-HOSTS = [f"10.{i // 65536}.{i // 256 % 256}.{i % 256}" for i in range(2000)] + ["web1", "db-2.example.com", "[::1]:2222"]
+HOSTS = [f"10.{i // 65536}.{i // 256 % 256}.{i % 256}" for i in range(2000)] + [
+    "web1",
+    "db-2.example.com",
+    "[::1]:2222",
+]
 
 
 @pytest.mark.parametrize("count", [1, 2, 3, 4, 7, 16])
@@ -35,11 +39,23 @@ def test_a_hosts_shard_depends_only_on_its_name():
 
 def test_the_split_is_a_fixed_function_of_the_name():
     # Pinned values: a change of hash would silently reshuffle every fleet's shards.
-    assert [shard_of(h, 4) for h in ("10.0.0.1", "10.0.0.2", "web1", "db-2.example.com", "[::1]:2222")] == [2, 2, 1, 3, 2]
+    assert [shard_of(h, 4) for h in ("10.0.0.1", "10.0.0.2", "web1", "db-2.example.com", "[::1]:2222")] == [
+        2,
+        2,
+        1,
+        3,
+        2,
+    ]
     # ...and not Python's salted hash(): another interpreter agrees.
     code = "from compliance.shard import shard_of; print([shard_of(h, 5) for h in ('10.0.0.1', 'web1', 'é')])"
-    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                           env={"PYTHONHASHSEED": "12345", "PATH": ""}, cwd=ROOT)
+    other = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONHASHSEED": "12345", "PATH": ""},
+        cwd=ROOT,
+    )
     assert other.stdout.strip() == str([shard_of(h, 5) for h in ("10.0.0.1", "web1", "é")])
 
 
@@ -75,9 +91,21 @@ def test_good_shards_parse():
 @pytest.mark.parametrize("value", ["0/4", "5/4", "x"])
 def test_a_bad_shard_option_is_a_usage_error(value, tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--xennet-shard={value}",
-         f"--junitxml={tmp_path / 'j.xml'}", f"--html={tmp_path / 'r.html'}", f"--xennet-summary={tmp_path / 's.json'}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            f"--xennet-shard={value}",
+            f"--junitxml={tmp_path / 'j.xml'}",
+            f"--html={tmp_path / 'r.html'}",
+            f"--xennet-summary={tmp_path / 's.json'}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 4, proc.stdout + proc.stderr
     assert "--xennet-shard" in proc.stderr

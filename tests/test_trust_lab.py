@@ -42,18 +42,21 @@ def isolated_home(tmp_path):
 def test_changed_host_key_errors_that_host_only_and_is_never_replaced(lab, tmp_path, isolated_home, scheme):
     lines = known_hosts_lines(lab)
     impostor = lines["jumbo"].split(maxsplit=1)[1]  # another host's real key
-    forged = "".join(
-        f"{lab.hosts[n].address} {impostor}\n" if n == "sgon" else lines[n] + "\n" for n in NAMES)
+    forged = "".join(f"{lab.hosts[n].address} {impostor}\n" if n == "sgon" else lines[n] + "\n" for n in NAMES)
     known_hosts = tmp_path / "known_hosts"
     known_hosts.write_text(forged)
     extra = [f"--ssh-config={lab.ssh_config}"] if scheme == "ssh" else []
     for policy in ("strict", "accept-new"):
-        audit = run_audit(tmp_path / policy, *args_with(lab, NAMES, known_hosts, f"--ssh-host-key-policy={policy}",
-                                                        *extra, scheme=scheme), env=isolated_home)
+        audit = run_audit(
+            tmp_path / policy,
+            *args_with(lab, NAMES, known_hosts, f"--ssh-host-key-policy={policy}", *extra, scheme=scheme),
+            env=isolated_home,
+        )
         sgon = lab.hosts["sgon"].address
         rows = audit.summary["results"]
         assert [(r["verdict"], r["message"]) for r in rows if r["host"] == sgon] == [
-            ("error", f"host key mismatch for {sgon}")], audit.stdout
+            ("error", f"host key mismatch for {sgon}")
+        ], audit.stdout
         others = [r["verdict"] for r in rows if r["host"] != sgon]
         assert len(others) == 1 + 4 and "error" not in others  # exposed, and multi's four interfaces
         assert known_hosts.read_text() == forged
@@ -79,22 +82,26 @@ def test_accept_new_records_unknown_hosts_then_strict_trusts_them(lab, tmp_path,
         config = tmp_path / "ssh_config"
         config.write_text(lab.ssh_config.read_text().replace(str(lab.known_hosts), str(known_hosts)))
         extra = [f"--ssh-config={config}"]
-    first = run_audit(tmp_path / "first", *args_with(lab, ["sgon", "exposed"], known_hosts,
-                                                      "--ssh-host-key-policy=accept-new", *extra, scheme=scheme),
-                      env=isolated_home)
+    first = run_audit(
+        tmp_path / "first",
+        *args_with(lab, ["sgon", "exposed"], known_hosts, "--ssh-host-key-policy=accept-new", *extra, scheme=scheme),
+        env=isolated_home,
+    )
     assert {r["verdict"] for r in first.summary["results"]} == {"sg-on", "susceptible"}, first.stdout
     recorded = sorted(line.split() for line in known_hosts.read_text().splitlines())
     assert recorded == sorted(known_hosts_lines(lab)[n].split() for n in ("sgon", "exposed"))
-    second = run_audit(tmp_path / "second", *args_with(lab, ["sgon", "exposed"], known_hosts, *extra, scheme=scheme),
-                       env=isolated_home)
+    second = run_audit(
+        tmp_path / "second", *args_with(lab, ["sgon", "exposed"], known_hosts, *extra, scheme=scheme), env=isolated_home
+    )
     assert {r["verdict"] for r in second.summary["results"]} == {"sg-on", "susceptible"}, second.stdout
 
 
 def test_insecure_policy_is_announced_in_every_report(lab, tmp_path, isolated_home):
     empty = tmp_path / "known_hosts"
     empty.write_text("")
-    audit = run_audit(tmp_path / "r", *args_with(lab, ["sgon"], empty, "--ssh-host-key-policy=insecure"),
-                      env=isolated_home)
+    audit = run_audit(
+        tmp_path / "r", *args_with(lab, ["sgon"], empty, "--ssh-host-key-policy=insecure"), env=isolated_home
+    )
     assert [r["verdict"] for r in audit.summary["results"]] == ["sg-on"]
     assert audit.summary["host_key_policy"] == "insecure"
     assert "INSECURE: any host key accepted" in audit.html
@@ -153,15 +160,22 @@ def send_to_a_thread_that_is_not_main(pid: int, sig: int) -> None:
         (signal.SIGTERM, [], False),
         (signal.SIGINT, [], False),
         (signal.SIGTERM, ["-n", "2"], False),
-        pytest.param(signal.SIGTERM, [], True, marks=pytest.mark.skipif(TGKILL is None, reason="tgkill number unknown")),
+        pytest.param(
+            signal.SIGTERM, [], True, marks=pytest.mark.skipif(TGKILL is None, reason="tgkill number unknown")
+        ),
     ],
 )
 def test_interrupted_run_still_writes_every_report(lab, tmp_path, sig, xdist, to_thread):
     # The hung host keeps gathering busy (for up to 600 s); sgon finishes first. The run
     # must stop on the signal, whichever thread the kernel hands it to, not at the timeout.
     args = [a for a in lab_args(lab, ["sgon", "hung"]) if not a.startswith("--xennet-timeout")]
-    proc = subprocess.Popen(audit_argv(tmp_path, *args, "--xennet-timeout=600", *xdist), cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        audit_argv(tmp_path, *args, "--xennet-timeout=600", *xdist),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     seen = read_until(proc, "gathering 1/2 hosts", deadline=60)  # sgon gathered, the hung host not
     if to_thread:
         send_to_a_thread_that_is_not_main(proc.pid, sig)
@@ -178,9 +192,16 @@ def test_interrupted_run_still_writes_every_report(lab, tmp_path, sig, xdist, to
 
 # Hosts whose ethtool prints what the suite cannot trust ($2 is the interface name).
 ODD_HOSTS = (
-    HostPlan("junk", fake_ethtool="printf 'Features for %s:\\nscatter-gather: on\\n\\033]0;pwned\\007<script>alert(1)</script>\\n' \"$2\"\n"),
+    HostPlan(
+        "junk",
+        fake_ethtool="printf 'Features for %s:\\nscatter-gather: on\\n\\033]0;pwned\\007<script>alert(1)</script>\\n' \"$2\"\n",
+    ),
     HostPlan("truncated", fake_ethtool="printf 'Features for %s:\\nrx-checksumming: on\\n' \"$2\"\n"),
-    HostPlan("liar", (IfacePlan("eth0"), IfacePlan("eth1")), fake_ethtool="printf 'Features for eth0:\\nscatter-gather: on\\n'\n"),
+    HostPlan(
+        "liar",
+        (IfacePlan("eth0"), IfacePlan("eth1")),
+        fake_ethtool="printf 'Features for eth0:\\nscatter-gather: on\\n'\n",
+    ),
     HostPlan("refuses", fake_ethtool="echo 'netlink error: Operation not permitted' >&2; exit 1\n"),
 )
 
@@ -197,8 +218,10 @@ def test_output_the_suite_cannot_parse_fails_closed_with_an_escaped_excerpt(odd_
     rows = {(names[r["host"]], r["interface"]): (r["verdict"], r["message"]) for r in audit.summary["results"]}
     assert rows == {
         ("junk", "eth0"): ("error", "unexpected ethtool -k line: \\x1b]0;pwned\\x07<script>alert(1)</script>"),
-        ("truncated", "eth0"): ("error", "no single scatter-gather line in ethtool -k output: "
-                                         "Features for eth0:\\nrx-checksumming: on"),
+        ("truncated", "eth0"): (
+            "error",
+            "no single scatter-gather line in ethtool -k output: Features for eth0:\\nrx-checksumming: on",
+        ),
         # A host can lie about an interface, but not answer for the wrong one.
         ("liar", "eth0"): ("sg-on", "Scatter-Gather is enabled on eth0. This mitigates the bug."),
         ("liar", "eth1"): ("error", "ethtool -k answered for eth0, not eth1"),

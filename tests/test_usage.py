@@ -37,8 +37,9 @@ def inventory_tools():
 def test_unknown_scheme_lists_the_valid_ones(tmp_path, spec):
     error = one_line_error(run_audit(tmp_path, f"--hosts={spec}"))
     scheme = spec.split("://")[0]
-    assert error == (f"unknown scheme {scheme!r} in --hosts entry {spec!r}; "
-                     "valid schemes: paramiko://, ssh://, local://, ansible://")
+    assert error == (
+        f"unknown scheme {scheme!r} in --hosts entry {spec!r}; valid schemes: paramiko://, ssh://, local://, ansible://"
+    )
 
 
 @pytest.mark.parametrize("hosts", ["paramiko://root@127.0.0.1,", ",local://", "local://,,ssh://127.0.0.1"])
@@ -64,7 +65,9 @@ def test_a_missing_file_is_named(tmp_path, option):
 
 
 def test_a_directory_is_not_a_file(tmp_path):
-    error = one_line_error(run_audit(tmp_path / "r", "--hosts=paramiko://root@127.0.0.1", f"--ssh-identity-file={tmp_path}"))
+    error = one_line_error(
+        run_audit(tmp_path / "r", "--hosts=paramiko://root@127.0.0.1", f"--ssh-identity-file={tmp_path}")
+    )
     assert error == f"--ssh-identity-file {tmp_path}: not a file"
 
 
@@ -85,15 +88,18 @@ def test_a_missing_inventory_and_a_malformed_one_are_different_mistakes(tmp_path
     malformed.write_text("[web\nweb1 ansible_host=127.0.0.1\n")
     error = one_line_error(run_audit(tmp_path / "b", "--hosts=ansible://all", f"--ansible-inventory={malformed}"))
     # Ansible's own words, not "missing file ?".
-    assert error.startswith(f"--ansible-inventory {malformed} is malformed: Failed to parse inventory with 'ini' plugin")
+    assert error.startswith(
+        f"--ansible-inventory {malformed} is malformed: Failed to parse inventory with 'ini' plugin"
+    )
     assert "missing file" not in error
 
 
 def test_ansible_inventory_is_found_beside_python_when_the_venv_is_not_activated(tmp_path, inventory_tools):
     # `/venv/bin/python -m pytest` without `activate`: PATH lacks the venv's bin directory.
     env = {"PATH": "/usr/bin:/bin"}
-    audit = run_audit(tmp_path, "--hosts=ansible://nosuchgroup", f"--ansible-inventory={INVENTORIES / 'example.ini'}",
-                      env=env)
+    audit = run_audit(
+        tmp_path, "--hosts=ansible://nosuchgroup", f"--ansible-inventory={INVENTORIES / 'example.ini'}", env=env
+    )
     assert one_line_error(audit) == "--hosts=ansible://nosuchgroup matched no host: nothing to audit"
 
 
@@ -106,9 +112,16 @@ def test_without_ansible_inventory_the_fix_is_named(monkeypatch, tmp_path):
     assert "activate the virtualenv" in str(raised.value)
 
 
-@pytest.mark.parametrize(("value", "why"), [
-    ("0", "positive"), ("-5", "positive"), ("soon", "number"), ("nan", "positive"), ("inf", "positive"),
-])
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ("0", "positive"),
+        ("-5", "positive"),
+        ("soon", "number"),
+        ("nan", "positive"),
+        ("inf", "positive"),
+    ],
+)
 def test_timeout_must_be_a_positive_number(tmp_path, value, why):
     error = one_line_error(run_audit(tmp_path, f"--xennet-timeout={value}"))
     assert error.startswith("--xennet-timeout must be a ") and why in error and repr(value) in error
@@ -119,17 +132,25 @@ def test_workers_must_be_at_least_one(tmp_path, value):
     assert one_line_error(run_audit(tmp_path, f"--xennet-workers={value}")).startswith("--xennet-workers must be")
 
 
-@pytest.mark.parametrize(("option", "value"), [
-    ("--xennet-scope", "everything"), ("--ssh-host-key-policy", "lax"), ("--xennet-workaround", "yes"),
-    ("--xennet-shard", "5/4"),
-])
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--xennet-scope", "everything"),
+        ("--ssh-host-key-policy", "lax"),
+        ("--xennet-workaround", "yes"),
+        ("--xennet-shard", "5/4"),
+    ],
+)
 def test_other_bad_values_are_one_line_too(tmp_path, option, value):
     assert one_line_error(run_audit(tmp_path, f"{option}={value}")).startswith(option)
 
 
 def test_force_ansible_is_refused(tmp_path, inventory_tools):
-    error = one_line_error(run_audit(tmp_path, "--hosts=ansible://all", "--force-ansible",
-                                     f"--ansible-inventory={INVENTORIES / 'example.ini'}"))
+    error = one_line_error(
+        run_audit(
+            tmp_path, "--hosts=ansible://all", "--force-ansible", f"--ansible-inventory={INVENTORIES / 'example.ini'}"
+        )
+    )
     assert error.startswith("--force-ansible is not supported")
 
 
@@ -155,9 +176,21 @@ def test_reports_dir_holds_all_three_reports(tmp_path):
     import subprocess
 
     out = tmp_path / "shard-7"
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--hosts=local://",
-                           f"--reports-dir={out}"], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env=dict(os.environ))
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--hosts=local://", f"--reports-dir={out}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ),
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert sorted(p.name for p in out.iterdir()) == ["junit.xml", "report.html", "summary.json"]
     assert f"summary: {out / 'summary.json'}" in proc.stdout
+
+
+def test_a_path_value_after_a_space_in_a_clones_root_is_named(tmp_path):
+    key = tmp_path / "key"
+    key.write_text("")
+    error = one_line_error(run_audit(tmp_path / "r", "--ssh-identity-file", str(key), "--hosts=local://"))
+    assert error.startswith("pytest did not read this project's pyproject.toml") and "`=`" in error

@@ -13,12 +13,19 @@ import html
 import pytest
 
 from compliance import report
-from compliance.probe import InterfaceFacts
 from compliance.cases import Case
 from compliance.persist import PersistError, ifcfg_with_sg, interfaces_with_sg, udev_rule, with_line
+from compliance.probe import InterfaceFacts
 from compliance.row import Row
 from compliance.rule import Judgement, Verdict
-from compliance.workaround import REMEDIATED, Outcome, WorkaroundError, apply_to_record, mtu_step, parse_max_mtu, remediated_message
+from compliance.workaround import (
+    REMEDIATED,
+    Outcome,
+    apply_to_record,
+    mtu_step,
+    parse_max_mtu,
+    remediated_message,
+)
 
 IP_D_LINK = (
     "2: eth0: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc mq state UP mode DEFAULT group default qlen 1000\n"
@@ -43,7 +50,7 @@ def test_an_unknown_max_mtu_fails_closed():
 
 
 def test_ifcfg_gets_ethtool_opts_once():
-    text = 'DEVICE=eth0\nBOOTPROTO=dhcp\nONBOOT=yes'
+    text = "DEVICE=eth0\nBOOTPROTO=dhcp\nONBOOT=yes"
     new = ifcfg_with_sg(text)
     assert new == 'DEVICE=eth0\nBOOTPROTO=dhcp\nONBOOT=yes\nETHTOOL_OPTS="-K ${DEVICE} sg on"\n'
     assert ifcfg_with_sg(new) is None
@@ -71,8 +78,9 @@ def test_ifcfg_refuses_values_it_cannot_rewrite_safely():
 def test_ifupdown_stanza_gets_offload_sg_once():
     text = "auto lo\niface lo inet loopback\n\nauto eth1\niface eth1 inet static\n\taddress 10.0.0.5/24\n"
     new = interfaces_with_sg(text, "eth1")
-    assert new == ("auto lo\niface lo inet loopback\n\nauto eth1\niface eth1 inet static\n"
-                   "\toffload-sg on\n\taddress 10.0.0.5/24\n")
+    assert new == (
+        "auto lo\niface lo inet loopback\n\nauto eth1\niface eth1 inet static\n\toffload-sg on\n\taddress 10.0.0.5/24\n"
+    )
     assert interfaces_with_sg(new, "eth1") is None
     assert interfaces_with_sg(text, "eth2") is None  # not configured by ifupdown
     assert interfaces_with_sg("iface eth10 inet dhcp\n", "eth1") is None
@@ -99,13 +107,31 @@ def test_udev_rule_line_is_never_written_twice_and_paths_are_checked():
 
 
 def _record(**workaround):
-    done = {"mode": "apply", "result": "applied", "commands": ["/usr/sbin/ethtool -K '<b>x<b>' sg on"],
-            "before": {"scatter_gather": "off", "sg_fixed": False, "mtu": 1500},
-            "after": {"scatter_gather": "on", "sg_fixed": False, "mtu": 1500},
-            "persisted": [], "cause": None} | workaround
-    return Row.from_dict({"host": "h", "interface": "<b>x<b>", "driver": None, "virtual": True, "mtu": 1500,
-                          "scatter_gather": "on", "sg_fixed": False, "verdict": "remediated", "message": "m",
-                          "fixes": [], "kernel": "k", "workaround": done})
+    done = {
+        "mode": "apply",
+        "result": "applied",
+        "commands": ["/usr/sbin/ethtool -K '<b>x<b>' sg on"],
+        "before": {"scatter_gather": "off", "sg_fixed": False, "mtu": 1500},
+        "after": {"scatter_gather": "on", "sg_fixed": False, "mtu": 1500},
+        "persisted": [],
+        "cause": None,
+    } | workaround
+    return Row.from_dict(
+        {
+            "host": "h",
+            "interface": "<b>x<b>",
+            "driver": None,
+            "virtual": True,
+            "mtu": 1500,
+            "scatter_gather": "on",
+            "sg_fixed": False,
+            "verdict": "remediated",
+            "message": "m",
+            "fixes": [],
+            "kernel": "k",
+            "workaround": done,
+        }
+    )
 
 
 def test_reports_show_before_and_after_escaped():
@@ -121,7 +147,7 @@ def test_junit_properties_carry_the_workaround():
     props = dict(report.junit_properties(_record()))
     assert props["verdict"] == "remediated" and props["workaround_result"] == "applied"
     assert props["workaround_before"] == '{"scatter_gather": "off", "sg_fixed": false, "mtu": 1500}'
-    assert props["workaround_commands"] == '["/usr/sbin/ethtool -K \'<b>x<b>\' sg on"]'
+    assert props["workaround_commands"] == "[\"/usr/sbin/ethtool -K '<b>x<b>' sg on\"]"
     untouched = dataclasses.replace(_record(), workaround=None)
     assert not [k for k, _ in report.junit_properties(untouched) if k.startswith("workaround")]
 
@@ -133,7 +159,9 @@ def test_counts_name_remediated_only_when_the_workaround_is_on():
     assert counts["remediated"] == 1 and counts["susceptible"] == 0
     assert report.terminal_lines(rows, "apply")[-1].endswith("remediated: 1")
     assert report.terminal_lines(rows, "apply")[1].startswith("[SUCCESS] h|<b>x<b>: m")
-    assert "remediated" in report.summary([], scope="all", target="remote", complete=True, workaround="dry-run")["counts"]
+    assert (
+        "remediated" in report.summary([], scope="all", target="remote", complete=True, workaround="dry-run")["counts"]
+    )
 
 
 OFF = {"scatter_gather": "off", "sg_fixed": False, "mtu": 1500}
@@ -149,8 +177,9 @@ def _susceptible_row():
 def test_a_verified_fix_makes_the_row_remediated_with_the_state_read_after():
     row, _ = _susceptible_row()
     fixed = Judgement(Verdict.SG_ON, remediated_message("eth0", Verdict.SG_ON))
-    done = apply_to_record(row, Outcome("apply", "applied", ["ethtool -K eth0 sg on"], OFF, ON, judgement=fixed,
-                                        remediated=True))
+    done = apply_to_record(
+        row, Outcome("apply", "applied", ["ethtool -K eth0 sg on"], OFF, ON, judgement=fixed, remediated=True)
+    )
     assert (done.verdict, done.scatter_gather, done.fixes) == (REMEDIATED, "on", ())
     assert done.message == "Scatter-Gather is now enabled on eth0 by the workaround. This mitigates the bug."
     assert done.workaround["result"] == "applied" and "remediated" not in done.workaround
@@ -168,7 +197,10 @@ def test_a_fix_whose_persisting_failed_is_remediated_but_failed():
 @pytest.mark.parametrize("result", ["planned", "failed"])
 def test_an_unverified_workaround_leaves_the_rules_verdict(result):
     row, judgement = _susceptible_row()
-    done = apply_to_record(row, Outcome("apply", result, before=OFF, after=OFF if result == "failed" else None,
-                                        judgement=judgement))
+    done = apply_to_record(
+        row, Outcome("apply", result, before=OFF, after=OFF if result == "failed" else None, judgement=judgement)
+    )
     assert (done.verdict, done.fixes, done.scatter_gather) == ("susceptible", judgement.fixes, "off")
-    assert done.to_dict()["workaround"] == Outcome("apply", result, before=OFF, after=done.workaround["after"]).to_dict()
+    assert (
+        done.to_dict()["workaround"] == Outcome("apply", result, before=OFF, after=done.workaround["after"]).to_dict()
+    )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import html
 import json
-import re
 import subprocess
 from pathlib import Path
 
@@ -56,12 +55,15 @@ def cat(lab, host, path):
     return lab.exec(host, ["cat", path]).stdout
 
 
-MIXED = HostPlan("mixed", (
-    IfacePlan("eth0"),
-    IfacePlan("eth1", sg=False),
-    IfacePlan("eth2", mtu=9001, sg=False),
-    IfacePlan("eth3", mtu=9000, sg=True),
-))
+MIXED = HostPlan(
+    "mixed",
+    (
+        IfacePlan("eth0"),
+        IfacePlan("eth1", sg=False),
+        IfacePlan("eth2", mtu=9001, sg=False),
+        IfacePlan("eth3", mtu=9000, sg=True),
+    ),
+)
 
 
 @plan(MIXED)
@@ -77,10 +79,13 @@ def test_apply_turns_sg_on_only_where_susceptible_and_a_second_apply_does_nothin
     fixed = found[("mixed", "eth1")]
     assert fixed["verdict"] == "remediated" and fixed["scatter_gather"] == "on"
     assert fixed["workaround"] == {
-        "mode": "apply", "result": "applied", "commands": ["/usr/sbin/ethtool -K eth1 sg on"],
+        "mode": "apply",
+        "result": "applied",
+        "commands": ["/usr/sbin/ethtool -K eth1 sg on"],
         "before": {"scatter_gather": "off", "sg_fixed": False, "mtu": 1500},
         "after": {"scatter_gather": "on", "sg_fixed": False, "mtu": 1500},
-        "persisted": [], "cause": None,
+        "persisted": [],
+        "cause": None,
     }
     assert [k for k, r in found.items() if "workaround" in r] == [("mixed", "eth1")]
     assert audit.summary["counts"]["remediated"] == 1 and audit.summary["workaround"] == "apply"
@@ -119,15 +124,25 @@ def test_dry_run_records_exact_commands_and_changes_nothing(fresh_lab, tmp_path)
     assert "-- dry-run, would run: /usr/sbin/ethtool -K eth1 sg on" in audit.stdout
 
 
-@plan(HostPlan("users", (IfacePlan("eth0", sg=False),), users=(
-    UserPlan("auditor"), UserPlan("asker", sudo="password"), UserPlan("ops", sudo="nopasswd"))))
+@plan(
+    HostPlan(
+        "users",
+        (IfacePlan("eth0", sg=False),),
+        users=(UserPlan("auditor"), UserPlan("asker", sudo="password"), UserPlan("ops", sudo="nopasswd")),
+    )
+)
 def test_privilege_failures_are_one_clear_line_and_change_nothing(fresh_lab, tmp_path):
     lab = fresh_lab
     common = [a for a in lab_args(lab) if not a.startswith("--hosts=")]
 
     def audit_as(user, *extra):
-        return run_audit(tmp_path / f"{user}{len(extra)}", f"--hosts={lab.spec('users', user=user)}", *common,
-                         "--xennet-workaround=apply", *extra)
+        return run_audit(
+            tmp_path / f"{user}{len(extra)}",
+            f"--hosts={lab.spec('users', user=user)}",
+            *common,
+            "--xennet-workaround=apply",
+            *extra,
+        )
 
     address = lab.hosts["users"].address
     plain = audit_as("auditor")
@@ -136,7 +151,8 @@ def test_privilege_failures_are_one_clear_line_and_change_nothing(fresh_lab, tmp
     assert row["workaround"]["result"] == "failed" and row["verdict"] == "susceptible"
     assert row["workaround"]["cause"] == (
         f"not root on {address} (logged in as uid {row['workaround']['cause'].split('uid ')[1].split(')')[0]}): "
-        "pass --sudo, or log in as root")
+        "pass --sudo, or log in as root"
+    )
     assert row["workaround"]["commands"] == []
     assert f"workaround failed: not root on {address}" in plain.stdout
     for user in ("auditor", "asker"):  # no sudo rights; sudo wants a password
@@ -153,8 +169,11 @@ def test_privilege_failures_are_one_clear_line_and_change_nothing(fresh_lab, tmp
 
 @plan(
     HostPlan("deb", (IfacePlan("eth0"), IfacePlan("eth1", sg=False)), etc_files=(("network/interfaces", INTERFACES),)),
-    HostPlan("rh", (IfacePlan("eth0"), IfacePlan("eth1", sg=False)),
-             etc_files=(("sysconfig/network-scripts/ifcfg-eth1", IFCFG),)),
+    HostPlan(
+        "rh",
+        (IfacePlan("eth0"), IfacePlan("eth1", sg=False)),
+        etc_files=(("sysconfig/network-scripts/ifcfg-eth1", IFCFG),),
+    ),
     HostPlan("bare", (IfacePlan("eth0", sg=False),), private_etc=True),
 )
 def test_persist_writes_the_udev_rule_and_the_hosts_own_configuration_once(fresh_lab, tmp_path):
@@ -166,13 +185,17 @@ def test_persist_writes_the_udev_rule_and_the_hosts_own_configuration_once(fresh
     for host in ("deb", "rh", "bare"):
         assert cat(lab, host, UDEV_RULE).splitlines()[1:] == [rule]
     assert cat(lab, "deb", "/etc/network/interfaces") == INTERFACES.replace(
-        "inet manual\n", "inet manual\n    offload-sg on\n")
+        "inet manual\n", "inet manual\n    offload-sg on\n"
+    )
     assert cat(lab, "rh", "/etc/sysconfig/network-scripts/ifcfg-eth1") == IFCFG.replace(
-        'tso off"', 'tso off; -K ${DEVICE} sg on"')
+        'tso off"', 'tso off; -K ${DEVICE} sg on"'
+    )
     found = rows(audit, lab)
     deb = found[("deb", "eth1")]["workaround"]["persisted"]
     assert [(p["via"], p["file"], p["action"]) for p in deb] == [
-        ("udev", UDEV_RULE, "created"), ("ifupdown", "/etc/network/interfaces", "changed")]
+        ("udev", UDEV_RULE, "created"),
+        ("ifupdown", "/etc/network/interfaces", "changed"),
+    ]
     assert cat(lab, "deb", deb[1]["backup"]) == INTERFACES  # the original, before the change
     rh = found[("rh", "eth1")]["workaround"]["persisted"]
     assert cat(lab, "rh", rh[1]["backup"]) == IFCFG
@@ -198,10 +221,18 @@ def test_persist_writes_the_udev_rule_and_the_hosts_own_configuration_once(fresh
 NM_CONNECTION = "xennet lab: uplink"
 NM_KEYFILE = "NetworkManager/system-connections/uplink.nmconnection"
 NM_HOST = HostPlan(
-    "nm", (IfacePlan("eth0"), IfacePlan("eth1", sg=False)), networkmanager=True,
-    etc_files=((NM_KEYFILE, (
-        f"[connection]\nid={NM_CONNECTION}\ntype=ethernet\ninterface-name=eth1\n\n"
-        "[ethtool]\nfeature-sg=false\n\n[ipv4]\nmethod=disabled\n\n[ipv6]\nmethod=disabled\n")),),
+    "nm",
+    (IfacePlan("eth0"), IfacePlan("eth1", sg=False)),
+    networkmanager=True,
+    etc_files=(
+        (
+            NM_KEYFILE,
+            (
+                f"[connection]\nid={NM_CONNECTION}\ntype=ethernet\ninterface-name=eth1\n\n"
+                "[ethtool]\nfeature-sg=false\n\n[ipv4]\nmethod=disabled\n\n[ipv6]\nmethod=disabled\n"
+            ),
+        ),
+    ),
 )
 
 
@@ -226,13 +257,20 @@ def test_persist_has_a_real_networkmanager_keep_sg_on(fresh_lab, tmp_path):
     assert "feature-sg=true" in cat(lab, "nm", f"/etc/{NM_KEYFILE}").split("[ethtool]")[1]
     done = rows(audit, lab)[("nm", "eth1")]["workaround"]
     assert done["persisted"] == [
-        {"file": UDEV_RULE, "action": "created", "backup": None, "via": "udev",
-         "note": "the udev rule matches xen-netfront (vif) interfaces only"},
+        {
+            "file": UDEV_RULE,
+            "action": "created",
+            "backup": None,
+            "via": "udev",
+            "note": "the udev rule matches xen-netfront (vif) interfaces only",
+        },
         {"via": "networkmanager", "connection": NM_CONNECTION, "action": "changed"},
     ]
     assert done["commands"] == [
-        "/usr/sbin/ethtool -K eth1 sg on", f"create {UDEV_RULE}",
-        "nmcli connection modify id 'xennet lab: uplink' ethtool.feature-sg on"]
+        "/usr/sbin/ethtool -K eth1 sg on",
+        f"create {UDEV_RULE}",
+        "nmcli connection modify id 'xennet lab: uplink' ethtool.feature-sg on",
+    ]
     assert "workaround" not in rows(audit, lab)[("nm", "eth0")]
 
     # SG off again, as after a reboot without persistence: NM's connection says on already.
@@ -266,14 +304,20 @@ def test_private_etc_is_seen_by_its_host_only(fresh_lab, tmp_path):
         assert lab.exec(other, ["test", "-e", target], check=False).returncode == 1
 
 
-@plan(HostPlan("a", (IfacePlan("eth0", sg=False),)), HostPlan("b", (IfacePlan("eth0", sg=False), IfacePlan("eth1", sg=False))))
+@plan(
+    HostPlan("a", (IfacePlan("eth0", sg=False),)),
+    HostPlan("b", (IfacePlan("eth0", sg=False), IfacePlan("eth1", sg=False))),
+)
 def test_xdist_workers_act_with_their_own_connections(fresh_lab, tmp_path):
     lab = fresh_lab
     before = {n: lab.sshd_events(n) for n in lab.hosts}
     audit = run_audit(tmp_path, *lab_args(lab), "--xennet-workaround=apply", "-n", "2")
     assert audit.returncode == 0, audit.stdout
     assert {k: r["verdict"] for k, r in rows(audit, lab).items()} == {
-        ("a", "eth0"): "remediated", ("b", "eth0"): "remediated", ("b", "eth1"): "remediated"}
+        ("a", "eth0"): "remediated",
+        ("b", "eth0"): "remediated",
+        ("b", "eth1"): "remediated",
+    }
     assert [sg(lab, h, i) for h, i in (("a", "eth0"), ("b", "eth0"), ("b", "eth1"))] == [True, True, True]
     for name in lab.hosts:  # gathering's login, plus at most one per worker that acted there
         logins = lab.sshd_events(name)[0] - before[name][0]
@@ -317,7 +361,8 @@ def test_when_the_driver_refuses_sg_only_an_allowed_mtu_change_remediates(fresh_
     assert (row["verdict"], row["workaround"]["result"]) == ("susceptible", "failed")
     assert row["workaround"]["cause"] == (
         "scatter-gather is still off on eth1 (tx-scatter-gather: off [requested on]); "
-        "no MTU change: --xennet-allow-mtu was not given")
+        "no MTU change: --xennet-allow-mtu was not given"
+    )
     assert mtu(lab, "nosg", "eth1") == 1500  # MTU is opt-in: untouched
 
     allowed = run_audit(tmp_path / "allowed", *lab_args(lab), "--xennet-workaround=apply", "--xennet-allow-mtu")
