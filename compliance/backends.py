@@ -14,6 +14,7 @@ registry is left alone, so other testinfra users in the same process get upstrea
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import signal
@@ -117,12 +118,25 @@ def openssh_failure(stderr: str) -> BaseException:
     return SshFailed(last)
 
 
-def sudo_refusal(result: base.CommandResult) -> SudoRefused | None:
-    """A SudoRefused when sudo (run as ``sudo -n``) said why it would not run the command."""
-    stderr = result.stderr
+def sudo_refusal(stderr: str) -> SudoRefused | None:
+    """A SudoRefused when sudo (run as ``sudo -n``) said on ``stderr`` why it would not run the command."""
     if "sudo:" in stderr and ("password is required" in stderr or "terminal is required" in stderr):
         return SudoRefused("sudo requires a password")
     return None
+
+
+@dataclasses.dataclass(frozen=True)
+class ScriptResult:
+    """What a script run on standard input gave back, as bytes: the suite decodes them itself,
+    so testinfra never asks the host for its locale (a second remote command)."""
+
+    rc: int
+    stdout: bytes
+    stderr: bytes
+
+    @property
+    def stderr_text(self) -> str:
+        return self.stderr.decode("utf-8", "backslashreplace")
 
 
 def whole_seconds(timeout: float) -> int:
@@ -345,7 +359,11 @@ class ParamikoBackend(NonInteractiveSudo, testinfra.backend.paramiko.ParamikoBac
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock
 
-    def _exec_command(self, command: bytes) -> tuple[int, bytes, bytes]:
+    def run_script(self, command: str, script: bytes) -> ScriptResult:
+        """Run ``command`` (through sudo when asked) with ``script`` on its standard input."""
+        return ScriptResult(*self._exec_command(self.encode(self.get_command(command)), stdin=script))
+
+    def _exec_command(self, command: bytes, stdin: bytes = b"") -> tuple[int, bytes, bytes]:
         transport = self.client.get_transport()
         assert transport is not None
         deadline = time.monotonic() + self.timeout
@@ -354,6 +372,9 @@ class ParamikoBackend(NonInteractiveSudo, testinfra.backend.paramiko.ParamikoBac
             if self.get_pty:
                 chan.get_pty()
             chan.exec_command(command)
+            if stdin:
+                chan.sendall(stdin)
+            chan.shutdown_write()  # EOF: `sh -s` ends with the script
             stdout = self._read_until_eof(chan, chan.recv, deadline)
             stderr = self._read_until_eof(chan, chan.recv_stderr, deadline)
             if not chan.status_event.wait(max(0.0, deadline - time.monotonic())):
@@ -443,6 +464,16 @@ class SshBackend(NonInteractiveSudo, testinfra.backend.ssh.SshBackend):
 
     def run_local(self, command: str, *args: str) -> base.CommandResult:
         cmd = self.encode(self.quote(command, *args))
+        rc, stdout, stderr = self._ssh(cmd, b"")
+        return self.result(rc, cmd, stdout, stderr)
+
+    def run_script(self, command: str, script: bytes) -> ScriptResult:
+        """Run ``command`` (through sudo when asked) with ``script`` on its standard input."""
+        cmd, cmd_args = self._build_ssh_command(self.get_command(command))
+        return ScriptResult(*self._ssh(self.encode(self.quote(" ".join(cmd), *cmd_args)), script))
+
+    def _ssh(self, cmd: bytes, stdin: bytes) -> tuple[int, bytes, bytes]:
+        """One ssh process: its deadline, its input, and OpenSSH's own failures as typed errors."""
         env = dict(os.environ, SSHPASS=self.host.password) if self.host.password else None
         # ConnectTimeout bounds connecting; the process deadline adds `timeout` for the command.
         limit = 2 * self.timeout
@@ -450,7 +481,7 @@ class SshBackend(NonInteractiveSudo, testinfra.backend.ssh.SshBackend):
             cmd,
             shell=True,
             env=env,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
@@ -459,7 +490,7 @@ class SshBackend(NonInteractiveSudo, testinfra.backend.ssh.SshBackend):
         try:
             if self._closed:
                 self._kill(proc)
-            stdout, stderr = proc.communicate(timeout=limit)
+            stdout, stderr = proc.communicate(stdin, timeout=limit)
         except subprocess.TimeoutExpired:
             self._kill(proc)
             proc.communicate()
@@ -470,7 +501,7 @@ class SshBackend(NonInteractiveSudo, testinfra.backend.ssh.SshBackend):
             raise ConnectionAbortedError("connection closed")
         if proc.returncode == 255:  # OpenSSH's own failure, not the remote command's
             raise openssh_failure(stderr.decode("utf-8", "replace"))
-        return self.result(proc.returncode, cmd, stdout, stderr)
+        return proc.returncode, stdout, stderr
 
     @staticmethod
     def _kill(proc: subprocess.Popen) -> None:
@@ -488,6 +519,11 @@ class SshBackend(NonInteractiveSudo, testinfra.backend.ssh.SshBackend):
 
 class LocalBackend(NonInteractiveSudo, testinfra.backend.local.LocalBackend):
     """This machine, with ``sudo -n``."""
+
+    def run_script(self, command: str, script: bytes) -> ScriptResult:
+        """Run ``command`` (through sudo when asked) with ``script`` on its standard input."""
+        proc = subprocess.run(self.encode(self.get_command(command)), shell=True, input=script, capture_output=True)
+        return ScriptResult(proc.returncode, proc.stdout, proc.stderr)
 
     def close(self) -> None:
         """Nothing to close."""

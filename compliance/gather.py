@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from compliance.options import DEFAULT_WORKERS
-from compliance.probe import PROBE_COMMAND, HostFacts, ProbeError, excerpt, last_line, parse_probe
+from compliance.probe import PROBE_COMMAND, PROBE_SCRIPT, HostFacts, ProbeError, excerpt, last_line, parse_probe
 from compliance.targets import Target
 
 SIGNAL_POLL = 0.25  # seconds; how soon Ctrl-C or SIGTERM stops gathering at the latest
@@ -82,17 +82,19 @@ def describe_error(exc: BaseException, target: Target) -> str:
 def probe_host(target: Target) -> HostResult:
     """Run the probe on one host over one connection, then close it."""
     try:
-        result = target.connect().run(PROBE_COMMAND)
+        result = target.connect().run_script(PROBE_COMMAND, PROBE_SCRIPT.encode())
         try:
             facts = parse_probe(result.stdout)
         except ProbeError as exc:
             from compliance.backends import sudo_refusal
 
-            refusal = sudo_refusal(result)
+            refusal = sudo_refusal(result.stderr_text)
             if refusal is not None:
                 raise refusal from None
             if result.rc != 0:
-                return HostResult(target.label, error=f"probe failed (exit {result.rc}): {last_line(result.stderr)}")
+                return HostResult(
+                    target.label, error=f"probe failed (exit {result.rc}): {last_line(result.stderr_text)}"
+                )
             return HostResult(target.label, error=str(exc))
         return HostResult(target.label, facts=facts)
     except Exception as exc:

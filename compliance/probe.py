@@ -1,11 +1,18 @@
-"""The probe: one remote shell command that reports a host's network facts, and its parser.
+"""The probe: one remote command that reports a host's network facts, and its parser.
 
-The command is POSIX sh, reads only sysfs and ``ethtool -k``, and changes nothing.
-Interface names only ever reach a command as a quoted ``"$n"`` argument. Its output
-is a line protocol (``key<TAB>value``, ethtool lines prefixed by ``|``) that the
-parser reads strictly: anything it does not recognise becomes a problem, never a pass.
+The script is POSIX sh, reads only sysfs and ``ethtool -k``, and changes nothing. It is
+sent on standard input to ``sh -s`` (:data:`PROBE_COMMAND`), two words that every login
+shell runs alike (bash, dash, zsh, fish, tcsh/csh, ksh, mksh, busybox ash, yash, posh):
+no login shell ever parses the script itself. Interface names only ever reach a command as
+a quoted ``"$n"`` argument.
 
->>> facts = parse_probe(run_on_host(PROBE_COMMAND))        # doctest: +SKIP
+Its output is a byte protocol: ``key<TAB>value`` lines, split on ``\n`` alone (a name can
+hold any byte but ``/``, ``:``, NUL and whitespace, never a newline), and each interface's
+``ethtool -k`` output framed by ``ethtool_begin`` and ``XENNET-ETHTOOL-END`` lines. The
+parser reads bytes and decodes them itself: the host's locale is never asked. Anything it
+does not recognise becomes a problem, never a pass.
+
+>>> facts = parse_probe(run_script_on_host(PROBE_COMMAND, PROBE_SCRIPT))  # doctest: +SKIP
 >>> [(i.name, i.driver, i.mtu, i.scatter_gather) for i in facts.interfaces]  # doctest: +SKIP
 [('eth0', 'xen_netfront', 1500, True)]
 """
@@ -14,25 +21,31 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import shlex
 from typing import Any
 
-PROTOCOL = "XENNET-PROBE 1"
-END = "XENNET-PROBE-END"
+PROTOCOL = b"XENNET-PROBE 2"
+END = b"XENNET-PROBE-END"
+ETHTOOL_END = b"XENNET-ETHTOOL-END"
 EXCERPT_CHARS = 200
 
 # Names reach commands only as "$n". ethtool is looked up in PATH, then /sbin and
 # /usr/sbin, which non-root PATHs (and some sudo secure_paths) omit. The script runs on
 # every host of a fleet, often on cores that sshd shares, so it keeps to shell builtins:
 # ethtool (once per interface) and readlink (only for a NIC with a device) are its only
-# programs. It prints once, at the end: a write per line would be an SSH packet per line.
+# programs. Output is built in memory and printed at the end (a write per line would be
+# an SSH packet per line), in chunks of at most 32 KiB: appending to one ever-growing
+# variable is quadratic, and posh, whose printf is not a builtin, cannot pass an
+# argument over 128 KiB to it. A host with a few interfaces writes once.
 PROBE_SCRIPT = r"""
 LC_ALL=C; export LC_ALL
 nl='
 '
 tab='	'
-out='XENNET-PROBE 1'$nl
-line() { out=$out$1$tab$2$nl; }
+k=0
+out='XENNET-PROBE 2'$nl
+flush() { k=$((k+1)); eval "c$k=\$out"; out=; }
+emit() { out=$out$1; if [ "${#out}" -ge 32768 ]; then flush; fi; }
+line() { emit "$1$tab$2$nl"; }
 first() { v=; if [ -r "$2" ]; then read -r v 2>/dev/null < "$2"; fi; line "$1" "$v"; }
 e=
 saved_ifs=$IFS; IFS=:
@@ -54,24 +67,26 @@ for p in /sys/class/net/*; do
   d=
   if [ -e "$p/device" ]; then
     line virtual 0
-    if [ -e "$p/device/driver/module" ]; then d=$(readlink -f "$p/device/driver/module")
-    elif [ -e "$p/device/driver" ]; then d=$(readlink -f "$p/device/driver"); fi
+    if [ -e "$p/device/driver/module" ]; then d=$(readlink -f "$p/device/driver/module" </dev/null)
+    elif [ -e "$p/device/driver" ]; then d=$(readlink -f "$p/device/driver" </dev/null); fi
   else
     line virtual 1
   fi
   line driver "${d##*/}"
   m=; read -r m 2>/dev/null < "$p/mtu"; line mtu "$m"
   if [ -n "$e" ]; then
-    o=$("$e" -k "$n" 2>&1); line ethtool_rc "$?"
-    o=$o$nl
-    while [ -n "$o" ]; do out=$out'|'${o%%"$nl"*}$nl; o=${o#*"$nl"}; done
+    o=$("$e" -k "$n" 2>&1 </dev/null); r=$?
+    emit "ethtool_rc$tab$r${nl}ethtool_begin$tab$nl$o${nl}XENNET-ETHTOOL-END$nl"
   fi
 done
-printf '%sXENNET-PROBE-END\n' "$out"
+emit "XENNET-PROBE-END$nl"
+flush
+i=1
+while [ "$i" -le "$k" ]; do eval "printf '%s' \"\$c$i\""; i=$((i+1)); done
 """
 
-# sh -c keeps the script POSIX whatever the remote login shell is.
-PROBE_COMMAND = "sh -c " + shlex.quote(PROBE_SCRIPT)
+# The script travels on standard input: no login shell (csh and fish included) parses it.
+PROBE_COMMAND = "sh -s"
 
 
 class ProbeError(Exception):
@@ -143,7 +158,7 @@ def parse_ethtool_features(text: str, name: str) -> tuple[bool, bool]:
     header = None
     top: list[bool] = []
     sub: list[tuple[bool, str | None]] = []
-    for raw in text.splitlines():
+    for raw in text.split("\n"):  # not splitlines: names may hold \x1c, U+2028...
         if not raw or _NOISE.fullmatch(raw):
             continue
         if header is None:
@@ -171,73 +186,103 @@ def parse_ethtool_features(text: str, name: str) -> tuple[bool, bool]:
     return top[0], bool(sub) and sub[0][1] == "fixed"
 
 
+def text_of(raw: bytes) -> str:
+    """Host bytes as text: UTF-8, with any other byte kept as an escape (``\\xff``), never an error."""
+    return raw.decode("utf-8", "backslashreplace")
+
+
 def _interface(block: dict[str, Any]) -> InterfaceFacts:
-    name = block["iface"]
-    if block.get("kind") == "notdir":
+    raw_name: bytes = block["iface"]
+    try:
+        name = raw_name.decode("utf-8")
+    except UnicodeDecodeError:
+        # Still its own row, so that the host's other interfaces are judged.
+        return InterfaceFacts(text_of(raw_name), problem="interface name is not UTF-8 (its bytes are shown escaped)")
+    if block.get("kind") == b"notdir":
         return InterfaceFacts(name, problem=f"/sys/class/net/{excerpt(name)} is not an interface directory")
-    driver = block.get("driver") or None
-    virtual = block.get("virtual") == "1"
+    driver = text_of(block.get("driver", b"")) or None
+    virtual = block.get("virtual") == b"1"
     facts = InterfaceFacts(name, driver=driver, virtual=virtual)
-    mtu_text = block.get("mtu", "")
+    mtu_text = text_of(block.get("mtu", b""))
     if not mtu_text:
         return dataclasses.replace(facts, problem=f"cannot read MTU of {excerpt(name)} (it may have vanished)")
-    if not mtu_text.isdigit():
+    if not (mtu_text.isascii() and mtu_text.isdigit()):
         return dataclasses.replace(facts, problem=f"cannot read MTU of {excerpt(name)}: {excerpt(mtu_text)}")
     facts = dataclasses.replace(facts, mtu=int(mtu_text))
-    ethtool_text = "\n".join(block.get("ethtool_lines", []))
+    if "ethtool" not in block:
+        return dataclasses.replace(facts, problem=f"no ethtool -k output for {excerpt(name)}")
+    # surrogateescape: a stray byte cannot match any known line, so it fails closed, escaped.
+    ethtool_text = b"\n".join(block["ethtool"]).decode("utf-8", "surrogateescape")
     try:
         sg, fixed = parse_ethtool_features(ethtool_text, name)
     except ProbeError as exc:
-        rc = block.get("ethtool_rc")
-        detail = str(exc) if rc == "0" else f"ethtool -k failed (exit {excerpt(rc or '?')}): {excerpt(ethtool_text)}"
+        rc = text_of(block.get("ethtool_rc", b"?"))
+        detail = str(exc) if rc == "0" else f"ethtool -k failed (exit {excerpt(rc)}): {excerpt(ethtool_text)}"
         return dataclasses.replace(facts, problem=detail)
     return dataclasses.replace(facts, scatter_gather=sg, sg_fixed=fixed)
 
 
-_HOST_KEYS = ("kernel", "hypervisor", "sys_vendor", "board_asset_tag", "ethtool")
-_IFACE_KEYS = ("kind", "virtual", "driver", "mtu", "ethtool_rc")
+_HOST_KEYS = (b"kernel", b"hypervisor", b"sys_vendor", b"board_asset_tag", b"ethtool")
+_IFACE_KEYS = (b"kind", b"virtual", b"driver", b"mtu", b"ethtool_rc")
 
 
-def parse_probe(stdout: str) -> HostFacts:
-    """Parse the probe's output. Raises ProbeError when the host as a whole is in doubt."""
-    lines = stdout.splitlines()
+def parse_probe(stdout: bytes) -> HostFacts:
+    """Parse the probe's output (bytes). Raises ProbeError when the host as a whole is in doubt.
+
+    >>> out = (b"XENNET-PROBE 2\nkernel\t6.1\nhypervisor\txen\nsys_vendor\tXen\nboard_asset_tag\t\n"
+    ...        b"ethtool\t/sbin/ethtool\niface\teth\xff\nvirtual\t1\ndriver\t\nmtu\t1500\nXENNET-PROBE-END\n")
+    >>> parse_probe(out).interfaces[0].name
+    'eth\\xff'
+    """
+    lines = stdout.split(b"\n")  # only \n: str.splitlines would also split on \x1c, \x85, U+2028...
     try:
         start = lines.index(PROTOCOL)
     except ValueError:
-        raise ProbeError(f"no probe output (got: {excerpt(stdout) or 'nothing'})") from None
+        raise ProbeError(f"no probe output (got: {excerpt(text_of(stdout)) or 'nothing'})") from None
     if END not in lines[start:]:
-        raise ProbeError(f"probe output is truncated: {excerpt(stdout[-EXCERPT_CHARS:])}")
-    body = lines[start + 1 : lines.index(END, start)]
-    host: dict[str, str] = {}
+        raise ProbeError(f"probe output is truncated: {excerpt(text_of(stdout[-EXCERPT_CHARS:]))}")
+    body = iter(lines[start + 1 : lines.index(END, start)])
+    host: dict[bytes, bytes] = {}
     blocks: list[dict[str, Any]] = []
     for raw in body:
-        if raw.startswith("|") and blocks:
-            blocks[-1].setdefault("ethtool_lines", []).append(raw[1:])
-            continue
-        key, sep, value = raw.partition("\t")
+        key, sep, value = raw.partition(b"\t")
         if not sep:
-            raise ProbeError(f"unexpected probe line: {excerpt(raw)}")
-        if key == "iface":
+            raise ProbeError(f"unexpected probe line: {excerpt(text_of(raw))}")
+        if key == b"iface":
             blocks.append({"iface": value})
-        elif key in _IFACE_KEYS and blocks and key not in blocks[-1]:
-            blocks[-1][key] = value
+        elif key == b"ethtool_begin" and blocks and "ethtool" not in blocks[-1] and not value:
+            blocks[-1]["ethtool"] = list(_until(body, ETHTOOL_END))
+        elif key in _IFACE_KEYS and blocks and key.decode() not in blocks[-1]:
+            blocks[-1][key.decode()] = value
         elif key in _HOST_KEYS and not blocks and key not in host:
             host[key] = value
         else:
-            raise ProbeError(f"unexpected probe line: {excerpt(raw)}")
-    missing = [k for k in _HOST_KEYS if k not in host]
+            raise ProbeError(f"unexpected probe line: {excerpt(text_of(raw))}")
+    missing = [k.decode() for k in _HOST_KEYS if k not in host]
     if missing:
         raise ProbeError(f"probe output lacks {', '.join(missing)}")
-    if not host["ethtool"]:
+    if not host[b"ethtool"]:
         raise ProbeError("ethtool not found (looked in PATH, /sbin and /usr/sbin)")
     names = [b["iface"] for b in blocks]
     if len(set(names)) != len(names):
         raise ProbeError("probe output lists an interface twice")
+    interfaces = [_interface(b) for b in blocks]
+    if len({i.name for i in interfaces}) != len(interfaces):
+        raise ProbeError("two interface names look alike once escaped")
     return HostFacts(
-        kernel=host["kernel"],
-        hypervisor=host["hypervisor"] or None,
-        sys_vendor=host["sys_vendor"] or None,
-        board_asset_tag=host["board_asset_tag"] or None,
-        ethtool=host["ethtool"],
-        interfaces=tuple(sorted((_interface(b) for b in blocks), key=lambda i: i.name)),
+        kernel=text_of(host[b"kernel"]),
+        hypervisor=text_of(host[b"hypervisor"]) or None,
+        sys_vendor=text_of(host[b"sys_vendor"]) or None,
+        board_asset_tag=text_of(host[b"board_asset_tag"]) or None,
+        ethtool=text_of(host[b"ethtool"]),
+        interfaces=tuple(sorted(interfaces, key=lambda i: i.name)),
     )
+
+
+def _until(lines: Any, marker: bytes) -> Any:
+    """The lines of an iterator up to ``marker`` (consumed); the marker must come."""
+    for raw in lines:
+        if raw == marker:
+            return
+        yield raw
+    raise ProbeError("ethtool -k output is not closed: the probe output is truncated")

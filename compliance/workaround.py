@@ -33,7 +33,7 @@ from typing import Any
 
 from compliance import persist
 from compliance.options import WORKAROUND_MODES
-from compliance.probe import PROBE_COMMAND, InterfaceFacts, ProbeError, excerpt, last_line, parse_probe
+from compliance.probe import PROBE_COMMAND, PROBE_SCRIPT, InterfaceFacts, ProbeError, excerpt, last_line, parse_probe
 from compliance.row import Row
 from compliance.rule import JUMBO_MTU, Judgement, Verdict, judge
 from compliance.targets import Target
@@ -195,7 +195,7 @@ class HostSession:
         stderr = result.stderr
         from compliance.backends import sudo_refusal
 
-        if sudo_refusal(result) is not None:
+        if sudo_refusal(result.stderr_bytes.decode("utf-8", "backslashreplace")) is not None:
             return f"sudo requires a password on {self.label} (or the user has no sudo rights there)"
         if "sudo:" in stderr or result.rc != 0:
             return f"cannot run commands as root on {self.label}: {last_line(stderr)}"
@@ -208,7 +208,7 @@ class HostSession:
 
     def read(self, name: str) -> tuple[str, InterfaceFacts]:
         """(ethtool path, the interface's facts), from the probe and its own parser."""
-        result = self.backend().run(PROBE_COMMAND)  # the probe, through sudo when --sudo
+        result = self.backend().run_script(PROBE_COMMAND, PROBE_SCRIPT.encode())  # through sudo when --sudo
         try:
             facts = parse_probe(result.stdout)
         except ProbeError as exc:

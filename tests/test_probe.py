@@ -10,7 +10,9 @@ import pytest
 
 from compliance.probe import (
     END,
+    ETHTOOL_END,
     PROBE_COMMAND,
+    PROBE_SCRIPT,
     PROTOCOL,
     HostFacts,
     ProbeError,
@@ -91,16 +93,18 @@ def test_error_excerpts_are_bounded():
 # ---- the whole probe output -------------------------------------------------------
 
 
-def probe_output(*iface_blocks: str, ethtool: str = "/usr/sbin/ethtool", end: bool = True) -> str:
+def probe_output(*iface_blocks: str, ethtool: str = "/usr/sbin/ethtool", end: bool = True) -> bytes:
+    """A probe output (protocol 2) as the host sends it: bytes."""
     head = [
-        PROTOCOL,
+        PROTOCOL.decode(),
         "kernel\t4.14.355-1.el7.x86_64",
         "hypervisor\txen",
         "sys_vendor\tXen",
         "board_asset_tag\t",
         f"ethtool\t{ethtool}",
     ]
-    return "\n".join(head + list(iface_blocks) + ([END] if end else [])) + "\n"
+    text = "\n".join(head + list(iface_blocks) + ([END.decode()] if end else [])) + "\n"
+    return text.encode("utf-8", "surrogateescape")
 
 
 def xen_iface(name="eth0", mtu="1500", rc="0", ethtool_lines=None, driver="xen_netfront"):
@@ -110,13 +114,14 @@ def xen_iface(name="eth0", mtu="1500", rc="0", ethtool_lines=None, driver="xen_n
         else [f"Features for {name}:", "scatter-gather: off", "\ttx-scatter-gather: off"]
     )
     return "\n".join(
-        [f"iface\t{name}", "virtual\t0", f"driver\t{driver}", f"mtu\t{mtu}", f"ethtool_rc\t{rc}"]
-        + ["|" + line for line in lines]
+        [f"iface\t{name}", "virtual\t0", f"driver\t{driver}", f"mtu\t{mtu}", f"ethtool_rc\t{rc}", "ethtool_begin\t"]
+        + lines
+        + [ETHTOOL_END.decode()]
     )
 
 
 def test_captured_probe_output_parses():
-    facts = parse_probe((DATA / "probe-local-virtio.txt").read_text())
+    facts = parse_probe((DATA / "probe-local-virtio.txt").read_bytes())
     assert facts.kernel == "6.18.44-fc-v669"
     assert facts.hypervisor is None and facts.ethtool == "/usr/sbin/ethtool"
     assert [(i.name, i.driver, i.virtual, i.mtu, i.scatter_gather) for i in facts.interfaces] == [
@@ -149,14 +154,19 @@ def test_hostile_names_survive_intact(name):
 @pytest.mark.parametrize(
     ("output", "match"),
     [
-        ("", "no probe output"),
-        ("sudo: a password is required\n", "no probe output"),
+        (b"", "no probe output"),
+        (b"sudo: a password is required\n", "no probe output"),
         (probe_output(xen_iface(), end=False), "truncated"),
         (probe_output(xen_iface(), ethtool=""), "ethtool not found"),
         (probe_output(xen_iface(), "surprise\tvalue"), "unexpected probe line"),
         (probe_output(xen_iface(), "no tab here"), "unexpected probe line"),
         (probe_output(xen_iface(), xen_iface()), "lists an interface twice"),
-        (probe_output(xen_iface()).replace("kernel\t", "kernal\t"), "unexpected probe line"),
+        (probe_output(xen_iface()).replace(b"kernel\t", b"kernal\t"), "unexpected probe line"),
+        (probe_output(xen_iface().removesuffix("\nXENNET-ETHTOOL-END")), "not closed"),
+        (
+            probe_output(xen_iface(), xen_iface("eth1").replace("ethtool_begin", "ethtool_begun")),
+            "unexpected probe line",
+        ),
         (probe_output(xen_iface() + "\nmtu\t1500"), "unexpected probe line"),
     ],
 )
@@ -199,8 +209,8 @@ def test_binary_junk_in_ethtool_output_is_a_problem_with_an_escaped_excerpt():
 )
 def test_probe_script_runs_on_this_machine():
     """The real script, under the real /bin/sh, lists exactly what the kernel lists."""
-    out = subprocess.run(PROBE_COMMAND, shell=True, capture_output=True, text=True, check=True).stdout
-    facts = parse_probe(out)
+    out = subprocess.run(PROBE_COMMAND, shell=True, input=PROBE_SCRIPT.encode(), capture_output=True, check=True)
+    facts = parse_probe(out.stdout)
     expected = sorted(p.name for p in Path("/sys/class/net").iterdir() if p.name != "lo")
     assert [i.name for i in facts.interfaces] == expected
     for iface in facts.interfaces:
@@ -211,3 +221,32 @@ def test_probe_script_runs_on_this_machine():
 def test_unreadable_mtu_is_a_problem():
     (iface,) = parse_probe(probe_output(xen_iface(mtu=""))).interfaces
     assert iface.mtu is None and iface.problem == "cannot read MTU of eth0 (it may have vanished)"
+
+
+# ---- names that hold any byte: the line protocol is split on \n alone ------------------------
+
+
+@pytest.mark.parametrize("name", ["a\x1cb", "a\x1db", "a\x1eb", "a\x85b", "a\u2028b", "a\u2029b", "e\u0301th0"])
+def test_names_that_python_would_split_lines_at_survive(name):
+    # str.splitlines breaks at \x1c-\x1e, \x85, U+2028/2029: the probe's protocol never does.
+    facts = parse_probe(probe_output(xen_iface(name), xen_iface("eth0")))
+    assert {i.name: (i.problem, i.scatter_gather) for i in facts.interfaces} == {
+        name: (None, False),
+        "eth0": (None, False),
+    }
+
+
+def test_a_name_that_is_not_utf8_is_its_own_error_row_and_the_others_are_judged():
+    bad = "eth\udcff"  # the byte 0xff, as the kernel allows
+    facts = parse_probe(probe_output(xen_iface(bad), xen_iface("eth0")))
+    rows = {i.name: i for i in facts.interfaces}
+    assert set(rows) == {"eth\\xff", "eth0"}  # the bytes, shown escaped
+    assert rows["eth\\xff"].problem == "interface name is not UTF-8 (its bytes are shown escaped)"
+    assert rows["eth0"].problem is None and rows["eth0"].scatter_gather is False
+
+
+def test_any_byte_elsewhere_in_the_output_is_decoded_here_never_an_exception():
+    block = xen_iface(driver="drv\udcfe", ethtool_lines=["Features for eth0:", "scatter-gather: on", "caf\udce9: on"])
+    (iface,) = parse_probe(probe_output(block)).interfaces
+    assert iface.driver == "drv\\xfe"
+    assert iface.scatter_gather is None and "\\udce9" in iface.problem
