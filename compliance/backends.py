@@ -374,7 +374,7 @@ class ParamikoBackend(NonInteractiveSudo, testinfra.backend.paramiko.ParamikoBac
             chan.exec_command(command)
             if stdin:
                 chan.sendall(stdin)
-            chan.shutdown_write()  # EOF: `sh -s` ends with the script
+            chan.shutdown_write()  # EOF: `sh` ends with the script
             stdout = self._read_until_eof(chan, chan.recv, deadline)
             stderr = self._read_until_eof(chan, chan.recv_stderr, deadline)
             if not chan.status_event.wait(max(0.0, deadline - time.monotonic())):

@@ -1,9 +1,10 @@
 """The probe: one remote command that reports a host's network facts, and its parser.
 
 The script is POSIX sh, reads only sysfs and ``ethtool -k``, and changes nothing. It is
-sent on standard input to ``sh -s`` (:data:`PROBE_COMMAND`), two words that every login
+sent on standard input to ``sh`` (:data:`PROBE_COMMAND`), one word that every login
 shell runs alike (bash, dash, zsh, fish, tcsh/csh, ksh, mksh, busybox ash, yash, posh):
-no login shell ever parses the script itself. Interface names only ever reach a command as
+no login shell ever parses the script itself. (Not ``sh -s``: posh has no ``-s``; a POSIX
+shell given no operand reads its commands from standard input anyway.) Interface names only ever reach a command as
 a quoted ``"$n"`` argument.
 
 Its output is a byte protocol: ``key<TAB>value`` lines, split on ``\n`` alone (a name can
@@ -86,7 +87,7 @@ while [ "$i" -le "$k" ]; do eval "printf '%s' \"\$c$i\""; i=$((i+1)); done
 """
 
 # The script travels on standard input: no login shell (csh and fish included) parses it.
-PROBE_COMMAND = "sh -s"
+PROBE_COMMAND = "sh"
 
 
 class ProbeError(Exception):

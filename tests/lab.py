@@ -119,10 +119,16 @@ class HostPlan:
     # /run and /var/lib/NetworkManager), managing every interface but ifaces[0]; its
     # connections come from etc_files (NetworkManager/system-connections/*.nmconnection).
     networkmanager: bool = False
+    # root's login shell in the host's private /etc/passwd (any path, e.g. /usr/bin/tcsh).
+    root_shell: str | None = None
+    # A shell bind-mounted over /bin/sh in the host's sessions (e.g. /usr/bin/posh).
+    sh: str | None = None
 
     @property
     def needs_private_etc(self) -> bool:
-        return self.private_etc or bool(self.users) or bool(self.etc_files) or self.networkmanager
+        return (
+            self.private_etc or bool(self.users) or bool(self.etc_files) or self.networkmanager or bool(self.root_shell)
+        )
 
 
 @dataclass(frozen=True)
@@ -177,7 +183,8 @@ def require_root() -> str | None:
 
 def _run(argv: Sequence[str], *, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
     """Run argv (never through a shell), capturing text output."""
-    proc = subprocess.run(list(argv), input=input, capture_output=True, text=True)
+    # surrogateescape: interface names may hold bytes that are not UTF-8.
+    proc = subprocess.run(list(argv), input=input, capture_output=True, text=True, errors="surrogateescape")
     if check and proc.returncode != 0:
         raise LabError(
             f"command failed (rc={proc.returncode}): {list(argv)!r}\n"
@@ -197,7 +204,8 @@ def _ip_batch(lines: Iterable[str], netns: str | None = None, force: bool = Fals
 
 def _ip_json(argv: Sequence[str], netns: str | None = None) -> list[dict]:
     out = _run(["ip", "-j"] + (["-n", netns] if netns else []) + list(argv)).stdout
-    return json.loads(out) if out.strip() else []
+    # strict=False: ip -j leaves control bytes of interface names unescaped.
+    return json.loads(out, strict=False) if out.strip() else []
 
 
 def _parallel(fn: Callable[[_T], object], items: Sequence[_T]) -> None:
@@ -223,7 +231,11 @@ def read_sg(ethtool_k_output: str) -> bool:
 
 def _valid_ifname(name: str) -> bool:
     """Kernel rules (dev_valid_name) for an interface name."""
-    return 0 < len(name.encode()) <= 15 and name not in (".", "..") and not any(c in "/:" or c.isspace() for c in name)
+    return (
+        0 < len(name.encode("utf-8", "surrogateescape")) <= 15
+        and name not in (".", "..")
+        and not any(c in "/: \t\n\v\f\r" for c in name)  # the kernel's isspace(), not Python's
+    )
 
 
 # --------------------------------------------------------------------------
@@ -513,7 +525,9 @@ class Lab:
     def exec(self, name: str, argv: Sequence[str], check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run argv inside the host's namespaces (network namespace, its own
         /sys, and the same private bind mounts its sshd sees)."""
-        proc = subprocess.run(self._ns_argv(self.hosts[name], argv), capture_output=True, text=True)
+        proc = subprocess.run(
+            self._ns_argv(self.hosts[name], argv), capture_output=True, text=True, errors="surrogateescape"
+        )
         if check and proc.returncode != 0:
             raise subprocess.CalledProcessError(proc.returncode, proc.args, proc.stdout, proc.stderr)
         return proc
@@ -585,6 +599,14 @@ class Lab:
             (etc / rel).write_text(text)
         if host.plan.users:
             self._add_users(host, etc)
+        if host.plan.root_shell:
+            passwd = etc / "passwd"
+            lines = passwd.read_text().splitlines()
+            fields = lines[0].split(":")  # root's line comes first
+            if fields[0] != "root":
+                raise LabError("the first line of /etc/passwd is not root's")
+            lines[0] = ":".join([*fields[:6], host.plan.root_shell])
+            passwd.write_text("\n".join(lines) + "\n")
         if host.plan.networkmanager:
             self._configure_networkmanager(host, etc)
 
@@ -690,6 +712,9 @@ class Lab:
                 (self.host_dir(host.name) / "nm-state", Path(NM_STATE_DIR)),
             ]
         mounts += [(empty, Path(t)) for t in SHELL_STARTUP_FILES if os.path.isfile(t)]
+        if host.plan.sh is not None:
+            # /bin/sh is a symlink (to dash): mount over the file it names.
+            mounts.append((Path(host.plan.sh), Path(os.path.realpath("/bin/sh"))))
         real_ethtool = [Path(p) for p in ETHTOOL_PATHS if os.path.isfile(p) and not os.path.islink(p)]
         if not host.plan.ethtool:
             # A non-executable file over the binary: `command -v` and `[ -x ]` both miss it.

@@ -23,6 +23,16 @@ NEEDED = {
     "nmcli": "network-manager",
     "nm-online": "network-manager",
     "dbus-daemon": "dbus",
+    # Login shells (and a /bin/sh) the probe must work under: tests/test_transport_lab.py
+    "zsh": "zsh",
+    "fish": "fish",
+    "tcsh": "tcsh",
+    "csh": "csh",
+    "ksh93": "ksh",
+    "mksh": "mksh",
+    "busybox": "busybox",
+    "yash": "yash",
+    "posh": "posh",
 }
 # Services these packages would start (or enable for the next boot) on this machine: the
 # lab runs them only inside its namespaces.

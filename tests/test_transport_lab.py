@@ -1,0 +1,106 @@
+"""The probe's transport against real hosts: any login shell, any /bin/sh, any bytes in a name,
+and still one login and one remote command per host.
+
+Each host of this module's lab gets root's login shell from its own private /etc/passwd, or
+another shell bind-mounted over its /bin/sh, or interfaces whose names hold bytes that
+Python's str.splitlines() splits at, or that are not UTF-8 at all.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from tests.conftest import lab_args, make_lab, run_audit
+from tests.lab import HostPlan, IfacePlan
+
+LAB_INDEX = 3
+BUSYBOX_ASH = "ash"  # a symlink named ash to busybox, made by the lab fixture
+LOGIN_SHELLS = {
+    "bash": "/bin/bash",
+    "dash": "/bin/dash",
+    "zsh": "/usr/bin/zsh",
+    "fish": "/usr/bin/fish",
+    "tcsh": "/usr/bin/tcsh",
+    "csh": "/usr/bin/csh",
+    "ksh": "/usr/bin/ksh93",
+    "mksh": "/usr/bin/mksh",
+    "ash": BUSYBOX_ASH,
+    "yash": "/usr/bin/yash",
+    "posh": "/usr/bin/posh",
+}
+# 60 interfaces: the probe's output is past 128 KiB, where posh (printf not a builtin) failed.
+MANY = tuple(IfacePlan(f"v{i}", sg=i % 2 == 0) for i in range(60))
+ODD_NAMES = ("eth0", "a\x1cb", "a\x1eb", "caf\u00e9", "eth\udcff")  # \udcff: the byte 0xff
+
+
+def plan(ash: str) -> tuple[HostPlan, ...]:
+    shells = {**LOGIN_SHELLS, "ash": ash}
+    return (
+        *(HostPlan(f"sh-{name}", (IfacePlan("eth0"), IfacePlan("eth1", sg=False)), root_shell=path)
+          for name, path in shells.items()),
+        HostPlan("posh-sh", (IfacePlan("eth0"), *MANY), sh="/usr/bin/posh"),
+        HostPlan("bytes", tuple(IfacePlan(name) for name in ODD_NAMES)),
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    wanted = [path for path in [*LOGIN_SHELLS.values(), "/usr/bin/busybox"] if path != BUSYBOX_ASH]
+    missing = [path for path in wanted if not shutil.which(path)]
+    if missing:
+        pytest.skip(f"shells not installed: {missing} (tests/system_packages.py installs them as root)")
+    ash = tmp_path_factory.mktemp("shells") / "ash"  # busybox runs as ash when called by that name
+    os.symlink("/usr/bin/busybox", ash)
+    with make_lab(plan(str(ash)), LAB_INDEX) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def audit(lab, tmp_path_factory):
+    before = {name: lab.sshd_events(name) for name in lab.hosts}
+    result = run_audit(tmp_path_factory.mktemp("transport"), *lab_args(lab))
+    result.sshd_delta = {n: tuple(a - b for a, b in zip(lab.sshd_events(n), before[n])) for n in lab.hosts}
+    return result
+
+
+def rows(audit, lab, host):
+    address = lab.hosts[host].address
+    return {r["interface"]: (r["verdict"], r["message"]) for r in audit.summary["results"] if r["host"] == address}
+
+
+@pytest.mark.parametrize("shell", sorted(LOGIN_SHELLS))
+def test_the_probe_runs_under_any_login_shell(lab, audit, shell):
+    found = rows(audit, lab, f"sh-{shell}")
+    assert {i: v for i, (v, _) in found.items()} == {"eth0": "sg-on", "eth1": "susceptible"}, (found, audit.stdout)
+    assert audit.sshd_delta[f"sh-{shell}"] == (1, 1)
+
+
+def test_posh_as_sh_prints_more_than_128_kib(lab, audit):
+    found = rows(audit, lab, "posh-sh")
+    assert len(found) == 61, audit.stdout
+    assert {v for v, _ in found.values()} == {"sg-on", "susceptible"}
+    assert [i for i, (v, _) in found.items() if v == "susceptible"] == sorted(f"v{i}" for i in range(1, 60, 2))
+
+
+def test_names_with_any_byte_keep_the_host_and_one_command(lab, audit):
+    found = rows(audit, lab, "bytes")
+    assert found == {
+        "eth0": ("sg-on", "Scatter-Gather is enabled on eth0. This mitigates the bug."),
+        "a\x1cb": ("sg-on", "Scatter-Gather is enabled on a\\x1cb. This mitigates the bug."),
+        "a\x1eb": ("sg-on", "Scatter-Gather is enabled on a\\x1eb. This mitigates the bug."),
+        "caf\u00e9": ("sg-on", "Scatter-Gather is enabled on caf\\xe9. This mitigates the bug."),
+        "eth\\xff": ("error", "interface name is not UTF-8 (its bytes are shown escaped)"),
+    }, audit.stdout
+    # Non-ASCII output never makes testinfra ask the host for its locale (a second command).
+    assert audit.sshd_delta["bytes"] == (1, 1)
+
+
+def test_openssh_backend_sends_the_script_too(lab, tmp_path):
+    names = ["sh-tcsh", "sh-fish", "bytes"]
+    audit = run_audit(tmp_path, *lab_args(lab, names, scheme="ssh"), f"--ssh-config={lab.ssh_config}")
+    for name in ("sh-tcsh", "sh-fish"):
+        assert {i: v for i, (v, _) in rows(audit, lab, name).items()} == {"eth0": "sg-on", "eth1": "susceptible"}
+    assert rows(audit, lab, "bytes")["eth\\xff"][0] == "error" and rows(audit, lab, "bytes")["eth0"][0] == "sg-on"
