@@ -9,7 +9,8 @@ controller checks and gathers; workers get the facts through ``workerinput``.
 
 from __future__ import annotations
 
-import datetime
+import importlib.metadata
+import os
 import signal
 import threading
 import time
@@ -21,7 +22,7 @@ import pytest
 from compliance import report, shard, targets, workaround
 from compliance.cases import Case, build_cases
 from compliance.gather import GatherInterrupted, HostResult, gather
-from compliance.options import Settings, UsageProblem
+from compliance.options import Settings, UsageProblem, report_paths
 from compliance.report import AuditReporter
 from compliance.rule import Verdict
 
@@ -32,6 +33,23 @@ WORKERINPUT_KEY = "xennet_results"
 
 def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"received signal {signum}")
+
+
+def _version() -> str:
+    try:
+        return f"xennet-compliance {importlib.metadata.version('xennet-compliance')}"
+    except importlib.metadata.PackageNotFoundError:
+        return "xennet-compliance (not installed)"
+
+
+def _writable_dir(directory: Path) -> None:
+    """Create a report directory now, and make sure it takes files: a run must not find out at the end."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageProblem(f"cannot create report directory {directory}: {exc.strerror}") from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise UsageProblem(f"report directory {directory} is not writable")
 
 
 def audit_targets(config: pytest.Config, settings: Settings) -> targets.Expansion:
@@ -66,15 +84,18 @@ class AuditPlugin:
         self.targets: list[targets.Target] = []
         self.paths: dict[str, Path] = {}
         self._remediator: workaround.Remediator | None = None
+        self.chosen: list[targets.Target] = []
+        option = config.option
+        base = config.invocation_params.dir
+        # From the raw options, before they are checked: a usage error still finds the old reports.
+        self.paths = report_paths(
+            base, option.reports_dir, option.xennet_summary, option.xmlpath, getattr(option, "htmlpath", None)
+        )
         try:
-            self.settings = Settings.from_options(config.option)
-        except UsageProblem as exc:
-            raise pytest.UsageError(str(exc)) from None
-        if self.worker:
-            return
-        self._set_report_paths()
-        try:
-            option = config.option
+            self.settings = Settings.from_options(option)
+            if self.worker:
+                return
+            self._set_report_paths()
             targets.check_files(
                 option.ssh_identity_file, option.ssh_config, self.settings.known_hosts, self.settings.host_key_policy
             )
@@ -85,25 +106,19 @@ class AuditPlugin:
                     f"--hosts={report.target_description(option.hosts)} matched no host: nothing to audit"
                 )
         except UsageProblem as exc:
-            self._discard_stale_reports(str(exc))
+            if not self.worker:
+                self._discard_stale_reports(str(exc))
             raise pytest.UsageError(str(exc)) from None
         self.everyone = expansion.targets
         self.warnings = expansion.warnings
-        reporter = AuditReporter(
-            config,
-            self.settings,
-            self.paths["summary"],
-            local=all(t.connection == "local" for t in self.everyone),
-            expected_cases=lambda: len(build_cases(self.results)),
-        )
-        config.pluginmanager.register(reporter, "xennet-reporter")
 
     # ---- reports ----------------------------------------------------------
 
     def _set_report_paths(self) -> None:
         option = self.config.option
-        base = self.config.invocation_params.dir
-        self.paths = self.settings.report_paths(base, option.xmlpath, getattr(option, "htmlpath", None))
+        self.paths = self.settings.report_paths(
+            self.config.invocation_params.dir, option.xmlpath, getattr(option, "htmlpath", None)
+        )
         option.xennet_summary = str(self.paths["summary"])
         # A --collect-only run writes no report at all, so it never clobbers a real audit's.
         if option.collectonly:
@@ -111,28 +126,16 @@ class AuditPlugin:
             if hasattr(option, "htmlpath"):
                 option.htmlpath = None
             return
+        for path in self.paths.values():
+            _writable_dir(path.parent)
         option.xmlpath = str(self.paths["junit"])
         if hasattr(option, "htmlpath"):
             option.htmlpath = str(self.paths["html"])
         option.self_contained_html = True  # one file to archive and to mail, wherever it goes
 
     def _discard_stale_reports(self, error: str) -> None:
-        """A run that stops on a usage error leaves no older run's reports looking current."""
-        if self.config.option.collectonly:
-            return
-        for key in ("junit", "html"):
-            self.paths[key].unlink(missing_ok=True)
-        report.write_json(
-            self.paths["summary"],
-            {
-                "schema": report.SCHEMA,
-                "generated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                "complete": False,
-                "error": error,
-                "counts": {},
-                "results": [],
-            },
-        )
+        if not self.config.option.collectonly:
+            report.discard_stale(self.paths, error)
 
     # ---- configure / session ------------------------------------------------
 
@@ -140,6 +143,15 @@ class AuditPlugin:
     def pytest_configure(self, config: pytest.Config) -> None:
         if self.worker:
             return
+        reporter = AuditReporter(
+            config,
+            self.settings,
+            self.paths["summary"],
+            local=all(t.connection == "local" for t in self.everyone),
+            # Every chosen host yields at least one case: nothing gathered is never complete.
+            expected_cases=lambda: max(len(build_cases(self.results)), len(self.chosen)),
+        )
+        config.pluginmanager.register(reporter, "xennet-reporter")
         # Jenkins aborts a build with SIGTERM: handle it like Ctrl-C, so reports are still written.
         if threading.current_thread() is threading.main_thread():
             self.previous_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
@@ -151,7 +163,9 @@ class AuditPlugin:
     def pytest_report_header(self, config: pytest.Config) -> list[str]:
         lines = [
             f"xennet: target {report.target_description(config.option.hosts)}, "
-            f"scope {self.settings.scope}, host keys {report.host_key_description(config)}"
+            f"scope {self.settings.scope}, host keys {report.host_key_description(config)}",
+            # After `pip install .`, a clone's root runs the installed copy: say which one runs.
+            f"xennet: {_version()} from {Path(__file__).parent}",
         ]
         if config.option.collectonly:
             lines.append("xennet: --collect-only: hosts are gathered to name the cases, but no report is written")
@@ -166,17 +180,23 @@ class AuditPlugin:
         else:
             self.results = self._gather()
 
-    def _say(self, line: str, **markup: bool) -> None:
+    def _say(self, line: str, progress: bool = False, **markup: bool) -> None:
+        """A line for the terminal now: progress rewrites itself on a tty; anything else stays."""
         terminal = self.config.pluginmanager.get_plugin("terminalreporter")
-        if terminal is not None:
-            terminal.rewrite(line, **markup) if terminal.isatty() else terminal.write_line(line, **markup)
-            terminal.flush()  # progress is for now: a CI console must not get it at exit
+        if terminal is None:
+            return
+        if progress and terminal.isatty():
+            terminal.rewrite(line, **markup)
+        else:
+            if terminal.isatty():
+                terminal.rewrite("")  # clear a progress line before a lasting one
+            terminal.write_line(line, **markup)
+        terminal.flush()  # progress is for now: a CI console must not get it at exit
 
     def _gather(self) -> list[HostResult]:
         for warning in self.warnings:
             self._say(f"xennet: warning: {warning}", yellow=True)
-            self._say("")
-        chosen = shard.select(self.everyone, self.settings.shard)
+        self.chosen = chosen = shard.select(self.everyone, self.settings.shard)
         started = time.monotonic()
         shown = [0.0]
 
@@ -185,7 +205,7 @@ class AuditPlugin:
             terminal = self.config.pluginmanager.get_plugin("terminalreporter")
             # A live counter on a terminal; a line every few seconds in a CI log.
             if terminal is not None and (terminal.isatty() or done == total or now - shown[0] >= 5):
-                self._say(f"gathering {done}/{total} hosts")
+                self._say(f"gathering {done}/{total} hosts", progress=done < total)
                 shown[0] = now
 
         try:

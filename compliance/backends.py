@@ -459,8 +459,13 @@ class SshBackend(NonInteractiveSudo, testinfra.backend.ssh.SshBackend):
         options, values = self._host_key_options()
         if not self.host.password:
             options.append("-o BatchMode=yes")
-        # The last element is "%s %s" (host, command): our options go before it.
-        return cmd[:-1] + options + cmd[-1:], cmd_args[:-2] + values + cmd_args[-2:]
+        # One command per host needs no master connection, and a master left behind (an
+        # ansible.cfg's ControlPersist) would outlive the run.
+        options.append("-o ControlMaster=no")
+        # OpenSSH keeps the first value it is given for an option: ours come right after
+        # `ssh`, before --ssh-extra-args or an inventory's ssh args, so none can weaken them.
+        at = cmd.index("ssh") + 1
+        return cmd[:at] + options + cmd[at:], values + cmd_args
 
     def run_local(self, command: str, *args: str) -> base.CommandResult:
         cmd = self.encode(self.quote(command, *args))

@@ -202,12 +202,27 @@ class Settings:
 
     def report_paths(self, base: Path, junitxml: str | None, html: str | None) -> dict[str, Path]:
         """Where each report goes: an explicit path wins, else the reports directory (both relative to ``base``)."""
-        reports = base / self.reports_dir
-        return {
-            "junit": base / junitxml if junitxml else reports / "junit.xml",
-            "html": base / html if html else reports / "report.html",
-            "summary": base / self.summary if self.summary else reports / "summary.json",
-        }
+        return report_paths(base, self.reports_dir, self.summary, junitxml, html)
+
+
+def report_paths(
+    base: Path, reports_dir: str, summary: str | None, junitxml: str | None, html: str | None
+) -> dict[str, Path]:
+    """Each report's path (an explicit one wins over ``reports_dir``), ``~`` expanded, relative to ``base``.
+
+    Also used before the options are checked: a run that stops on a usage error must still
+    find (and discard) the older reports it would have replaced.
+    """
+
+    def under(path: str) -> Path:
+        return base / Path(path).expanduser()
+
+    reports = under(reports_dir or DEFAULT_REPORTS_DIR)
+    return {
+        "junit": under(junitxml) if junitxml else reports / "junit.xml",
+        "html": under(html) if html else reports / "report.html",
+        "summary": under(summary) if summary else reports / "summary.json",
+    }
 
 
 def given(option: Any) -> list[str]:

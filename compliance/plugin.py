@@ -45,10 +45,6 @@ def is_audit_module(path: Path) -> bool:
     )
 
 
-def _live_module_file() -> Path:
-    return Path(__file__).resolve().with_name(AUDIT_MODULE_FILE)
-
-
 def _arg_paths(config: pytest.Config) -> list[Path]:
     """The run's collection arguments as paths (``--pyargs`` names resolved as pytest does)."""
     paths = []
@@ -73,15 +69,14 @@ def audit_selected(config: pytest.Config) -> bool:
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None:  # an xdist worker: the controller decided
         return "xennet_results" in workerinput
-    live = _live_module_file()
+    # Only the module itself, its package, or a directory that holds the package (a clone's
+    # root): never any ancestor, or a project whose virtualenv sits inside it would audit.
     for path in _arg_paths(config):
         path = path.resolve()
         if path.is_file() and is_audit_module(path):
             return True
         if path.is_dir() and (
-            is_audit_module(path / AUDIT_MODULE_FILE)
-            or is_audit_module(path / "compliance" / AUDIT_MODULE_FILE)
-            or live.is_relative_to(path)
+            is_audit_module(path / AUDIT_MODULE_FILE) or is_audit_module(path / "compliance" / AUDIT_MODULE_FILE)
         ):
             return True
     return False
@@ -91,7 +86,7 @@ def audit_selected(config: pytest.Config) -> bool:
 def pytest_cmdline_main(config: pytest.Config) -> None:
     # Before pytest_configure: report paths must be set before junitxml, pytest-html and
     # pytest-metadata configure themselves, whatever order the entry points loaded in.
-    if config.option.help or config.option.version:
+    if config.option.help or config.option.version or config.pluginmanager.is_blocked(PLUGIN_NAME):
         return
     here = config.invocation_params.dir
     if config.inipath is None and is_audit_module(here / "compliance" / AUDIT_MODULE_FILE):

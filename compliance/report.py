@@ -186,6 +186,30 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def discard_stale(paths: dict[str, Path], error: str) -> None:
+    """After a usage error: no older run's reports may look current.
+
+    The older junit.xml and report.html go; where the summary's directory exists, the summary
+    says why the run stopped (``"complete": false``, ``"error"``). No directory is created.
+    """
+    try:
+        for key in ("junit", "html"):
+            paths[key].unlink(missing_ok=True)
+        if paths["summary"].parent.is_dir():
+            stopped = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+            data = {
+                "schema": SCHEMA,
+                "generated": stopped,
+                "complete": False,
+                "error": error,
+                "counts": {},
+                "results": [],
+            }
+            write_json(paths["summary"], data)
+    except OSError:
+        pass  # the usage error is what the user must see; the directory is theirs to fix
+
+
 def case_label(record: Row) -> str:
     host = printable(record.host)
     return host if record.interface is None else f"{host}|{printable(record.interface)}"

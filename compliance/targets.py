@@ -185,6 +185,8 @@ def check_files(
 
 def _scheme_of(spec: str, connection: str | None) -> tuple[str, str, dict[str, Any]]:
     """(scheme, hostspec, query options) of one spec, as testinfra reads it."""
+    if any(c.isspace() for c in spec):
+        raise UsageProblem(f"--hosts entry {redact(spec)!r} holds a blank: separate host specs with commas")
     if "://" not in spec:
         scheme = connection or "paramiko"
         if scheme not in SCHEMES:
@@ -204,6 +206,8 @@ def _scheme_of(spec: str, connection: str | None) -> tuple[str, str, dict[str, A
             options[key] = os.path.expanduser(query[key]) if key != "sudo_user" else query[key]
     if url.scheme != "local" and not url.netloc:
         raise UsageProblem(f"--hosts entry {redact(spec)!r} names no host")
+    if url.scheme == "local" and (url.netloc or url.path):
+        raise UsageProblem(f"--hosts entry {redact(spec)!r}: local:// is this machine and takes no host")
     return url.scheme, url.netloc, options
 
 
@@ -231,6 +235,10 @@ def expand(
             "--force-ansible is not supported: the audit connects to each host itself "
             "(bounded by --xennet-timeout, host keys verified)"
         )
+    # `~` is expanded once, here: OpenSSH's -F and paramiko would each read it literally.
+    ssh_config = os.path.expanduser(ssh_config) if ssh_config else ssh_config
+    ssh_identity_file = os.path.expanduser(ssh_identity_file) if ssh_identity_file else ssh_identity_file
+    known_hosts = " ".join(os.path.expanduser(p) for p in known_hosts.split()) if known_hosts else known_hosts
     run = {"timeout": timeout, "known_hosts": known_hosts, "host_key_policy": host_key_policy}
     found: dict[str, Target] = {}
     warnings: list[str] = []

@@ -50,14 +50,25 @@ def test_sudo_never_prompts(backend_class):
 @pytest.mark.parametrize(
     ("policy", "options"),
     [
-        ("strict", ["-o StrictHostKeyChecking=yes", "-o BatchMode=yes"]),
-        ("accept-new", ["-o StrictHostKeyChecking=accept-new", "-o BatchMode=yes"]),
-        ("insecure", ["-o StrictHostKeyChecking=no", "-o UserKnownHostsFile=/dev/null", "-o BatchMode=yes"]),
+        ("strict", ["-o StrictHostKeyChecking=yes", "-o BatchMode=yes", "-o ControlMaster=no"]),
+        ("accept-new", ["-o StrictHostKeyChecking=accept-new", "-o BatchMode=yes", "-o ControlMaster=no"]),
+        (
+            "insecure",
+            [
+                "-o StrictHostKeyChecking=no",
+                "-o UserKnownHostsFile=/dev/null",
+                "-o BatchMode=yes",
+                "-o ControlMaster=no",
+            ],
+        ),
     ],
 )
-def test_openssh_command_line_carries_the_host_key_policy(policy, options):
-    cmd, args = SshBackend("root@10.0.0.5", host_key_policy=policy)._build_ssh_command("true")
-    assert cmd[0] == "ssh" and cmd[-len(options) - 1 : -1] == options and args[-2:] == ["10.0.0.5", "true"]
+def test_openssh_command_line_carries_the_host_key_policy_first(policy, options):
+    # OpenSSH keeps an option's first value: extra args (an inventory's, an ansible.cfg's) come later.
+    extra = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ControlMaster=auto"
+    cmd, args = SshBackend("root@10.0.0.5", host_key_policy=policy, ssh_extra_args=extra)._build_ssh_command("true")
+    assert cmd[: len(options) + 1] == ["ssh", *options] and args[-2:] == ["10.0.0.5", "true"]
+    assert cmd.index(extra) > len(options)
 
 
 def test_openssh_known_hosts_file_comes_first_so_accept_new_records_there():

@@ -100,6 +100,16 @@ def test_console_script_ignores_the_callers_pytest_config(installed, tmp_path):
     assert (tmp_path / "out" / "summary.json").is_file()
 
 
+def test_console_script_makes_pytests_own_usage_errors_one_line_too(installed, tmp_path):
+    good = installed.run([str(installed.bin / "xennet-audit"), "--hosts=local://"], cwd=tmp_path)
+    assert good.returncode == 0, good.stdout + good.stderr
+    proc = installed.run([str(installed.bin / "xennet-audit"), "--xennet-timout=5"], cwd=tmp_path)
+    assert proc.returncode == 4 and proc.stderr.strip() == "ERROR: unrecognized arguments: --xennet-timout=5"
+    assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == ["summary.json"]
+    summary = json.loads((tmp_path / "reports" / "summary.json").read_text())
+    assert (summary["complete"], summary["error"]) == (False, "unrecognized arguments: --xennet-timout=5")
+
+
 def test_console_script_usage_error_is_one_line(installed, tmp_path):
     proc = installed.run([str(installed.bin / "xennet-audit"), "--hosts=lokal://"], cwd=tmp_path)
     assert proc.returncode == 4

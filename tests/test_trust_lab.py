@@ -232,3 +232,18 @@ def test_output_the_suite_cannot_parse_fails_closed_with_an_escaped_excerpt(odd_
         assert "<script>alert(1)</script>" not in page and "\x1b" not in page and "\x07" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in audit.html_rendered
     assert "\x1b" not in audit.stdout and "<script>alert(1)</script>" not in (tmp_path / "junit.xml").read_text()
+
+
+def test_extra_ssh_args_cannot_switch_host_key_checking_off(lab, tmp_path, isolated_home):
+    # OpenSSH keeps an option's first value: the policy's options come before --ssh-extra-args.
+    lines = known_hosts_lines(lab)
+    forged = f"{lab.hosts['sgon'].address} {lines['jumbo'].split(maxsplit=1)[1]}\n"
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(forged)
+    weaken = "--ssh-extra-args=-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"
+    audit = run_audit(tmp_path / "r", *args_with(lab, ["sgon"], known_hosts, weaken, scheme="ssh"), env=isolated_home)
+    sgon = lab.hosts["sgon"].address
+    assert [(r["verdict"], r["message"]) for r in audit.summary["results"]] == [
+        ("error", f"host key mismatch for {sgon}")
+    ], audit.stdout
+    assert audit.summary["host_key_policy"] == "strict"

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -154,11 +156,15 @@ def test_force_ansible_is_refused(tmp_path, inventory_tools):
     assert error.startswith("--force-ansible is not supported")
 
 
-def test_a_usage_error_leaves_no_older_report_looking_current(tmp_path):
+@pytest.mark.parametrize(
+    "mistake",
+    ["--hosts=lokal://", "--xennet-timeout=0", "--xennet-workers=0", "--xennet-scope=x", "--xennet-persist"],
+)
+def test_a_usage_error_leaves_no_older_report_looking_current(tmp_path, mistake):
     good = run_audit(tmp_path, "--hosts=local://")
     assert good.returncode == 0, good.stdout
     assert all((tmp_path / name).exists() for name in ("junit.xml", "report.html", "summary.json"))
-    bad = run_audit(tmp_path, "--hosts=lokal://")
+    bad = run_audit(tmp_path, mistake)
     error = one_line_error(bad)
     assert not (tmp_path / "junit.xml").exists() and not (tmp_path / "report.html").exists()
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -173,8 +179,6 @@ def test_collect_only_says_it_writes_no_report(tmp_path):
 
 
 def test_reports_dir_holds_all_three_reports(tmp_path):
-    import subprocess
-
     out = tmp_path / "shard-7"
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--hosts=local://", f"--reports-dir={out}"],
@@ -194,3 +198,60 @@ def test_a_path_value_after_a_space_in_a_clones_root_is_named(tmp_path):
     key.write_text("")
     error = one_line_error(run_audit(tmp_path / "r", "--ssh-identity-file", str(key), "--hosts=local://"))
     assert error.startswith("pytest did not read this project's pyproject.toml") and "`=`" in error
+
+
+@pytest.mark.parametrize(
+    ("hosts", "why"),
+    [
+        ("local:// paramiko://root@127.0.0.1", "holds a blank: separate host specs with commas"),
+        ("paramiko://root@127.0.0.1 paramiko://root@127.0.0.2", "holds a blank"),
+        ("local://foo", "local:// is this machine and takes no host"),
+    ],
+)
+def test_specs_that_would_silently_drop_a_host_are_refused(tmp_path, hosts, why):
+    assert why in one_line_error(run_audit(tmp_path, f"--hosts={hosts}"))
+
+
+def test_a_report_directory_that_cannot_be_made_is_named_before_any_host(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--hosts=local://", f"--reports-dir={blocker / 'r'}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 4 and "Traceback" not in proc.stderr + proc.stdout
+    assert proc.stderr.strip() == f"ERROR: cannot create report directory {blocker / 'r'}: Not a directory"
+
+
+def test_tilde_is_expanded_once_for_every_path(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (target,) = targets.expand(
+        ["ssh://root@127.0.0.1"], ssh_config="~/cfg", ssh_identity_file="~/key", known_hosts="~/a ~/b"
+    ).targets
+    assert target.options["ssh_config"] == str(tmp_path / "cfg")
+    assert target.options["ssh_identity_file"] == str(tmp_path / "key")
+    assert target.options["known_hosts"] == f"{tmp_path / 'a'} {tmp_path / 'b'}"
+
+
+def test_only_the_audits_own_paths_select_it(tmp_path):
+    """A directory that merely contains a virtualenv with the package installed is not the audit."""
+    from types import SimpleNamespace
+
+    from compliance.plugin import audit_selected
+
+    package = tmp_path / "ws" / ".venv" / "lib" / "python3.11" / "site-packages" / "compliance"
+    package.mkdir(parents=True)
+    for name in ("__init__.py", "plugin.py", "test_xennet.py"):
+        (package / name).write_text("")
+
+    def selected(*args: Path) -> bool:
+        config = SimpleNamespace(
+            args=[str(a) for a in args],
+            invocation_params=SimpleNamespace(dir=tmp_path),
+            option=SimpleNamespace(pyargs=False),
+        )
+        return audit_selected(config)  # type: ignore[arg-type]
+
+    assert not selected(tmp_path / "ws") and not selected(tmp_path)
+    assert selected(package) and selected(package / "test_xennet.py") and selected(package.parent)
+    assert selected(ROOT) and not selected(ROOT / "tests")
