@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -109,4 +110,7 @@ def test_a_bad_shard_option_is_a_usage_error(value, tmp_path):
     )
     assert proc.returncode == 4, proc.stdout + proc.stderr
     assert "--xennet-shard" in proc.stderr
-    assert not (tmp_path / "s.json").exists()
+    # No report that could pass for an audit: the summary only says why the run stopped.
+    assert not (tmp_path / "j.xml").exists() and not (tmp_path / "r.html").exists()
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["complete"] is False and summary["error"].startswith("--xennet-shard") and summary["results"] == []
