@@ -516,7 +516,13 @@ def write_results(args, started, rows, scaling, fds, deltas, size) -> list[str]:
         out.append("")
     out += targets(ratio, biggest, by_key, per_host, fds, deltas, peak_rss)
     out += NOTES
-    args.out.write_text("\n".join(out) + "\n")
+    text = "\n".join(out) + "\n"
+    # bench/probe_cost.py keeps a section of its own in the same file: carry it over.
+    old = args.out.read_text() if args.out.exists() else ""
+    start, end = "<!-- probe-cost:start -->", "<!-- probe-cost:end -->"
+    if start in old and end in old:
+        text += "\n" + old[old.index(start) : old.index(end) + len(end)] + "\n"
+    args.out.write_text(text)
     return out
 
 
