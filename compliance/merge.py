@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import html
 import json
 import sys
 import xml.etree.ElementTree as ET
@@ -159,12 +158,12 @@ _CSS = (
 
 def merged_html(summary: dict[str, Any]) -> str:
     """A self-contained page: run facts, counts and one row per case, in report.columns. Every value is escaped."""
-    esc = lambda value: html.escape(report.property_value(value))  # noqa: E731
+    esc = report.html_text
     facts = {k: v for k, v in summary.items() if k not in ("counts", "results")}
     columns = report.columns(detail=True)
     rows = []
     for record in map(Row.from_dict, summary["results"]):
-        cells = "".join(f"<td>{html.escape(c.text(record))}</td>" for c in columns)
+        cells = "".join(f"<td>{esc(c.text(record))}</td>" for c in columns)
         rows.append(f'<tr class="v-{esc(record.verdict)}">{cells}</tr>')
     title = (
         f"{CONTROL.id}: xen-netfront scatter-gather/MTU compliance (merged from {esc(summary.get('shards'))} shards)"

@@ -16,6 +16,7 @@ import datetime
 import html
 import json
 import os
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable
 from operator import attrgetter
@@ -48,6 +49,26 @@ def printable(text: Any) -> str:
     return str(text).encode("unicode_escape").decode("ascii")
 
 
+# Control characters, format characters (bidi overrides such as U+202E among them), line and
+# paragraph separators, lone surrogates: never shown raw in a page, where they could reorder
+# or hide what an auditor reads.
+_INVISIBLE = frozenset(("Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"))
+
+
+def visible(text: Any) -> str:
+    """Untrusted text with every control or bidi character escaped as the terminal shows it.
+
+    >>> visible("eth0\x1b[2J \u202etxt.exe caf\u00e9")
+    'eth0\\x1b[2J \\u202etxt.exe caf\u00e9'
+    """
+    return "".join(printable(c) if unicodedata.category(c) in _INVISIBLE else c for c in str(text))
+
+
+def html_text(value: Any) -> str:
+    """A value for an HTML page: control and bidi characters made visible, then HTML-escaped."""
+    return html.escape(visible(property_value(value)))
+
+
 def property_value(value: Any) -> str:
     if value is None:
         return ""
@@ -57,7 +78,9 @@ def property_value(value: Any) -> str:
 
 
 def junit_properties(record: Row) -> list[tuple[str, str]]:
-    return [(name, property_value(getattr(record, name))) for name in JUNIT_PROPERTIES] + workaround_properties(record)
+    return [(name, visible(property_value(getattr(record, name)))) for name in JUNIT_PROPERTIES] + [
+        (name, visible(value)) for name, value in workaround_properties(record)
+    ]
 
 
 def workaround_properties(record: Row) -> list[tuple[str, str]]:
@@ -133,8 +156,8 @@ def junit_names(record: Row) -> tuple[str, str]:
     the interface name (VLANs such as ``eth0.100``) are replaced by a look-alike.
     """
     iface = record.interface
-    cls = "(host)" if iface is None else iface.replace(".", ONE_DOT_LEADER)
-    return f"{record.host}.{cls}", f"{CONTROL.id} scatter-gather/MTU"
+    cls = "(host)" if iface is None else visible(iface).replace(".", ONE_DOT_LEADER)
+    return f"{visible(record.host)}.{cls}", f"{CONTROL.id} scatter-gather/MTU"
 
 
 def html_header_cells(workaround: bool = False) -> list[str]:
@@ -144,11 +167,11 @@ def html_header_cells(workaround: bool = False) -> list[str]:
 
 def html_row_cells(record: Row | None, workaround: bool = False) -> list[str]:
     """pytest-html's cells for a row; empty ones for a report without a row (a collection error, say)."""
-    return [f'<td class="col-{c.key}">{html.escape(c.text(record))}</td>' for c in columns(workaround=workaround)]
+    return [f'<td class="col-{c.key}">{html_text(c.text(record))}</td>' for c in columns(workaround=workaround)]
 
 
 def html_test_id_cell(test_id: str) -> str:
-    return f'<td class="col-testId">{html.escape(test_id)}</td>'
+    return f'<td class="col-testId">{html_text(test_id)}</td>'
 
 
 def summary(
@@ -267,10 +290,10 @@ def row_of(test_report: Any) -> Row | None:
 
 def _escape_metadata(value: Any) -> Any:
     if isinstance(value, dict):
-        return {html.escape(str(k)): _escape_metadata(v) for k, v in value.items()}
+        return {html_text(k): _escape_metadata(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_escape_metadata(v) for v in value]
-    return html.escape(str(value))
+    return html_text(value)
 
 
 class AuditReporter:

@@ -33,7 +33,8 @@ LOGIN_SHELLS = {
 }
 # 60 interfaces: the probe's output is past 128 KiB, where posh (printf not a builtin) failed.
 MANY = tuple(IfacePlan(f"v{i}", sg=i % 2 == 0) for i in range(60))
-ODD_NAMES = ("eth0", "a\x1cb", "a\x1eb", "caf\u00e9", "eth\udcff")  # \udcff: the byte 0xff
+# \udcff: the byte 0xff; \x1b and U+202E (a bidi override) must never reach a page raw.
+ODD_NAMES = ("eth0", "a\x1cb", "a\x1eb", "caf\u00e9", "eth\udcff", "t\x1b[2J", "x\u202egnp.exe")
 
 
 def plan(ash: str) -> tuple[HostPlan, ...]:
@@ -93,6 +94,8 @@ def test_names_with_any_byte_keep_the_host_and_one_command(lab, audit):
         "a\x1eb": ("sg-on", "Scatter-Gather is enabled on a\\x1eb. This mitigates the bug."),
         "caf\u00e9": ("sg-on", "Scatter-Gather is enabled on caf\\xe9. This mitigates the bug."),
         "eth\\xff": ("error", "interface name is not UTF-8 (its bytes are shown escaped)"),
+        "t\x1b[2J": ("sg-on", "Scatter-Gather is enabled on t\\x1b[2J. This mitigates the bug."),
+        "x\u202egnp.exe": ("sg-on", "Scatter-Gather is enabled on x\\u202egnp.exe. This mitigates the bug."),
     }, audit.stdout
     # Non-ASCII output never makes testinfra ask the host for its locale (a second command).
     assert audit.sshd_delta["bytes"] == (1, 1)
@@ -104,3 +107,12 @@ def test_openssh_backend_sends_the_script_too(lab, tmp_path):
     for name in ("sh-tcsh", "sh-fish"):
         assert {i: v for i, (v, _) in rows(audit, lab, name).items()} == {"eth0": "sg-on", "eth1": "susceptible"}
     assert rows(audit, lab, "bytes")["eth\\xff"][0] == "error" and rows(audit, lab, "bytes")["eth0"][0] == "sg-on"
+
+
+def test_control_and_bidi_characters_are_escaped_in_every_report(lab, audit):
+    for text in (audit.html, audit.html_rendered, (audit.reports / "junit.xml").read_text(), audit.stdout):
+        assert "\x1b" not in text and "\u202e" not in text
+    assert "t\\x1b[2J" in audit.html_rendered and "x\\u202egnp.exe" in audit.html_rendered
+    classes = {c.get("classname") for c in audit.junit.iter("testcase")}
+    address = lab.hosts["bytes"].address
+    assert {f"{address}.t\\x1b[2J", f"{address}.x\\u202egnp\u2024exe"} <= classes
