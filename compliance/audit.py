@@ -68,6 +68,7 @@ def audit_targets(config: pytest.Config, settings: Settings) -> targets.Expansio
         timeout=settings.timeout,
         known_hosts=settings.known_hosts,
         host_key_policy=settings.host_key_policy,
+        max_output=settings.max_output,
     )
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import selectors
 import signal
 import socket
 import subprocess
@@ -30,7 +31,7 @@ import testinfra.backend.paramiko
 import testinfra.backend.ssh
 from testinfra.backend import base
 
-from compliance.options import DEFAULT_TIMEOUT
+from compliance.options import DEFAULT_MAX_OUTPUT, DEFAULT_TIMEOUT
 
 USER_KNOWN_HOSTS = "~/.ssh/known_hosts"
 
@@ -45,15 +46,21 @@ def connect(target: Any) -> base.BaseBackend:
     identity = options.get("ssh_identity_file")
     if identity and not os.path.isfile(os.path.expanduser(identity)):
         raise FileNotFoundError(2, "identity file not found", identity)
+    max_output = int(options.get("max_output", DEFAULT_MAX_OUTPUT))
     if target.connection == "local":
-        return LocalBackend(sudo=options.get("sudo", False), sudo_user=options.get("sudo_user"))
+        return LocalBackend(
+            sudo=options.get("sudo", False),
+            sudo_user=options.get("sudo_user"),
+            timeout=float(options.get("timeout", DEFAULT_TIMEOUT)),
+            max_output=max_output,
+        )
     timeout = float(options.get("timeout", DEFAULT_TIMEOUT))
     policy = str(options.get("host_key_policy", "strict"))
     if target.connection == "paramiko":
         return ParamikoBackend(
             target.hostspec, ssh_config=options.get("ssh_config"), ssh_identity_file=identity,
             sudo=bool(options.get("sudo")), sudo_user=options.get("sudo_user"), timeout=timeout,
-            known_hosts=options.get("known_hosts"), host_key_policy=policy,
+            known_hosts=options.get("known_hosts"), host_key_policy=policy, max_output=max_output,
         )  # fmt: skip
     if target.connection == "ssh":
         return SshBackend(
@@ -61,6 +68,7 @@ def connect(target: Any) -> base.BaseBackend:
             sudo=bool(options.get("sudo")), sudo_user=options.get("sudo_user"), timeout=timeout,
             known_hosts=options.get("known_hosts"), host_key_policy=policy,
             ssh_extra_args=options.get("ssh_extra_args"), controlpersist=0,  # leave no master connection behind
+            max_output=max_output,
         )  # fmt: skip
     raise ValueError(f"unknown connection {target.connection!r}")
 
@@ -94,6 +102,23 @@ class SshFailed(HostError):
     """OpenSSH failed for a reason it only told in words (its last line is the message)."""
 
 
+class HostTimeout(HostError, TimeoutError):
+    """The host did not answer in time: ``phase`` is ``connecting`` or ``running``."""
+
+    def __init__(self, phase: str, limit: float) -> None:
+        super().__init__(f"timed out {phase} (limit {limit:g}s)")
+        self.phase = phase
+        self.limit = limit
+
+
+class OutputLimit(HostError):
+    """The host printed more than the run allows (--xennet-max-output): stopped at once."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"output exceeds {limit} bytes")
+        self.limit = limit
+
+
 # OpenSSH reports its failures only as text on stderr (exit status 255): this table is the
 # one place that reads it, turning each into the type the rest of the suite works with.
 _OPENSSH_FAILURES: tuple[tuple[str, type[BaseException]], ...] = (
@@ -101,7 +126,7 @@ _OPENSSH_FAILURES: tuple[tuple[str, type[BaseException]], ...] = (
     ("Host key verification failed", UnknownHostKey),
     ("Permission denied", AuthenticationFailed),
     ("Connection refused", ConnectionRefusedError),
-    ("timed out", TimeoutError),
+    ("timed out", TimeoutError),  # ConnectTimeout; the backend makes it a HostTimeout
     ("Could not resolve hostname", socket.gaierror),
     ("No route to host", OSError),
     ("Network is unreachable", OSError),
@@ -114,7 +139,7 @@ def openssh_failure(stderr: str) -> BaseException:
     last = lines[-1] if lines else "no output"
     for needle, kind in _OPENSSH_FAILURES:
         if needle in stderr:
-            return kind("timed out connecting") if kind is TimeoutError else kind(last)
+            return kind(last)
     return SshFailed(last)
 
 
@@ -137,6 +162,56 @@ class ScriptResult:
     @property
     def stderr_text(self) -> str:
         return self.stderr.decode("utf-8", "backslashreplace")
+
+
+def collect(proc: subprocess.Popen, stdin: bytes, deadline: float, limit: int, timeout: float) -> tuple[bytes, bytes]:
+    """A process's stdout and stderr, read as they come, never more than ``limit`` bytes in all.
+
+    ``subprocess.communicate`` keeps every byte until the process ends: a host printing
+    endlessly filled gigabytes before its deadline. Raises OutputLimit or HostTimeout; the
+    caller kills the process.
+    """
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    try:
+        proc.stdin.write(stdin)  # a script of a few KiB: the pipe takes it whole
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass  # the command did not read it; what it printed says why
+    streams: dict[int, list[bytes]] = {proc.stdout.fileno(): [], proc.stderr.fileno(): []}
+    total = 0
+    with selectors.DefaultSelector() as selector:
+        for fd in streams:
+            selector.register(fd, selectors.EVENT_READ)
+        while selector.get_map():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise HostTimeout("running", timeout)
+            for key, _ in selector.select(remaining):
+                data = os.read(key.fd, 65536)
+                if not data:
+                    selector.unregister(key.fd)
+                    continue
+                total += len(data)
+                if total > limit:
+                    raise OutputLimit(limit)
+                streams[key.fd].append(data)
+    try:
+        proc.wait(max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        raise HostTimeout("running", timeout) from None
+    return b"".join(streams[proc.stdout.fileno()]), b"".join(streams[proc.stderr.fileno()])
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the process and everything it started (its own session), then reap it."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
 
 
 def whole_seconds(timeout: float) -> int:
@@ -273,10 +348,12 @@ class ParamikoBackend(NonInteractiveSudo, testinfra.backend.paramiko.ParamikoBac
         timeout: float = DEFAULT_TIMEOUT,
         known_hosts: str | None = None,
         host_key_policy: str = "strict",
+        max_output: int = DEFAULT_MAX_OUTPUT,
         **kwargs: Any,
     ):
         super().__init__(hostspec, *args, **kwargs)
         self.timeout = float(timeout)
+        self.max_output = max_output
         self.known_hosts = known_hosts
         self.host_key_policy = host_key_policy
         self._config_known_hosts: list[str] = []
@@ -333,10 +410,19 @@ class ParamikoBackend(NonInteractiveSudo, testinfra.backend.paramiko.ParamikoBac
             cfg["key_filename"] = os.path.expanduser(self.ssh_identity_file)
         if self.host_key_policy != "insecure":
             self._load_known_keys(client, cfg["hostname"], cfg["port"])
-        if "sock" not in cfg:
-            cfg["sock"] = self._connect_socket(cfg["hostname"], cfg["port"])
         try:
+            if "sock" not in cfg:
+                cfg["sock"] = self._connect_socket(cfg["hostname"], cfg["port"])
             client.connect(**cfg)
+        except (socket.timeout, TimeoutError):
+            client.close()
+            raise HostTimeout("connecting", self.timeout) from None
+        except paramiko.SSHException as exc:
+            client.close()
+            # paramiko says a banner or an authentication ran out of time only in words.
+            if "banner" in str(exc).lower() or "timeout" in str(exc).lower():
+                raise HostTimeout("connecting", self.timeout) from None
+            raise
         except BaseException:
             client.close()
             raise
@@ -375,27 +461,34 @@ class ParamikoBackend(NonInteractiveSudo, testinfra.backend.paramiko.ParamikoBac
             if stdin:
                 chan.sendall(stdin)
             chan.shutdown_write()  # EOF: `sh` ends with the script
-            stdout = self._read_until_eof(chan, chan.recv, deadline)
-            stderr = self._read_until_eof(chan, chan.recv_stderr, deadline)
+            # stdout, then stderr: stderr waits in paramiko's buffer meanwhile, bounded by the
+            # channel's window (the host stops sending when it is full).
+            stdout = self._read_until_eof(chan, chan.recv, deadline, self.max_output)
+            stderr = self._read_until_eof(chan, chan.recv_stderr, deadline, self.max_output - len(stdout))
             if not chan.status_event.wait(max(0.0, deadline - time.monotonic())):
-                raise TimeoutError(f"command timed out after {self.timeout:g}s")
+                raise HostTimeout("running", self.timeout)
             return chan.recv_exit_status(), stdout, stderr
         finally:
             chan.close()
 
-    def _read_until_eof(self, chan: paramiko.Channel, recv: Any, deadline: float) -> bytes:
+    def _read_until_eof(self, chan: paramiko.Channel, recv: Any, deadline: float, budget: int) -> bytes:
+        """One stream to its end; past ``budget`` bytes the host is an error at once, not at its deadline."""
         chunks: list[bytes] = []
+        size = 0
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise TimeoutError(f"command timed out after {self.timeout:g}s")
+                raise HostTimeout("running", self.timeout)
             chan.settimeout(remaining)
             try:
                 data = recv(65536)
             except socket.timeout:
-                raise TimeoutError(f"command timed out after {self.timeout:g}s") from None
+                raise HostTimeout("running", self.timeout) from None
             if not data:
                 return b"".join(chunks)
+            size += len(data)
+            if size > budget:
+                raise OutputLimit(self.max_output)
             chunks.append(data)
 
     def run(self, command: str, *args: str, **kwargs: Any) -> base.CommandResult:
@@ -432,10 +525,12 @@ class SshBackend(NonInteractiveSudo, testinfra.backend.ssh.SshBackend):
         timeout: float = DEFAULT_TIMEOUT,
         known_hosts: str | None = None,
         host_key_policy: str = "strict",
+        max_output: int = DEFAULT_MAX_OUTPUT,
         **kwargs: Any,
     ):
         # testinfra formats timeout into ConnectTimeout, which takes whole seconds.
         super().__init__(hostspec, *args, timeout=whole_seconds(timeout), **kwargs)
+        self.max_output = max_output
         self.known_hosts = known_hosts
         self.host_key_policy = host_key_policy
         self._procs: set[subprocess.Popen] = set()
@@ -495,17 +590,17 @@ class SshBackend(NonInteractiveSudo, testinfra.backend.ssh.SshBackend):
         try:
             if self._closed:
                 self._kill(proc)
-            stdout, stderr = proc.communicate(stdin, timeout=limit)
-        except subprocess.TimeoutExpired:
-            self._kill(proc)
-            proc.communicate()
-            raise TimeoutError(f"ssh timed out after {limit:g}s") from None
+            stdout, stderr = collect(proc, stdin, time.monotonic() + limit, self.max_output, self.timeout)
+        except (HostTimeout, OutputLimit):
+            kill_group(proc)
+            raise
         finally:
             self._procs.discard(proc)
         if self._closed:
             raise ConnectionAbortedError("connection closed")
         if proc.returncode == 255:  # OpenSSH's own failure, not the remote command's
-            raise openssh_failure(stderr.decode("utf-8", "replace"))
+            failure = openssh_failure(stderr.decode("utf-8", "replace"))
+            raise HostTimeout("connecting", self.timeout) if isinstance(failure, TimeoutError) else failure
         return proc.returncode, stdout, stderr
 
     @staticmethod
@@ -525,10 +620,29 @@ class SshBackend(NonInteractiveSudo, testinfra.backend.ssh.SshBackend):
 class LocalBackend(NonInteractiveSudo, testinfra.backend.local.LocalBackend):
     """This machine, with ``sudo -n``."""
 
+    def __init__(
+        self, *args: Any, timeout: float = DEFAULT_TIMEOUT, max_output: int = DEFAULT_MAX_OUTPUT, **kwargs: Any
+    ):
+        super().__init__(*args, **kwargs)
+        self.timeout = float(timeout)
+        self.max_output = max_output
+
     def run_script(self, command: str, script: bytes) -> ScriptResult:
         """Run ``command`` (through sudo when asked) with ``script`` on its standard input."""
-        proc = subprocess.run(self.encode(self.get_command(command)), shell=True, input=script, capture_output=True)
-        return ScriptResult(proc.returncode, proc.stdout, proc.stderr)
+        proc = subprocess.Popen(
+            self.encode(self.get_command(command)),
+            shell=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        try:
+            stdout, stderr = collect(proc, script, time.monotonic() + self.timeout, self.max_output, self.timeout)
+        except (HostTimeout, OutputLimit):
+            kill_group(proc)
+            raise
+        return ScriptResult(proc.returncode, stdout, stderr)
 
     def close(self) -> None:
         """Nothing to close."""

@@ -46,7 +46,7 @@ class HostResult:
         return cls(data["host"], facts, data["error"])
 
 
-def describe_error(exc: BaseException, target: Target) -> str:
+def describe_error(exc: BaseException, target: Target, doing: str = "running the probe") -> str:
     """One line naming the cause, chosen by the exception's type; never a secret.
 
     Reports show it beside the host, so it names the host only where that helps.
@@ -56,8 +56,13 @@ def describe_error(exc: BaseException, target: Target) -> str:
     from compliance import backends
 
     host = target.label
+    if isinstance(exc, backends.HostTimeout):
+        # One wording for both backends: the phase, and the limit it ran into.
+        return f"timed out {'connecting' if exc.phase == 'connecting' else doing} (limit {exc.limit:g}s)"
+    if isinstance(exc, backends.OutputLimit):
+        return str(exc)
     if isinstance(exc, (TimeoutError, socket.timeout)):
-        return str(exc) if str(exc) and str(exc) != "timed out" else f"timed out after {target.timeout:g}s"
+        return f"timed out (limit {target.timeout:g}s)"
     if isinstance(exc, (ConnectionRefusedError, paramiko.ssh_exception.NoValidConnectionsError)):
         return "connection refused"
     if isinstance(exc, (backends.HostKeyMismatch, paramiko.BadHostKeyException)):

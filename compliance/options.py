@@ -27,6 +27,7 @@ from compliance.shard import Shard
 
 DEFAULT_WORKERS = 16
 DEFAULT_TIMEOUT = 30.0
+DEFAULT_MAX_OUTPUT = 1 << 20  # bytes per host; the probe prints ~2.5 KiB per interface
 DEFAULT_REPORTS_DIR = "reports"
 HOST_KEY_POLICIES = ("strict", "accept-new", "insecure")
 WORKAROUND_MODES = ("off", "dry-run", "apply")
@@ -36,6 +37,7 @@ OPTION_DEFAULTS: dict[str, Any] = {
     "xennet_scope": "xen",
     "xennet_workers": str(DEFAULT_WORKERS),
     "xennet_timeout": str(int(DEFAULT_TIMEOUT)),
+    "xennet_max_output": str(DEFAULT_MAX_OUTPUT),
     "reports_dir": DEFAULT_REPORTS_DIR,
     "xennet_summary": None,
     "xennet_shard": None,
@@ -143,6 +145,16 @@ def _positive_seconds(value: Any) -> float:
     return seconds
 
 
+def _max_output(value: Any) -> int:
+    try:
+        limit = int(str(value))
+    except ValueError:
+        raise UsageProblem(f"--xennet-max-output must be a whole number of bytes; got {value!r}") from None
+    if limit < 4096:
+        raise UsageProblem(f"--xennet-max-output must be at least 4096 bytes; got {value!r}")
+    return limit
+
+
 def _workers(value: Any) -> int:
     try:
         workers = int(str(value))
@@ -160,6 +172,7 @@ class Settings:
     scope: str = "xen"
     workers: int = DEFAULT_WORKERS
     timeout: float = DEFAULT_TIMEOUT
+    max_output: int = DEFAULT_MAX_OUTPUT
     reports_dir: str = DEFAULT_REPORTS_DIR
     summary: str | None = None
     shard: Shard | None = None
@@ -184,6 +197,7 @@ class Settings:
             scope=_choice("--xennet-scope", option.xennet_scope, SCOPES),
             workers=_workers(option.xennet_workers),
             timeout=_positive_seconds(option.xennet_timeout),
+            max_output=_max_output(option.xennet_max_output),
             reports_dir=str(option.reports_dir),
             summary=option.xennet_summary,
             shard=shard,

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from compliance.options import DEFAULT_TIMEOUT, UsageProblem
+from compliance.options import DEFAULT_MAX_OUTPUT, DEFAULT_TIMEOUT, UsageProblem
 
 SCHEMES = ("paramiko", "ssh", "local", "ansible")
 CONNECTIONS = ("paramiko", "ssh", "local")  # what a target finally connects with
@@ -225,6 +225,7 @@ def expand(
     timeout: float = DEFAULT_TIMEOUT,
     known_hosts: str | None = None,
     host_key_policy: str = "strict",
+    max_output: int = DEFAULT_MAX_OUTPUT,
 ) -> Expansion:
     """Every target of the run, sorted by label; no host is contacted.
 
@@ -239,7 +240,7 @@ def expand(
     ssh_config = os.path.expanduser(ssh_config) if ssh_config else ssh_config
     ssh_identity_file = os.path.expanduser(ssh_identity_file) if ssh_identity_file else ssh_identity_file
     known_hosts = " ".join(os.path.expanduser(p) for p in known_hosts.split()) if known_hosts else known_hosts
-    run = {"timeout": timeout, "known_hosts": known_hosts, "host_key_policy": host_key_policy}
+    run = {"timeout": timeout, "known_hosts": known_hosts, "host_key_policy": host_key_policy, "max_output": max_output}
     found: dict[str, Target] = {}
     warnings: list[str] = []
     inventories: dict[str | None, dict[str, Any]] = {}

@@ -191,7 +191,7 @@ class HostSession:
         except Exception as exc:
             from compliance.gather import describe_error
 
-            return f"cannot connect to {self.label}: {describe_error(exc, self.target)}"
+            return f"cannot connect to {self.label}: {describe_error(exc, self.target, doing='running id -u')}"
         stderr = result.stderr
         from compliance.backends import sudo_refusal
 

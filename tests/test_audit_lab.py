@@ -69,7 +69,7 @@ def test_dead_hung_and_ethtool_less_hosts_are_one_error_case_each(lab, serial):
     errors = {r["host"]: r for r in serial.summary["results"] if r["verdict"] == "error"}
     assert {h: (r["interface"], r["message"]) for h, r in errors.items()} == {
         lab.hosts["dead"].address: (None, "connection refused"),
-        lab.hosts["hung"].address: (None, f"command timed out after {LAB_TIMEOUT}s"),
+        lab.hosts["hung"].address: (None, f"timed out running the probe (limit {LAB_TIMEOUT}s)"),
         lab.hosts["noethtool"].address: (None, "ethtool not found (looked in PATH, /sbin and /usr/sbin)"),
     }
 

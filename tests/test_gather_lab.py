@@ -65,7 +65,8 @@ def test_unknown_host_key_is_refused(lab, tmp_path):
 
 def test_openssh_backend_bounds_a_hung_command(lab):
     (result,) = gather(targets(lab, ["hung"], scheme="ssh", ssh_config=str(lab.ssh_config)))
-    assert result.error == f"ssh timed out after {2 * LAB_TIMEOUT}s"
+    # One wording for both backends: the phase and the limit.
+    assert result.error == f"timed out running the probe (limit {LAB_TIMEOUT}s)"
 
 
 def test_paramiko_sets_tcp_nodelay_and_closes(lab):
