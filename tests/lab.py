@@ -24,6 +24,7 @@ import ipaddress
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -65,6 +66,10 @@ _T = TypeVar("_T")
 
 
 ETHTOOL_PATHS = ("/usr/sbin/ethtool", "/sbin/ethtool", "/usr/bin/ethtool", "/bin/ethtool")
+IP_PATHS = ("/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip")
+# xen-netfront: while SG is off, xennet_change_mtu refuses an MTU above ETH_DATA_LEN, and
+# turning SG off brings the MTU back down to it (xennet_set_features).
+XEN_MTU_WITHOUT_SG = 1500
 NM_STATE_DIR = "/var/lib/NetworkManager"
 NM_TIMEOUT = 30  # seconds for a host's NetworkManager to finish starting
 # NetworkManager waits for udev to initialise each device wherever /sys is writable; no
@@ -72,6 +77,83 @@ NM_TIMEOUT = 30  # seconds for a host's NetworkManager to finish starting
 # links from the kernel alone. The remount is NM's own: the host's sessions keep a
 # writable /sys.
 _NM_COMMAND = "mount -o remount,bind,ro /sys && exec NetworkManager --debug"
+
+
+BONDING_MASTERS = "/sys/class/net/bonding_masters"
+# What a Xen guest's sessions must see, one line per Xen interface (names as arguments):
+# NAME, the module's and the driver's basenames, the MTU read through /sys/class/net.
+_XEN_CHECK = (
+    'for n do m=$(readlink -f "/sys/class/net/$n/device/driver/module") || exit 1; '
+    'd=$(readlink -f "/sys/class/net/$n/device/driver") || exit 1; v=; read -r v < "/sys/class/net/$n/mtu"; '
+    'printf \'%s\\t%s\\t%s\\t%s\\n\' "$n" "${m##*/}" "${d##*/}" "$v"; done'
+)
+# Shared by both wrappers: is $1 a xen-netfront NIC here (the driver its /sys shows, as the
+# probe reads it), and is its NETIF_F_SG (tx-scatter-gather, what the driver checks) off?
+_XEN_SH = r"""real_ethtool={ethtool}
+real_ip={ip}
+xen() {{ d=$(readlink -f "/sys/class/net/$1/device/driver" 2>/dev/null) && [ "${{d##*/}}" = vif ]; }}
+sg_off() {{ "$real_ethtool" -k "$1" 2>/dev/null | grep -q "^[[:blank:]]tx-scatter-gather: off"; }}
+"""
+_XEN_WRAPPERS = {
+    # xennet_set_features: SG off brings the MTU down to 1500. `-i` answers as the
+    # kernel does for a driver without get_drvinfo: the bus driver's and device's names.
+    "ethtool": "#!/bin/sh\n# xen-netfront as the lab emulates it (tests/lab.py)\n"
+    + _XEN_SH
+    + r"""case ${{1-}} in
+-K|--features|--offload)
+  "$real_ethtool" "$@"; rc=$?
+  if [ $# -ge 2 ] && xen "$2" && sg_off "$2"; then
+    m=; read -r m < "/sys/class/net/$2/mtu"
+    if [ "${{m:-0}}" -gt 1500 ]; then "$real_ip" link set dev "$2" mtu 1500 || rc=1; fi
+  fi
+  exit $rc ;;
+-i|--driver)
+  if [ $# -eq 2 ] && xen "$2"; then
+    o=$("$real_ethtool" "$@") || exit $?
+    v=$(readlink "/sys/class/net/$2/device"); v=${{v##*/}}
+    printf '%s\n' "$o" | sed -e 's/^driver: .*/driver: vif/' -e 's/^version: .*/version: /' \
+      -e "s/^bus-info: .*/bus-info: $v/"
+    exit 0
+  fi ;;
+esac
+exec "$real_ethtool" "$@"
+""",
+    # xennet_change_mtu: while SG is off, an MTU above 1500 is EINVAL. Reads
+    # `ip [OPTIONS] link set|change {DEVICE | dev DEVICE} ... mtu N`; -batch and -netns
+    # (another namespace) go to the real ip untouched.
+    "ip": "#!/bin/sh\n# xen-netfront as the lab emulates it (tests/lab.py)\n"
+    + _XEN_SH
+    + r"""obj= cmd= first= dev= mtu= prev= skip=
+for a do
+  if [ -n "$skip" ]; then skip=; continue; fi
+  if [ -z "$obj" ]; then
+    case $a in
+      -b|-batch|-n|-netns) exec "$real_ip" "$@" ;;
+      -f|-family|-l|-loops|-rc|-rcvbuf) skip=1 ;;
+      -*) ;;
+      *) obj=$a ;;
+    esac
+    continue
+  fi
+  if [ -z "$cmd" ]; then cmd=$a; continue; fi
+  [ -n "$first" ] || first=$a
+  case $prev in dev) dev=$a ;; mtu) mtu=$a ;; esac
+  prev=$a
+done
+[ -n "$dev" ] || dev=$first
+case $obj in l|li|lin|link)
+  case $cmd in s|se|set|ch|cha|chan|chang|change)
+    case $mtu in ''|*[!0-9]*) ;; *)
+      if [ "$mtu" -gt 1500 ] && xen "$dev" && sg_off "$dev"; then
+        echo "RTNETLINK answers: Invalid argument" >&2
+        exit 2
+      fi ;;
+    esac ;;
+  esac ;;
+esac
+exec "$real_ip" "$@"
+""",
+}
 
 
 class LabError(RuntimeError):
@@ -85,6 +167,10 @@ class IfacePlan:
     name: str  # may be hostile ("$(reboot)", "a;b"); kernel limit 15 bytes
     mtu: int = 1500
     sg: bool = True  # scatter-gather, set with `ethtool -K NAME sg on|off`
+    # Looks like a xen-netfront NIC in the host's own /sys/class/net (device -> vif-N, whose
+    # driver is vif, whose module is xen_netfront; the live mtu file), and the host's sessions
+    # get xen-netfront's SG/MTU coupling (see Lab._xen_mounts). sg=False caps mtu at 1500.
+    xen: bool = False
 
 
 SUDO_RIGHTS = ("none", "nopasswd", "password")
@@ -129,6 +215,11 @@ class HostPlan:
         return (
             self.private_etc or bool(self.users) or bool(self.etc_files) or self.networkmanager or bool(self.root_shell)
         )
+
+    @property
+    def xen(self) -> bool:
+        """True when any interface looks like a xen-netfront NIC (``IfacePlan(xen=True)``)."""
+        return any(i.xen for i in self.ifaces)
 
 
 @dataclass(frozen=True)
@@ -382,6 +473,11 @@ class Lab:
             for name in ifnames:
                 if not _valid_ifname(name):
                     raise ValueError(f"host {hp.name!r}: invalid interface name {name!r}")
+            for iface in hp.ifaces:
+                if iface.xen and not iface.sg and iface.mtu > XEN_MTU_WITHOUT_SG:
+                    raise ValueError(
+                        f"host {hp.name!r}: xen-netfront refuses MTU {iface.mtu} on {iface.name!r} while SG is off"
+                    )
             users = [u.name for u in hp.users]
             if len(set(users)) != len(users):
                 raise ValueError(f"host {hp.name!r}: duplicate user names {users}")
@@ -533,14 +629,24 @@ class Lab:
         return proc
 
     def set_sg(self, name: str, iface: str, on: bool) -> None:
-        """Set scatter-gather with real ethtool and verify the kernel took it."""
+        """Set scatter-gather with real ethtool and verify the kernel took it.
+
+        On a Xen interface, SG off also brings the MTU down to 1500, as xen-netfront does."""
         host = self.hosts[name]
         said = self._ethtool_sg(host, iface, on)
         self._check(host, iface, "sg", self._read_sg(host, iface), on, said)
+        if not on and self._is_xen(host, iface):
+            (link,) = _ip_json(["link", "show", "dev", iface], netns=host.netns)
+            if link["mtu"] > XEN_MTU_WITHOUT_SG:
+                self.set_mtu(name, iface, XEN_MTU_WITHOUT_SG)
 
     def set_mtu(self, name: str, iface: str, mtu: int) -> None:
-        """Set the MTU with `ip link` and verify the kernel took it."""
+        """Set the MTU with `ip link` and verify the kernel took it.
+
+        On a Xen interface with SG off, an MTU above 1500 is refused, as xen-netfront does."""
         host = self.hosts[name]
+        if mtu > XEN_MTU_WITHOUT_SG and self._is_xen(host, iface) and not self._read_sg(host, iface):
+            raise LabError(f"{host.name}/{iface!r}: xen-netfront refuses MTU {mtu} while SG is off")
         _run(["ip", "-n", host.netns, "link", "set", "dev", iface, "mtu", str(mtu)])
         (link,) = _ip_json(["link", "show", "dev", iface], netns=host.netns)
         self._check(host, iface, "mtu", link["mtu"], mtu)
@@ -583,6 +689,8 @@ class Lab:
         for name, host in self.hosts.items():
             self.host_dir(name).mkdir(parents=True, exist_ok=True)
             self.hosts[name] = dataclasses.replace(host, mounts=tuple(self._host_mounts(host)))
+            if host.plan.xen:
+                self._make_xen_tree(host)
         _parallel(self._make_private_etc, [h for h in self.hosts.values() if h.plan.needs_private_etc])
 
     def private_etc(self, name: str) -> Path:
@@ -716,12 +824,109 @@ class Lab:
             # /bin/sh is a symlink (to dash): mount over the file it names.
             mounts.append((Path(host.plan.sh), Path(os.path.realpath("/bin/sh"))))
         real_ethtool = [Path(p) for p in ETHTOOL_PATHS if os.path.isfile(p) and not os.path.islink(p)]
+        if host.plan.xen:
+            # Before anything covers them: the real binaries at private paths, for the wrappers.
+            mounts += [
+                (Path(os.path.realpath(_first_file(paths))), self._xen_dir(host) / "bin" / tool)
+                for tool, paths in (("ethtool", ETHTOOL_PATHS), ("ip", IP_PATHS))
+            ]
         if not host.plan.ethtool:
             # A non-executable file over the binary: `command -v` and `[ -x ]` both miss it.
             mounts += [(Path("/dev/null"), p) for p in real_ethtool]
         elif host.plan.fake_ethtool is not None:
             mounts += [(self._fake_ethtool(host), p) for p in real_ethtool]
+        elif host.plan.xen:
+            mounts += [(self._xen_dir(host) / "ethtool", p) for p in real_ethtool]
+        if host.plan.xen:
+            mounts += self._xen_mounts(host)
         return mounts
+
+    # ---- Xen guests ---------------------------------------------------------
+    #
+    # A host with IfacePlan(xen=True) interfaces sees, in its own mount namespace, a
+    # /sys/class/net built in the workdir (XEN/sys/class-net) and bind-mounted over the
+    # real one.  Its other interfaces (and lo) keep the real relative links into
+    # /sys/devices/virtual/net.  A Xen interface links instead to XEN/sys/devices/vif-N/
+    # net/NAME, whose `device` is vif-N, whose `driver` is XEN/sys/bus/xen/drivers/vif,
+    # whose `module` is XEN/sys/module/xen_netfront: the basenames a Xen guest shows.
+    # Its `mtu` is the real interface's sysfs file, bind-mounted; every other attribute
+    # is a link to the real one.  ethtool and ip in the host's sessions are wrappers
+    # (XEN/ethtool, XEN/ip) around the real binaries, bind-mounted at XEN/bin, that add
+    # xen-netfront's coupling of SG and MTU for interfaces whose driver reads `vif`.
+
+    def _xen_dir(self, host: LabHost) -> Path:
+        return self.host_dir(host.name) / "xen"
+
+    def _xen_ifaces(self, host: LabHost) -> list[tuple[int, IfacePlan]]:
+        """(vif number, plan) of each Xen interface, numbered in plan order from 0."""
+        return list(enumerate(i for i in host.plan.ifaces if i.xen))
+
+    def _xen_mounts(self, host: LabHost) -> list[tuple[Path, Path]]:
+        xdir = self._xen_dir(host)
+        sys_dir = xdir / "sys"
+        mounts = [(xdir / "ip", Path(p)) for p in _unique_real_files(IP_PATHS)]
+        mounts += [
+            (
+                Path("/sys/devices/virtual/net") / iface.name / "mtu",
+                sys_dir / f"devices/vif-{n}/net" / iface.name / "mtu",
+            )
+            for n, iface in self._xen_ifaces(host)
+        ]
+        if os.path.isfile(BONDING_MASTERS):  # per network namespace, wherever bonding is loaded
+            mounts.append((Path(BONDING_MASTERS), sys_dir / "class-net" / "bonding_masters"))
+        return mounts + [(sys_dir / "class-net", Path("/sys/class/net"))]
+
+    def _make_xen_tree(self, host: LabHost) -> None:
+        """The files behind _xen_mounts: the fake sysfs tree and the two wrappers."""
+        xdir = self._xen_dir(host)
+        shutil.rmtree(xdir, ignore_errors=True)  # a reused workdir
+        (xdir / "bin").mkdir(parents=True)
+        for tool in ("ethtool", "ip"):
+            (xdir / "bin" / tool).write_text("")  # mount points of the real binaries
+            script = _XEN_WRAPPERS[tool].format(
+                ethtool=shlex.quote(str(xdir / "bin" / "ethtool")), ip=shlex.quote(str(xdir / "bin" / "ip"))
+            )
+            (xdir / tool).write_text(script)
+            (xdir / tool).chmod(0o755)
+        sys_dir = xdir / "sys"
+        class_net = sys_dir / "class-net"
+        class_net.mkdir(parents=True)
+        (sys_dir / "bus/xen/drivers/vif").mkdir(parents=True)
+        (sys_dir / "module/xen_netfront/drivers").mkdir(parents=True)
+        (sys_dir / "bus/xen/drivers/vif/module").symlink_to("../../../../module/xen_netfront")
+        (sys_dir / "module/xen_netfront/drivers/xen:vif").symlink_to("../../../bus/xen/drivers/vif")
+        if os.path.isfile(BONDING_MASTERS):
+            (class_net / "bonding_masters").write_text("")
+        attributes = sorted(set(os.listdir("/sys/class/net/lo")) - {"device", "mtu", "subsystem"})
+        xen = dict((iface.name, n) for n, iface in self._xen_ifaces(host))
+        for name in ["lo", *(i.name for i in host.plan.ifaces)]:
+            if name not in xen:
+                (class_net / name).symlink_to(f"../../devices/virtual/net/{name}")  # as the kernel links it
+                continue
+            vif = sys_dir / "devices" / f"vif-{xen[name]}"
+            netdir = vif / "net" / name
+            netdir.mkdir(parents=True)
+            (vif / "driver").symlink_to("../../bus/xen/drivers/vif")
+            (vif / "subsystem").symlink_to("../../bus/xen")
+            (vif / "devtype").write_text("vif\n")
+            (vif / "nodename").write_text(f"device/vif/{xen[name]}\n")
+            (sys_dir / "bus/xen/drivers/vif" / vif.name).symlink_to(f"../../../../devices/{vif.name}")
+            (netdir / "device").symlink_to("../../../" + vif.name)
+            (netdir / "subsystem").symlink_to("/sys/class/net")
+            (netdir / "mtu").write_text("")  # mount point of the live file
+            for attr in attributes:
+                (netdir / attr).symlink_to(f"/sys/devices/virtual/net/{name}/{attr}")
+            (class_net / name).symlink_to(netdir)
+
+    def _is_xen(self, host: LabHost, iface: str) -> bool:
+        return any(i.xen for i in host.plan.ifaces if i.name == iface)
+
+    def _verify_xen(self, host: LabHost) -> None:
+        """What the host's own sessions see: a xen_netfront module and the live MTU."""
+        xen = [i for _, i in self._xen_ifaces(host)]
+        said = self.exec(host.name, ["sh", "-c", _XEN_CHECK, "sh", *(i.name for i in xen)], check=False)
+        want = "".join(f"{i.name}\txen_netfront\tvif\t{i.mtu}\n" for i in xen)
+        self._check(host, "(xen sysfs)", "view", said.stdout, want, said.stderr)
 
     def _fake_ethtool(self, host: LabHost) -> Path:
         path = self.host_dir(host.name) / "fake-ethtool"
@@ -919,6 +1124,8 @@ class Lab:
         for iface in host.plan.ifaces:
             self._check(host, iface.name, "mtu", links[iface.name]["mtu"], iface.mtu)
             self._check(host, iface.name, "sg", self._read_sg(host, iface.name), iface.sg)
+        if host.plan.xen:
+            self._verify_xen(host)
 
     @staticmethod
     def _check(host: LabHost, iface: str, what: str, actual: object, wanted: object, detail: str = "") -> None:
@@ -927,6 +1134,18 @@ class Lab:
                 f"{host.name}/{iface!r}: kernel has {what}={actual!r}, wanted {wanted!r}"
                 + (f"\n{detail.strip()}" if detail.strip() else "")
             )
+
+
+def _first_file(paths: Sequence[str]) -> str:
+    for p in paths:
+        if os.path.isfile(p):
+            return p
+    raise LabError(f"none of {list(paths)} exists")
+
+
+def _unique_real_files(paths: Sequence[str]) -> list[str]:
+    """The distinct files behind paths (merged /usr makes /bin/ip and /usr/sbin/ip one file)."""
+    return list(dict.fromkeys(os.path.realpath(p) for p in paths if os.path.isfile(p)))
 
 
 def _listening(pid: int, address: str, port: int = 22) -> bool:
