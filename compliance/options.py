@@ -75,6 +75,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help=f"bound on connecting to a host, and on its remote command; positive (default {DEFAULT_TIMEOUT:g})",
     )
     add(
+        "--xennet-max-output",
+        default=OPTION_DEFAULTS["xennet_max_output"],
+        metavar="BYTES",
+        help=f"a host that prints more (stdout and stderr together) is an error at once (default {DEFAULT_MAX_OUTPUT})",
+    )
+    add(
         "--reports-dir",
         default=OPTION_DEFAULTS["reports_dir"],
         metavar="DIR",

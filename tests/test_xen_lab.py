@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from compliance.probe import PROBE_COMMAND, parse_probe
+from compliance.probe import PROBE_COMMAND, PROBE_SCRIPT, parse_probe
 from tests.conftest import lab_args, make_lab, run_audit
 from tests.lab import HostPlan, IfacePlan, Lab, LabError, read_sg
 
@@ -123,7 +123,8 @@ def test_a_xen_guest_shows_xen_netfront_in_sysfs_and_the_probe_reads_it(fresh_la
     links = ssh(lab, "guest", "readlink /sys/class/net/eth3 /sys/class/net/eth1/device").stdout.split()
     assert links == ["../../devices/virtual/net/eth3", "../../../vif-1"]
     # The probe itself, over SSH, as the audit sends it.
-    probed = ssh(lab, "guest", PROBE_COMMAND)
+    argv = ["ssh", "-F", str(lab.ssh_config), lab.hosts["guest"].address, PROBE_COMMAND]
+    probed = subprocess.run(argv, input=PROBE_SCRIPT.encode(), capture_output=True, timeout=30, check=True)
     facts = {i.name: i for i in parse_probe(probed.stdout).interfaces}
     assert {n: (i.driver, i.virtual, i.mtu, i.scatter_gather) for n, i in facts.items()} == {
         "eth0": ("xen_netfront", False, 1500, True),
