@@ -144,23 +144,52 @@ def last_line(text: str) -> str:
     return excerpt(lines[-1]) if lines else "no output"
 
 
-_FEATURE = re.compile(r"(\t?)([a-z0-9][a-z0-9_-]*): (on|off)(?: \[([a-z ]+)\])?")
+# ``ethtool -k`` output, every format since ethtool 3 (2005); see tests/data/README.md.
+# - Header: ``Offload parameters for IF:`` (up to 3.3), ``Features for IF:`` (3.4 on).
+# - Names: spaced (``tcp segmentation offload``, ethtool 3-6, and RHEL's patched ethtool 6,
+#   which mixes them with ``generic-receive-offload``), hyphenated from 2.6.33 (2009).
+# - Sub-features: tab-indented under their legacy flag (3.4 on).
+# - Annotations: ``[fixed]``, ``[requested on|off]`` (3.4 on), ``[not requested]`` (netlink).
+# ethtool prints ``Cannot get ...`` on stderr for each legacy ioctl that fails, and prints
+# that flag as "off" anyway: a zero default, not a reading. The probe merges stderr in, and
+# with stdout on a pipe those lines can come before the header.
+_FEATURE = re.compile(
+    r"(\t?)([a-z0-9][a-z0-9_-]*(?: [a-z0-9_-]+)*): (on|off)"
+    r"(?: \[(fixed|requested on|requested off|not requested)\])?"
+)
 _HEADER = re.compile(r"(?:Features|Offload parameters) for (.+):")
 _NOISE = re.compile(r"Cannot get .*")  # ethtool's stderr for optional features
+# A failed read of SG itself (``Cannot get device scatter-gather settings: ...``), or of all
+# netdev features at once (ethtool 3.4-5.x then prints tx-scatter-gather from memory it
+# never filled): SG was not read, whatever line follows.
+_SG_UNREAD = re.compile(r"Cannot get (?:.*scatter-gather|device generic features).*")
 
 
 def parse_ethtool_features(text: str, name: str) -> tuple[bool, bool]:
     """Return (scatter_gather_on, sg_fixed) from ``ethtool -k NAME`` output.
 
+    ``tx-scatter-gather`` (the kernel's NETIF_F_SG, which xen-netfront checks) decides
+    when shown; otherwise the legacy ``scatter-gather`` line does. ``sg_fixed`` comes from
+    the line that decides.
+
     >>> parse_ethtool_features("Features for eth0:\\nscatter-gather: on\\n"
     ...                        "\\ttx-scatter-gather: on [fixed]\\n", "eth0")
     (True, True)
+    >>> parse_ethtool_features("Offload parameters for eth0:\\nscatter-gather: off\\n"
+    ...                        "tcp segmentation offload: off\\n", "eth0")
+    (False, False)
     """
     header = None
-    top: list[bool] = []
-    sub: list[tuple[bool, str | None]] = []
+    unread = None  # the first line saying SG was not read
+    stray = None  # the first line that is not a feature
+    legacy: list[tuple[bool, str | None]] = []
+    netdev: list[tuple[bool, str | None]] = []
     for raw in text.split("\n"):  # not splitlines: names may hold \x1c, U+2028...
-        if not raw or _NOISE.fullmatch(raw):
+        if not raw:
+            continue
+        if _NOISE.fullmatch(raw):
+            if unread is None and _SG_UNREAD.fullmatch(raw):
+                unread = raw
             continue
         if header is None:
             match = _HEADER.fullmatch(raw)
@@ -170,21 +199,27 @@ def parse_ethtool_features(text: str, name: str) -> tuple[bool, bool]:
             continue
         match = _FEATURE.fullmatch(raw)
         if not match:
-            raise ProbeError(f"unexpected ethtool -k line: {excerpt(raw)}")
+            stray = raw if stray is None else stray
+            continue
         indent, feature, state, note = match.groups()
-        if feature == "scatter-gather" and not indent:
-            top.append(state == "on")
-        elif feature == "tx-scatter-gather" and indent:
-            sub.append((state == "on", note))
+        if feature == "scatter-gather" and indent:  # the legacy flag is never a sub-feature
+            stray = raw if stray is None else stray
+        elif feature == "scatter-gather":
+            legacy.append((state == "on", note))
+        elif feature == "tx-scatter-gather":
+            netdev.append((state == "on", note))
     if header is None:
         raise ProbeError(f"no ethtool -k output for {excerpt(name)}")
     if header != name:
         raise ProbeError(f"ethtool -k answered for {excerpt(header)}, not {excerpt(name)}")
-    if len(top) != 1 or len(sub) > 1:
+    if unread is not None:
+        raise ProbeError(f"ethtool could not read scatter-gather of {excerpt(name)}: {excerpt(unread)}")
+    if stray is not None:
+        raise ProbeError(f"unexpected ethtool -k line: {excerpt(stray)}")
+    if len(legacy) != 1 or len(netdev) > 1:
         raise ProbeError(f"no single scatter-gather line in ethtool -k output: {excerpt(text)}")
-    if sub and sub[0][0] != top[0]:
-        raise ProbeError(f"contradictory scatter-gather lines: {excerpt(text)}")
-    return top[0], bool(sub) and sub[0][1] == "fixed"
+    state, note = netdev[0] if netdev else legacy[0]
+    return state, note == "fixed"
 
 
 def text_of(raw: bytes) -> str:

@@ -63,7 +63,7 @@ def test_ethtool_output_for_another_interface_is_rejected():
         ("", "no ethtool -k output"),
         ("Features for eth0:\nrx-checksumming: on\n", "no single scatter-gather line"),
         ("Features for eth0:\nscatter-gather: on\nscatter-gather: off\n", "no single scatter-gather line"),
-        ("Features for eth0:\nscatter-gather: on\n\ttx-scatter-gather: off\n", "contradictory"),
+        ("Features for eth0:\nscatter-gather: on\n\ttx-scatter-gather: on\n\ttx-scatter-gather: on\n", "no single"),
         ("Features for eth0:\nscatter-gather: maybe\n", "unexpected ethtool -k line"),
         (
             "Features for eth0:\nscatter-gather: on\n\x00\xff\x1b[2J\n",
