@@ -32,21 +32,27 @@ IP_D_LINK = (
     "    link/ether 0a:1b:2c:3d:4e:5f brd ff:ff:ff:ff:ff:ff promiscuity 0 minmtu 68 maxmtu {max} addrgenmode eui64\n"
 )
 SG_OFF = InterfaceFacts("eth0", driver="vif", mtu=1500, scatter_gather=False)
+OTHER_SG_OFF = InterfaceFacts("eth0", driver="ixgbevf", mtu=1500, scatter_gather=False)  # --xennet-scope=all
 
 
 def test_mtu_step_runs_only_when_sg_stays_off_it_was_allowed_and_the_device_takes_9001():
-    assert mtu_step(True, SG_OFF, parse_max_mtu(IP_D_LINK.format(max=65535))) is None
-    assert mtu_step(True, SG_OFF, 9001) is None
-    assert mtu_step(False, SG_OFF, 65535) == "--xennet-allow-mtu was not given"
-    assert mtu_step(True, SG_OFF, parse_max_mtu(IP_D_LINK.format(max=1500))) == "the device's max MTU is 1500"
+    assert mtu_step(True, OTHER_SG_OFF, parse_max_mtu(IP_D_LINK.format(max=65535))) is None
+    assert mtu_step(True, OTHER_SG_OFF, 9001) is None
+    assert mtu_step(False, OTHER_SG_OFF, 65535) == "--xennet-allow-mtu was not given"
+    assert mtu_step(True, OTHER_SG_OFF, parse_max_mtu(IP_D_LINK.format(max=1500))) == "the device's max MTU is 1500"
     sg_on = InterfaceFacts("eth0", driver="vif", mtu=1500, scatter_gather=True)
     assert mtu_step(True, sg_on, 65535) == "scatter-gather is on"
+
+
+def test_mtu_step_never_runs_on_xen_netfront_which_refuses_it_while_sg_is_off():
+    # drivers/net/xen-netfront.c, xennet_change_mtu: MTU > 1500 needs NETIF_F_SG.
+    assert mtu_step(True, SG_OFF, 65535) == "xen-netfront refuses an MTU above 1500 while scatter-gather is off"
 
 
 def test_an_unknown_max_mtu_fails_closed():
     old_iproute2 = "2: eth0: <BROADCAST,UP> mtu 1500 qdisc mq state UP\n    link/ether 0a:1b:2c:3d:4e:5f\n"
     assert parse_max_mtu(old_iproute2) is None
-    assert "cannot be read" in mtu_step(True, SG_OFF, None)
+    assert "cannot be read" in mtu_step(True, OTHER_SG_OFF, None)
 
 
 def test_ifcfg_gets_ethtool_opts_once():
