@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import select
 import selectors
 import signal
 import socket
@@ -461,35 +462,39 @@ class ParamikoBackend(NonInteractiveSudo, testinfra.backend.paramiko.ParamikoBac
             if stdin:
                 chan.sendall(stdin)
             chan.shutdown_write()  # EOF: `sh` ends with the script
-            # stdout, then stderr: stderr waits in paramiko's buffer meanwhile, bounded by the
-            # channel's window (the host stops sending when it is full).
-            stdout = self._read_until_eof(chan, chan.recv, deadline, self.max_output)
-            stderr = self._read_until_eof(chan, chan.recv_stderr, deadline, self.max_output - len(stdout))
+            stdout, stderr = self._read_both(chan, deadline)
             if not chan.status_event.wait(max(0.0, deadline - time.monotonic())):
                 raise HostTimeout("running", self.timeout)
             return chan.recv_exit_status(), stdout, stderr
         finally:
             chan.close()
 
-    def _read_until_eof(self, chan: paramiko.Channel, recv: Any, deadline: float, budget: int) -> bytes:
-        """One stream to its end; past ``budget`` bytes the host is an error at once, not at its deadline."""
-        chunks: list[bytes] = []
+    def _read_both(self, chan: paramiko.Channel, deadline: float) -> tuple[bytes, bytes]:
+        """stdout and stderr as they come, to their end; past max_output bytes in all, an error at once.
+
+        Both at once: a host flooding stderr while its stdout stays open must be stopped by
+        the cap, not by the clock. The channel's fileno() is readable when either has data.
+        """
+        out: list[bytes] = []
+        err: list[bytes] = []
         size = 0
+        fd = chan.fileno()
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise HostTimeout("running", self.timeout)
-            chan.settimeout(remaining)
-            try:
-                data = recv(65536)
-            except socket.timeout:
-                raise HostTimeout("running", self.timeout) from None
-            if not data:
-                return b"".join(chunks)
+            if chan.recv_ready():
+                data, into = chan.recv(65536), out
+            elif chan.recv_stderr_ready():
+                data, into = chan.recv_stderr(65536), err
+            elif chan.eof_received or chan.closed:
+                return b"".join(out), b"".join(err)
+            else:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                    raise HostTimeout("running", self.timeout)
+                continue
             size += len(data)
-            if size > budget:
+            if size > self.max_output:
                 raise OutputLimit(self.max_output)
-            chunks.append(data)
+            into.append(data)
 
     def run(self, command: str, *args: str, **kwargs: Any) -> base.CommandResult:
         # No silent reconnect-and-retry: one connection, one attempt, one deadline.

@@ -93,7 +93,7 @@ def make_lab(plan, index: int = 0) -> Lab:
 
     Prefix and network come from XENNET_LAB_PREFIX / XENNET_LAB_NETWORK (defaults
     ``xnl``, ``198.18.0.0/20``) so that two test runs on one machine can coexist;
-    lab ``index`` gets the index-th /22 of that network.
+    lab ``index`` gets the index-th /24 of that network (16 labs in a /20).
     """
     reason = require_root()
     if reason:
@@ -103,7 +103,7 @@ def make_lab(plan, index: int = 0) -> Lab:
         pytest.skip(reason)
     prefix = os.environ.get("XENNET_LAB_PREFIX", "xnl")
     network = ipaddress.IPv4Network(os.environ.get("XENNET_LAB_NETWORK", "198.18.0.0/20"))
-    subnet = list(network.subnets(new_prefix=22))[index]
+    subnet = list(network.subnets(new_prefix=24))[index]
     return Lab(plan, prefix=prefix if index == 0 else f"{prefix}{index}", network=str(subnet))
 
 

@@ -192,6 +192,9 @@ class HostPlan:
     ifaces: tuple[IfacePlan, ...] = (IfacePlan("eth0"),)
     sshd: bool = True  # False: address exists but port 22 refuses
     hang: bool = False  # True: auth works, every command hangs
+    # sshd's ForceCommand: whatever is asked, the host runs this (a flooding, trickling or
+    # truncating host). Takes precedence over hang.
+    force_command: str | None = None
     ethtool: bool = True  # False: ethtool is hidden from the host's sessions, as if not installed
     # A sh script body that stands in for ethtool in the host's sessions: a broken or
     # hostile host's output. The lab itself still configures interfaces with the real one.
@@ -1053,7 +1056,9 @@ class Lab:
             "LogLevel VERBOSE",  # logs each login and each session's command: tests count them
             "Subsystem sftp internal-sftp",  # ansible transfers files over sftp
         ]
-        if host.plan.hang:
+        if host.plan.force_command is not None:
+            lines.append(f"ForceCommand {host.plan.force_command}")
+        elif host.plan.hang:
             lines.append("ForceCommand exec sleep 3600")
         return "\n".join(lines) + "\n"
 

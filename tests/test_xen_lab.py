@@ -22,7 +22,7 @@ from compliance.probe import PROBE_COMMAND, PROBE_SCRIPT, parse_probe
 from tests.conftest import lab_args, make_lab, run_audit
 from tests.lab import HostPlan, IfacePlan, Lab, LabError, read_sg
 
-LAB_INDEX = 3
+LAB_INDEX = 4
 UDEV_RULE = "/etc/udev/rules.d/70-xennet-compliance-sg.rules"
 INTERFACES = (
     "auto lo\niface lo inet loopback\n\n"
