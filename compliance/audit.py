@@ -149,8 +149,7 @@ class AuditPlugin:
             self.settings,
             self.paths["summary"],
             local=all(t.connection == "local" for t in self.everyone),
-            # Every chosen host yields at least one case: nothing gathered is never complete.
-            expected_cases=lambda: max(len(build_cases(self.results)), len(self.chosen)),
+            cases=self.cases,
         )
         config.pluginmanager.register(reporter, "xennet-reporter")
         # Jenkins aborts a build with SIGTERM: handle it like Ctrl-C, so reports are still written.
@@ -239,6 +238,12 @@ class AuditPlugin:
         if "xennet_case" in metafunc.fixturenames:
             cases = build_cases(self.results)
             metafunc.parametrize("xennet_case", cases, ids=[c.id for c in cases])
+
+    def cases(self) -> list[Case]:
+        """This run's cases; every chosen host yields at least one, so nothing gathered is never complete."""
+        cases = build_cases(self.results)
+        gathered = {c.host for c in cases}
+        return cases + [Case(t.label, error="not gathered") for t in self.chosen if t.label not in gathered]
 
     def remediator(self) -> workaround.Remediator:
         """The optional workaround, one per process, made when a case first needs it.

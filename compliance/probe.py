@@ -263,7 +263,7 @@ _IFACE_KEYS = (b"kind", b"virtual", b"driver", b"mtu", b"ethtool_rc")
 
 
 def parse_probe(stdout: bytes) -> HostFacts:
-    """Parse the probe's output (bytes). Raises ProbeError when the host as a whole is in doubt.
+    r"""Parse the probe's output (bytes). Raises ProbeError when the host as a whole is in doubt.
 
     >>> out = (b"XENNET-PROBE 2\nkernel\t6.1\nhypervisor\txen\nsys_vendor\tXen\nboard_asset_tag\t\n"
     ...        b"ethtool\t/sbin/ethtool\niface\teth\xff\nvirtual\t1\ndriver\t\nmtu\t1500\nXENNET-PROBE-END\n")

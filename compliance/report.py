@@ -26,9 +26,10 @@ from typing import Any
 import pytest
 from _pytest.junitxml import xml_key  # the stash key pytest's own record_xml_attribute uses
 
+from compliance.cases import Case
 from compliance.options import Settings
 from compliance.row import Row
-from compliance.rule import CONTROL, Verdict
+from compliance.rule import CONTROL, Judgement, Verdict
 from compliance.targets import redact
 from compliance.workaround import REMEDIATED, added_verdicts
 
@@ -56,10 +57,10 @@ _INVISIBLE = frozenset(("Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"))
 
 
 def visible(text: Any) -> str:
-    """Untrusted text with every control or bidi character escaped as the terminal shows it.
+    r"""Untrusted text with every control or bidi character escaped as the terminal shows it.
 
     >>> visible("eth0\x1b[2J \u202etxt.exe caf\u00e9")
-    'eth0\\x1b[2J \\u202etxt.exe caf\u00e9'
+    'eth0\\x1b[2J \\u202etxt.exe café'
     """
     return "".join(printable(c) if unicodedata.category(c) in _INVISIBLE else c for c in str(text))
 
@@ -209,6 +210,30 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+class CrashCloser:
+    """Ends a crashed case the way a finished one ends, after every other plugin saw the crash.
+
+    xdist reports a case whose worker died with ``when="???"`` and nothing after it:
+    pytest-html, which writes a row at the teardown report, would drop the case. A teardown
+    report, sent once the crash report has gone everywhere (trylast), closes it.
+    """
+
+    def __init__(self, config: Any, reporter: AuditReporter) -> None:
+        self.config = config
+        self.reporter = reporter
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_runtest_logreport(self, report: Any) -> None:
+        if report.when != "???" or report.nodeid not in self.reporter.crashed:
+            return
+        closing = pytest.TestReport(
+            report.nodeid, report.location, report.keywords, "passed", None, "teardown", duration=0.0
+        )
+        closing.node = report.node  # type: ignore[attr-defined]  # xdist's worker: the same JUnit testcase
+        closing.xennet = report.xennet  # type: ignore[attr-defined]
+        self.config.hook.pytest_runtest_logreport(report=closing)
+
+
 def discard_stale(paths: dict[str, Path], error: str) -> None:
     """After a usage error: no older run's reports may look current.
 
@@ -303,17 +328,35 @@ class AuditReporter:
     (with their row attached as ``xennet``) through ``pytest_runtest_logreport``.
     """
 
-    def __init__(self, config: Any, settings: Settings, summary_path: Path, local: bool, expected_cases: Any) -> None:
+    def __init__(
+        self, config: Any, settings: Settings, summary_path: Path, local: bool, cases: Callable[[], list[Case]]
+    ) -> None:
         self.config = config
         self.settings = settings
-        self.expected_cases = expected_cases  # callable: how many cases this run should report
+        self.cases = cases  # this run's cases, in the order every xdist worker collects them
         self.records: dict[str, Row] = {}
         self.workaround = settings.workaround
         self.summary_path = summary_path
         self.local = local  # every target is this machine
+        self.case_of: dict[str, Case] = {}  # nodeid -> case, from what the workers collected
+        self.crashed: set[str] = set()
+        config.pluginmanager.register(CrashCloser(config, self), "xennet-crash-closer")
 
-    @pytest.hookimpl(tryfirst=True)  # before LogXML records the testcase
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        # Workers collect the cases in one order (Case.sort_key): a nodeid names its case.
+        self.case_of = dict(zip(ids, self.cases()))
+
+    @pytest.hookimpl(tryfirst=True)  # before LogXML and pytest-html see the report
     def pytest_runtest_logreport(self, report: Any) -> None:
+        if report.when == "???" and report.nodeid in self.case_of:
+            # xdist's report for a case whose worker died: whatever it said before is void.
+            worker = getattr(getattr(report, "node", None), "gateway", None)
+            cause = f"worker {getattr(worker, 'id', '?')} crashed while running this case"
+            report.xennet = self.case_of[report.nodeid].record(Judgement(Verdict.ERROR, cause)).to_dict()
+            self.crashed.add(report.nodeid)
+        elif report.nodeid in self.crashed:
+            return  # the crash decides this case's row
         record = row_of(report)
         if record is None:
             return
@@ -358,7 +401,7 @@ class AuditReporter:
         metadata.update(escaped)
 
     def _summary(self, exitstatus: int) -> dict[str, Any]:
-        complete = exitstatus != 2 and len(self.records) >= self.expected_cases()
+        complete = exitstatus != 2 and not self.crashed and len(self.records) >= len(self.cases())
         return summary(
             self.records.values(),
             scope=self.settings.scope,
@@ -379,6 +422,10 @@ class AuditReporter:
             terminalreporter.write_line(line)
         if int(exitstatus) == 2:
             terminalreporter.write_line("the run was interrupted: reports hold only what finished", red=True)
+        if self.crashed:
+            terminalreporter.write_line(
+                f"{len(self.crashed)} case(s) lost with a crashed worker: errors in every report", red=True
+            )
         if self.config.option.collectonly:
             terminalreporter.write_line("--collect-only: no report was written")
         else:

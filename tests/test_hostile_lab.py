@@ -7,15 +7,21 @@ the timeout, because a host's output is capped (--xennet-max-output) and read as
 
 from __future__ import annotations
 
+import html
 import json
 import os
+import re
 import resource
+import signal
 import subprocess
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
 from tests.conftest import ROOT, audit_argv, lab_args, make_lab
-from tests.lab import HostPlan
+from tests.lab import HostPlan, IfacePlan
 
 LAB_INDEX = 5
 PLAN = (
@@ -71,3 +77,57 @@ def test_the_cap_is_an_option(lab, tmp_path):
     args = [a for a in lab_args(lab, ["flood"]) if not a.startswith("--xennet-timeout")]
     proc, _ = audit_with_peak_rss(tmp_path, *args, f"--xennet-timeout={TIMEOUT}", "--xennet-max-output=65536")
     assert "output exceeds 65536 bytes" in proc.stdout, proc.stdout
+
+
+# The probe runs; any later command (the workaround's) hangs: the case is in flight on a worker.
+STALL = "sh -c 'if [ \"$SSH_ORIGINAL_COMMAND\" = sh ]; then exec sh; fi; exec sleep 600'"
+CRASH_PLAN = (
+    HostPlan("stall", (IfacePlan("eth0", sg=False),), force_command=STALL),
+    *(HostPlan(f"ok{i}") for i in range(4)),
+)
+
+
+@pytest.fixture(scope="module")
+def crash_lab():
+    with make_lab(CRASH_PLAN, LAB_INDEX + 1) as started:
+        yield started
+
+
+def worker_talking_to(address: str, parent: int) -> int:
+    """The pid of the audit's xdist worker with a connection to ``address`` (found in /proc, by ss)."""
+    out = subprocess.run(["ss", "-Htnp", "state", "established", "dst", address], capture_output=True, text=True).stdout
+    pids = {int(p) for p in re.findall(r"pid=(\d+)", out)}
+    children = {int(p) for p in Path(f"/proc/{parent}/task/{parent}/children").read_text().split()}
+    found = pids & children
+    return found.pop() if found else 0
+
+
+def test_a_killed_worker_loses_no_case_and_every_report_says_so(crash_lab, tmp_path):
+    lab = crash_lab
+    args = [a for a in lab_args(lab) if not a.startswith("--xennet-timeout")]
+    proc = subprocess.Popen(
+        audit_argv(tmp_path, *args, "--xennet-timeout=120", "--xennet-workaround=apply", "-n", "2"),
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    address = lab.hosts["stall"].address
+    deadline = time.monotonic() + 60
+    victim = 0
+    while not victim and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        victim = worker_talking_to(address, proc.pid)
+    assert victim, "no worker ever acted on the stalling host"
+    os.kill(victim, signal.SIGKILL)
+    out, _ = proc.communicate(timeout=120)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    rows = {(r["host"], r["interface"]): r for r in summary["results"]}
+    lost = rows[(address, "eth0")]
+    assert lost["verdict"] == "error" and "crashed while running this case" in lost["message"], out
+    assert summary["complete"] is False
+    assert len(rows) == len(lab.hosts) and summary["counts"]["error"] == 1 and summary["counts"]["sg-on"] == 4
+    # JUnit and pytest-html keep the case too, and agree with summary.json.
+    cases = {c.get("classname"): c for c in ET.parse(tmp_path / "junit.xml").getroot().iter("testcase")}
+    assert len(cases) == len(rows) and cases[f"{address}.eth0"].find("error") is not None
+    page = (tmp_path / "report.html").read_text()
+    blob = json.loads(html.unescape(re.search(r'data-jsonblob="([^"]*)"', page).group(1)))
+    assert len(blob["tests"]) == len(rows) and any(f"{address}|eth0" in nodeid for nodeid in blob["tests"])
+    assert "case(s) lost with a crashed worker" in out
