@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import errno
+import functools
 import html
 import json
 import os
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable
 from operator import attrgetter
 from pathlib import Path
 from typing import Any
@@ -202,6 +204,42 @@ def summary(
     }
 
 
+REPORT_WRITE_FAILED = 6  # exit status: the verdicts are known, but a report could not be written
+
+
+def _write_text(path: Path, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _point(key: str, plugin: Any, path: Path) -> None:
+    """Where LogXML (``logfile``, a str) or pytest-html (``_report_path``, a Path) writes."""
+    if key == "junit":
+        plugin.logfile = str(path)
+    else:
+        plugin._report_path = path
+
+
+def write_atomically(path: Path, write: Callable[[Path], None]) -> str | None:
+    """``write(tmp)`` then rename over ``path``; None, or one line naming the file and the OS error."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(tmp)
+        if tmp.stat().st_size == 0:
+            raise OSError(errno.EIO, "nothing was written")
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        return f"cannot write {path}: {exc.strerror or exc}"
+    return None
+
+
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Write atomically, so a reader (or an interrupted run) never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -339,6 +377,8 @@ class AuditReporter:
         self.summary_path = summary_path
         self.local = local  # every target is this machine
         self.case_of: dict[str, Case] = {}  # nodeid -> case, from what the workers collected
+        self.writers: dict[str, tuple[Path, Any]] = {}  # "junit"/"html" -> (final path, the plugin that renders it)
+        self.write_errors: list[str] = []
         self.crashed: set[str] = set()
         config.pluginmanager.register(CrashCloser(config, self), "xennet-crash-closer")
 
@@ -412,10 +452,53 @@ class AuditReporter:
             shard=str(self.settings.shard) if self.settings.shard else None,
         )
 
-    def pytest_sessionfinish(self, session: Any, exitstatus: int) -> None:
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionstart(self, session: Any) -> None:
+        """Take over when the JUnit and HTML reports reach the disk (see :meth:`pytest_sessionfinish`).
+
+        LogXML and pytest-html still build them; they write to /dev/null, which cannot fail.
+        """
+        xml = self.config.stash.get(xml_key, None)
+        if xml is not None:
+            self.writers["junit"] = (Path(xml.logfile), xml)
+        for plugin in self.config.pluginmanager.get_plugins():
+            if type(plugin).__module__.startswith("pytest_html.") and hasattr(plugin, "_report_path"):
+                self.writers["html"] = (Path(plugin._report_path), plugin)
+        for key, (_, plugin) in self.writers.items():
+            _point(key, plugin, Path(os.devnull))
+
+    @pytest.hookimpl(wrapper=True, trylast=True)
+    def pytest_sessionfinish(self, session: Any, exitstatus: int) -> Generator[None, None, None]:
+        """Write every report, each on its own: atomically (a temporary file, then a rename), so
+        no half-written or empty file is left, and one that fails neither stops the others nor
+        reads as a verdict: it is a line naming the file and the error, and exit status 6."""
+        result = yield
         if self.config.option.collectonly:
-            return
-        write_json(self.summary_path, self._summary(int(exitstatus)))
+            return result
+        data = self._summary(int(session.exitstatus))
+        for key, (path, plugin) in list(self.writers.items()):
+            error = write_atomically(path, functools.partial(self._render, key, plugin))
+            if error is None:
+                _point(key, plugin, path)  # its "generated ... file" line names the real file
+            else:
+                self.write_errors.append(error)
+                self.config.pluginmanager.unregister(plugin)  # nor may it claim a file it did not write
+        text = json.dumps(data, indent=2, ensure_ascii=True) + "\n"
+        error = write_atomically(self.summary_path, lambda tmp: _write_text(tmp, text))
+        if error is not None:
+            self.write_errors.append(error)
+        if self.write_errors:
+            session.exitstatus = REPORT_WRITE_FAILED
+        return result
+
+    @staticmethod
+    def _render(key: str, plugin: Any, tmp: Path) -> None:
+        """Have LogXML or pytest-html render its report into ``tmp``."""
+        _point(key, plugin, tmp)
+        try:
+            plugin.pytest_sessionfinish() if key == "junit" else plugin._generate_report()
+        finally:
+            _point(key, plugin, Path(os.devnull))
 
     def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int) -> None:
         for line in terminal_lines(self.records.values(), self.workaround):
@@ -426,7 +509,9 @@ class AuditReporter:
             terminalreporter.write_line(
                 f"{len(self.crashed)} case(s) lost with a crashed worker: errors in every report", red=True
             )
+        for error in self.write_errors:
+            terminalreporter.write_line(error, red=True)
         if self.config.option.collectonly:
             terminalreporter.write_line("--collect-only: no report was written")
-        else:
+        elif all(not e.startswith(f"cannot write {self.summary_path}:") for e in self.write_errors):
             terminalreporter.write_line(f"summary: {self.summary_path}")

@@ -1,0 +1,71 @@
+"""Disks that misbehave: a full one and a read-only one, as small tmpfs mounts of the test's own.
+
+The audit (of this machine) still ends with every report it could write, whole, and one line
+for each it could not; never a traceback, a 0-byte file, or exit status 1 (a verdict).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """Mount a tmpfs of the given options at a directory of the test's own; unmounted at the end."""
+    mounted = []
+
+    def mount(options: str):
+        where = tmp_path / f"mnt{len(mounted)}"
+        where.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", options, "xennet-test", str(where)], check=True)
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in reversed(mounted):
+        subprocess.run(["umount", str(where)], check=True)
+
+
+def audit(*args: str) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--hosts=local://", *args]
+    return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_a_full_disk_costs_one_report_not_the_others(tmpfs, tmp_path):
+    full = tmpfs("size=16k")  # room for junit.xml and summary.json, not for report.html (~36 KiB)
+    proc = audit(f"--reports-dir={full}")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 6, out
+    assert f"cannot write {full / 'report.html'}: No space left on device" in proc.stdout
+    assert "Traceback" not in out and "INTERNALERROR" not in out
+    assert sorted(p.name for p in full.iterdir()) == ["junit.xml", "summary.json"]  # no 0-byte file, no temp file
+    assert json.loads((full / "summary.json").read_text())["complete"] is True
+    assert len(list(ET.parse(full / "junit.xml").getroot().iter("testcase"))) >= 1
+    assert f"Generated html report: file://{full / 'report.html'}" not in proc.stdout
+
+
+def test_a_summary_that_cannot_be_written_does_not_stop_the_html_report(tmpfs, tmp_path):
+    full = tmpfs("size=4k")
+    (full / "filler").write_bytes(b"x" * 4096)
+    proc = audit(f"--reports-dir={tmp_path / 'reports'}", f"--xennet-summary={full / 'summary.json'}")
+    assert proc.returncode == 6, proc.stdout + proc.stderr
+    assert f"cannot write {full / 'summary.json'}: No space left on device" in proc.stdout
+    assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == ["junit.xml", "report.html"]
+    assert sorted(p.name for p in full.iterdir()) == ["filler"]
+
+
+def test_a_read_only_report_directory_is_refused_before_any_host(tmpfs):
+    read_only = tmpfs("ro,size=16k")
+    proc = audit(f"--reports-dir={read_only}")
+    assert proc.returncode == 4
+    assert proc.stderr.strip() == f"ERROR: report directory {read_only} is not writable"
