@@ -243,7 +243,8 @@ class AuditPlugin:
         """This run's cases; every chosen host yields at least one, so nothing gathered is never complete."""
         cases = build_cases(self.results)
         gathered = {c.host for c in cases}
-        return cases + [Case(t.label, error="not gathered") for t in self.chosen if t.label not in gathered]
+        missing = [t for t in self.chosen if t.label not in gathered]
+        return cases + [Case(t.label, error="not gathered: the run was interrupted") for t in missing]
 
     def remediator(self) -> workaround.Remediator:
         """The optional workaround, one per process, made when a case first needs it.

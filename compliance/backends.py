@@ -15,6 +15,7 @@ registry is left alone, so other testinfra users in the same process get upstrea
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 import select
@@ -35,6 +36,10 @@ from testinfra.backend import base
 from compliance.options import DEFAULT_MAX_OUTPUT, DEFAULT_TIMEOUT
 
 USER_KNOWN_HOSTS = "~/.ssh/known_hosts"
+# paramiko's transport threads log their own failures (a banner cut short by an interrupt, say)
+# with a traceback; each becomes the host's one-line error instead. Handlers up the tree
+# (pytest's log capture) still receive them.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
 def connect(target: Any) -> base.BaseBackend:

@@ -441,9 +441,16 @@ class AuditReporter:
         metadata.update(escaped)
 
     def _summary(self, exitstatus: int) -> dict[str, Any]:
-        complete = exitstatus != 2 and not self.crashed and len(self.records) >= len(self.cases())
+        cases = self.cases()
+        complete = exitstatus != 2 and not self.crashed and len(self.records) >= len(cases)
+        rows = list(self.records.values())
+        if exitstatus == 2:
+            # Interrupted: the hosts gathered by then keep their (audit-only) verdicts, the others say why they have none.
+            seen = {r.sort_key() for r in rows}
+            scope = self.settings.scope
+            rows += [row for c in cases if (row := c.record(c.judge(scope))).sort_key() not in seen]
         return summary(
-            self.records.values(),
+            rows,
             scope=self.settings.scope,
             target="local" if self.local else "remote",
             complete=complete,

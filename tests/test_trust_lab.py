@@ -186,6 +186,11 @@ def test_interrupted_run_still_writes_every_report(lab, tmp_path, sig, xdist, to
     assert proc.returncode == 2, out
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["complete"] is False
+    # The finished host keeps its verdict; the one in flight says why it has none.
+    verdicts = {r["host"]: (r["verdict"], r["message"]) for r in summary["results"]}
+    assert verdicts[lab.hosts["sgon"].address][0] == "sg-on", out
+    assert verdicts[lab.hosts["hung"].address] == ("error", "not gathered: the run was interrupted")
+    assert "Traceback" not in out.split("Diagnostic Results")[-1]
     assert (tmp_path / "junit.xml").exists() and (tmp_path / "report.html").exists()
     assert "interrupted" in out
 
