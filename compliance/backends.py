@@ -416,6 +416,7 @@ class ParamikoBackend(NonInteractiveSudo, testinfra.backend.paramiko.ParamikoBac
             cfg["key_filename"] = os.path.expanduser(self.ssh_identity_file)
         if self.host_key_policy != "insecure":
             self._load_known_keys(client, cfg["hostname"], cfg["port"])
+        started = time.monotonic()
         try:
             if "sock" not in cfg:
                 cfg["sock"] = self._connect_socket(cfg["hostname"], cfg["port"])
@@ -424,9 +425,12 @@ class ParamikoBackend(NonInteractiveSudo, testinfra.backend.paramiko.ParamikoBac
             client.close()
             raise HostTimeout("connecting", self.timeout) from None
         except paramiko.SSHException as exc:
+            transport = client.get_transport()
+            cause = f"{exc} {getattr(transport, 'saved_exception', None) or ''}".lower()
             client.close()
-            # paramiko says a banner or an authentication ran out of time only in words.
-            if "banner" in str(exc).lower() or "timeout" in str(exc).lower():
+            # paramiko says a banner or an authentication ran out of time only in words, and a
+            # silent server can surface as "No existing session": the clock says what happened.
+            if "banner" in cause or "timeout" in cause or time.monotonic() - started >= self.timeout:
                 raise HostTimeout("connecting", self.timeout) from None
             raise
         except BaseException:

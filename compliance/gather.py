@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import socket
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -84,8 +85,17 @@ def describe_error(exc: BaseException, target: Target, doing: str = "running the
     return f"{type(exc).__name__}: {excerpt(str(exc))}"
 
 
+HOST_GRACE = 2.0  # seconds past the backends' own bounds, so that their precise causes come first
+
+
+def host_budget(target: Target) -> float:
+    """The most one host may take, whatever the backend: connecting, then the probe, each ``timeout``."""
+    return 2 * target.timeout + HOST_GRACE
+
+
 def probe_host(target: Target) -> HostResult:
     """Run the probe on one host over one connection, then close it."""
+    target.started = time.monotonic()
     try:
         result = target.connect().run_script(PROBE_COMMAND, PROBE_SCRIPT.encode())
         try:
@@ -103,6 +113,10 @@ def probe_host(target: Target) -> HostResult:
             return HostResult(target.label, error=str(exc))
         return HostResult(target.label, facts=facts)
     except Exception as exc:
+        if target.overdue:  # gather() closed it: the host used up its budget
+            return HostResult(
+                target.label, error=f"timed out (limit {host_budget(target):g}s for connecting, then the probe)"
+            )
         return HostResult(target.label, error=describe_error(exc, target))
     finally:
         target.close()
@@ -123,8 +137,16 @@ def gather(
         return results
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(workers, len(targets))))
     try:
-        pending = {pool.submit(probe_host, t) for t in targets}
+        running = {pool.submit(probe_host, t): t for t in targets}
+        pending = set(running)
         while pending:
+            # Each backend bounds each step; this bounds the host: a user can plan with it.
+            now = time.monotonic()
+            for future in pending:
+                target = running[future]
+                if target.started is not None and not target.overdue and now - target.started > host_budget(target):
+                    target.overdue = True
+                    target.close()
             # Wake up now and then: the kernel may hand SIGINT/SIGTERM to any thread, and
             # Python runs the handler only when the main thread runs again.
             done, pending = concurrent.futures.wait(

@@ -61,6 +61,8 @@ class Target:
     hostspec: str = dataclasses.field(repr=False)
     options: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
     backend: Any = dataclasses.field(default=None, repr=False, compare=False)  # set by connect()
+    started: float | None = dataclasses.field(default=None, repr=False, compare=False)  # when gathering began
+    overdue: bool = dataclasses.field(default=False, repr=False, compare=False)  # closed for using up its budget
 
     @property
     def timeout(self) -> float:

@@ -29,6 +29,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
@@ -195,6 +196,9 @@ class HostPlan:
     # sshd's ForceCommand: whatever is asked, the host runs this (a flooding, trickling or
     # truncating host). Takes precedence over hang.
     force_command: str | None = None
+    # True: port 22 accepts connections and never says a word (no SSH banner): a host that
+    # hangs while being connected to, not while running a command.
+    silent: bool = False
     ethtool: bool = True  # False: ethtool is hidden from the host's sessions, as if not installed
     # A sh script body that stands in for ethtool in the host's sessions: a broken or
     # hostile host's output. The lab itself still configures interfaces with the real one.
@@ -1069,9 +1073,12 @@ class Lab:
         for host in wanted:
             cfg = self.host_dir(host.name) / "sshd_config"
             cfg.write_text(self._sshd_config(host))
+            argv = [SSHD, "-D", "-e", "-f", str(cfg)]
+            if host.plan.silent:
+                argv = [sys.executable, "-c", _SILENT_LISTENER, host.address]
             with open(self.sshd_log(host.name), "wb") as log:
                 self._sshd[host.name] = subprocess.Popen(
-                    self._ns_argv(host, [SSHD, "-D", "-e", "-f", str(cfg)]),
+                    self._ns_argv(host, argv),
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -1151,6 +1158,15 @@ def _first_file(paths: Sequence[str]) -> str:
 def _unique_real_files(paths: Sequence[str]) -> list[str]:
     """The distinct files behind paths (merged /usr makes /bin/ip and /usr/sbin/ip one file)."""
     return list(dict.fromkeys(os.path.realpath(p) for p in paths if os.path.isfile(p)))
+
+
+# Accepts every connection on ADDRESS:22 and keeps it open without a word.
+_SILENT_LISTENER = (
+    "import socket, sys\n"
+    "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+    "s.bind((sys.argv[1], 22)); s.listen(64); held = []\n"
+    "while True: held.append(s.accept())\n"
+)
 
 
 def _listening(pid: int, address: str, port: int = 22) -> bool:

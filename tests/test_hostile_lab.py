@@ -30,6 +30,7 @@ PLAN = (
     HostPlan("floodstderr", force_command="exec sh -c 'yes >&2'"),
     HostPlan("trickle", force_command="exec sh -c 'while :; do echo x; sleep 0.2; done'"),
     HostPlan("truncated", force_command="printf 'XENNET-PROBE 2\\nkernel\\t6.1\\nhypervisor\\txen\\n'"),
+    HostPlan("silent", silent=True),
 )
 TIMEOUT = 8  # long: the flooding hosts must be stopped by the output cap, not by the clock
 
@@ -66,6 +67,8 @@ def test_flooding_trickling_and_truncated_hosts_are_one_line_errors(lab, tmp_pat
         "floodstderr": ("error", "output exceeds 1048576 bytes"),
         "trickle": ("error", f"timed out running the probe (limit {TIMEOUT}s)"),
         "truncated": ("error", "probe output is truncated: XENNET-PROBE 2\\nkernel\\t6.1\\nhypervisor\\txen\\n"),
+        # One wording for both backends: the phase, and the limit.
+        "silent": ("error", f"timed out connecting (limit {TIMEOUT}s)"),
     }, proc.stdout
     good = [r["verdict"] for r in summary["results"] if names[r["host"]] == "good"]
     assert good == ["sg-on"] and proc.returncode == 1
