@@ -517,10 +517,10 @@ def write_results(args, started, rows, scaling, fds, deltas, size) -> list[str]:
     out += targets(ratio, biggest, by_key, per_host, fds, deltas, peak_rss)
     out += NOTES
     text = "\n".join(out) + "\n"
-    # bench/probe_cost.py keeps a section of its own in the same file: carry it over.
+    # bench/probe_cost.py and bench/flood_rss.py keep sections of their own in the same file.
     old = args.out.read_text() if args.out.exists() else ""
-    start, end = "<!-- probe-cost:start -->", "<!-- probe-cost:end -->"
-    if start in old and end in old:
+    for kept in re.findall(r"<!-- ([a-z-]+):start -->.*?<!-- \1:end -->", old, re.S):
+        start, end = f"<!-- {kept}:start -->", f"<!-- {kept}:end -->"
         text += "\n" + old[old.index(start) : old.index(end) + len(end)] + "\n"
     args.out.write_text(text)
     return out
