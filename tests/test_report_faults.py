@@ -41,8 +41,17 @@ def audit(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 
+def pages(path) -> int:
+    return -(-path.stat().st_size // 4096)
+
+
 def test_a_full_disk_costs_one_report_not_the_others(tmpfs, tmp_path):
-    full = tmpfs("size=16k")  # room for junit.xml and summary.json, not for report.html (~36 KiB)
+    # Room for junit.xml and summary.json (as large as a first run made them), not for report.html.
+    sizes = audit(f"--reports-dir={tmp_path / 'first'}")
+    assert sizes.returncode == 0, sizes.stdout
+    room = pages(tmp_path / "first" / "junit.xml") + pages(tmp_path / "first" / "summary.json") + 1
+    assert room < pages(tmp_path / "first" / "report.html")
+    full = tmpfs(f"size={room * 4}k")
     proc = audit(f"--reports-dir={full}")
     out = proc.stdout + proc.stderr
     assert proc.returncode == 6, out
