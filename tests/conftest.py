@@ -107,6 +107,25 @@ def make_lab(plan, index: int = 0) -> Lab:
     return Lab(plan, prefix=prefix if index == 0 else f"{prefix}{index}", network=str(subnet))
 
 
+def fresh_lab_fixture(index: int):
+    """A ``fresh_lab`` fixture: a lab of its own (index ``index``) per test, planned by :func:`lab_plan`.
+
+    For tests that change hosts: the session lab is read-only.
+    """
+
+    @pytest.fixture
+    def fresh_lab(request):
+        with make_lab(request.param, index) as started:
+            yield started
+
+    return fresh_lab
+
+
+def lab_plan(*hosts):
+    """Mark a test that uses ``fresh_lab`` with that lab's plan."""
+    return pytest.mark.parametrize("fresh_lab", [hosts], indirect=True, ids=["lab"])
+
+
 @pytest.fixture(scope="session")
 def lab():
     """The session's lab of PLAN, read-only for tests (tests that change hosts make their own)."""

@@ -12,9 +12,7 @@ import json
 import subprocess
 from pathlib import Path
 
-import pytest
-
-from tests.conftest import lab_args, make_lab, run_audit
+from tests.conftest import fresh_lab_fixture, lab_args, lab_plan, run_audit
 from tests.lab import HostPlan, IfacePlan, UserPlan, read_sg
 
 LAB_INDEX = 2
@@ -23,14 +21,8 @@ INTERFACES = "auto lo\niface lo inet loopback\n\nauto eth1\niface eth1 inet manu
 IFCFG = 'DEVICE=eth1\nONBOOT=yes\nETHTOOL_OPTS="-K ${DEVICE} tso off"\n'
 
 
-@pytest.fixture
-def fresh_lab(request):
-    with make_lab(request.param, LAB_INDEX) as started:
-        yield started
-
-
-def plan(*hosts):
-    return pytest.mark.parametrize("fresh_lab", [hosts], indirect=True, ids=["lab"])
+fresh_lab = fresh_lab_fixture(LAB_INDEX)
+plan = lab_plan
 
 
 def sg(lab, host, iface):

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from compliance.probe import PROBE_COMMAND, PROBE_SCRIPT, parse_probe
-from tests.conftest import lab_args, make_lab, run_audit
+from tests.conftest import fresh_lab_fixture, lab_args, lab_plan, run_audit
 from tests.lab import HostPlan, IfacePlan, Lab, LabError, read_sg
 
 LAB_INDEX = 4
@@ -55,14 +55,8 @@ EXPECTED = {
 XEN_NICS = {("guest", "eth0"), ("guest", "eth1"), ("guest", "eth2")}
 
 
-@pytest.fixture
-def fresh_lab(request):
-    with make_lab(request.param, LAB_INDEX) as started:
-        yield started
-
-
-def plan(*hosts):
-    return pytest.mark.parametrize("fresh_lab", [hosts], indirect=True, ids=["lab"])
+fresh_lab = fresh_lab_fixture(LAB_INDEX)
+plan = lab_plan
 
 
 def default_scope(lab: Lab, names=None, scheme: str = "paramiko") -> list[str]:
