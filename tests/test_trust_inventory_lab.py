@@ -80,12 +80,14 @@ def test_workaround_through_an_inventory_as_a_sudo_user_and_as_root(trust_lab, t
         assert sg(lab, "fixme", "eth1") is True  # the host itself says so
 
 
-def test_sudo_as_root_user_without_sudo_option_is_never_reported(trust_lab, tmp_path):
-    # No --sudo, no ansible_become: the commands are never shown with sudo.
+@pytest.mark.parametrize("become", ["", "ansible_become=true"])
+def test_dry_run_shows_sudo_exactly_where_apply_would_use_it(trust_lab, tmp_path, become):
+    # No --sudo: sudo only for an inventory's ansible_become, never shown when not used.
     lab = trust_lab
     lab.set_sg("fixme", "eth1", False)
-    inventory = lab.write_ansible_inventory(tmp_path / "lab.ini", "ssh", ["fixme"])
+    inventory = lab.write_ansible_inventory(tmp_path / "lab.ini", "ssh", ["fixme"], extra_vars=become)
     audit = run_audit(tmp_path / "r", *inventory_args(lab, inventory, "--xennet-workaround=dry-run"))
     row = by_host(audit, lab)[("fixme", "eth1")]
-    assert row["workaround"]["commands"] == ["/usr/sbin/ethtool -K eth1 sg on"], audit.stdout
+    prefix = "sudo " if become else ""
+    assert row["workaround"]["commands"] == [f"{prefix}/usr/sbin/ethtool -K eth1 sg on"], audit.stdout
     assert sg(lab, "fixme", "eth1") is False
