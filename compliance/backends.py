@@ -551,10 +551,12 @@ class SshBackend(NonInteractiveSudo, testinfra.backend.ssh.SshBackend):
         self._closed = False
 
     def _host_key_options(self) -> tuple[list[str], list[str]]:
+        """The policy's options. CheckHostIP=no: the key is checked for the name connected to,
+        as paramiko does; OpenSSH's extra IP check would also write IP entries to known_hosts."""
         if self.host_key_policy == "insecure":
-            return ["-o StrictHostKeyChecking=no", "-o UserKnownHostsFile=/dev/null"], []
+            return ["-o StrictHostKeyChecking=no", "-o UserKnownHostsFile=/dev/null", "-o CheckHostIP=no"], []
         checking = {"strict": "yes", "accept-new": "accept-new"}[self.host_key_policy]
-        options = [f"-o StrictHostKeyChecking={checking}"]
+        options = [f"-o StrictHostKeyChecking={checking}", "-o CheckHostIP=no"]
         if not self.known_hosts:
             return options, []
         # OpenSSH records accept-new keys in the first file listed.

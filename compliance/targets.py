@@ -264,6 +264,9 @@ def expand(
             warnings += [warning] if warning else []
         else:
             made = [Target(label_of(scheme, hostspec), redact(spec), scheme, hostspec, {**base, **run})]
+            if scheme == "ssh":
+                extra = [("--ssh-extra-args", ssh_extra_args)] if ssh_extra_args else []
+                _check_host_keys(made[0], extra)
         for target in made:
             if target.label in found:
                 raise UsageProblem(
@@ -365,7 +368,10 @@ def _from_inventory(
                 f"inventory host {name}: ansible_connection={connection} is not supported "
                 f"(use {', '.join(sorted(ANSIBLE_CONNECTIONS))})"
             )
-        targets.append(_from_backend(name, source, kind, backend, base, run))
+        target = _from_backend(
+            name, source, kind, backend, base, run, _ssh_args_of(name, config, hostvars.get(name, {}))
+        )
+        targets.append(target)
     overridden = [
         n for n in names if base["ssh_identity_file"] and any(k in hostvars.get(n, {}) for k in ANSIBLE_KEY_VARS)
     ]
@@ -379,8 +385,46 @@ def _from_inventory(
     return targets, warning
 
 
-def _from_backend(name: str, source: str, kind: str, backend: Any, base: dict[str, Any], run: dict[str, Any]) -> Target:
-    """A target from the (never connected) testinfra backend that testinfra built for an inventory host."""
+def _ssh_args_of(name: str, config: Any, hostvars: dict[str, Any]) -> list[tuple[str, str]]:
+    """An inventory host's ssh arguments, each with where it came from, in the order testinfra
+    joins them (ansible.cfg's ssh_args, then ansible_ssh_common_args, then ansible_ssh_extra_args;
+    each variable from the environment, else the inventory, else ansible.cfg)."""
+    found = [("ansible.cfg's ssh_args", config.get("ssh_connection", "ssh_args", fallback=""))]
+    for var in ("ansible_ssh_common_args", "ansible_ssh_extra_args"):
+        env = var.upper()
+        if env in os.environ:
+            found.append((f"${env}", os.environ[env]))
+        elif var in hostvars:
+            found.append((f"inventory host {name}'s {var}", str(hostvars[var])))
+        else:
+            key = var.removeprefix("ansible_")
+            found.append((f"ansible.cfg's {key}", config.get("ssh_connection", key, fallback="")))
+    return [(where, str(args)) for where, args in found if str(args or "").strip()]
+
+
+def _check_host_keys(target: Target, args: Sequence[tuple[str, str]]) -> None:
+    """OpenSSH targets only: no option in force may weaken the host-key policy (see compliance.hostkeys)."""
+    from compliance import hostkeys
+
+    name = _host_port(target.hostspec.rpartition("@")[2])[0]
+    options = target.options
+    hostkeys.check(name, args, options.get("ssh_config"), options.get("known_hosts"), options["host_key_policy"])
+
+
+def _from_backend(
+    name: str,
+    source: str,
+    kind: str,
+    backend: Any,
+    base: dict[str, Any],
+    run: dict[str, Any],
+    inventory_args: Sequence[tuple[str, str]] = (),
+) -> Target:
+    """A target from the (never connected) testinfra backend that testinfra built for an inventory host.
+
+    ``--ssh-extra-args`` comes before the inventory's ssh arguments: OpenSSH keeps an option's
+    first value, so the command line wins, and neither is dropped.
+    """
     spec = backend.host  # testinfra's HostSpec: name, port, user, password
     hostspec = spec.name if ":" not in spec.name else f"[{spec.name}]"
     if spec.port:
@@ -391,10 +435,15 @@ def _from_backend(name: str, source: str, kind: str, backend: Any, base: dict[st
         **base,
         "ssh_config": getattr(backend, "ssh_config", base["ssh_config"]),
         "ssh_identity_file": getattr(backend, "ssh_identity_file", base["ssh_identity_file"]),
-        "ssh_extra_args": getattr(backend, "ssh_extra_args", None) or base["ssh_extra_args"],
+        "ssh_extra_args": " ".join(a for a in (base["ssh_extra_args"], getattr(backend, "ssh_extra_args", None)) if a)
+        or None,
         # --sudo applies to every host; an inventory's ansible_become adds to it.
         "sudo": bool(base["sudo"] or backend.sudo),
         "sudo_user": base["sudo_user"] or backend.sudo_user,
         **run,
     }
-    return Target(name, source, kind, "local" if kind == "local" else hostspec, options)
+    target = Target(name, source, kind, "local" if kind == "local" else hostspec, options)
+    if kind == "ssh":
+        extra = [("--ssh-extra-args", base["ssh_extra_args"])] if base["ssh_extra_args"] else []
+        _check_host_keys(target, [*extra, *inventory_args])
+    return target

@@ -275,7 +275,7 @@ class Remediator:
         if self.mode == "off" or judgement.verdict is not Verdict.SUSCEPTIBLE:
             return None
         if self.mode == "dry-run":
-            return self._plan(iface, ethtool or "ethtool", judgement)
+            return self._plan(iface, ethtool or "ethtool", judgement, self._sudo_on(host))
         outcome = Outcome(self.mode, before=state(iface))
         try:
             self._apply(self.session(host), iface, judgement, outcome)
@@ -287,12 +287,20 @@ class Remediator:
             outcome.judgement = judgement
         return outcome
 
-    def _plan(self, iface: InterfaceFacts, ethtool: str, judgement: Judgement) -> Outcome:
-        commands = [render(sg_argv(ethtool, iface.name), self.sudo)]
+    def _sudo_on(self, host: str) -> bool:
+        """Whether apply would use sudo on this host: --sudo, or its inventory's ansible_become.
+
+        Only the targets are expanded; nothing is contacted."""
+        try:
+            return self.session(host).sudo
+        except WorkaroundError:
+            return self.sudo
+
+    def _plan(self, iface: InterfaceFacts, ethtool: str, judgement: Judgement, sudo: bool) -> Outcome:
+        commands = [render(sg_argv(ethtool, iface.name), sudo)]
         if self.allow_mtu:
             commands.append(
-                render(mtu_argv(iface.name), self.sudo)
-                + f"  # only if scatter-gather stays off and max MTU >= {JUMBO_MTU}"
+                render(mtu_argv(iface.name), sudo) + f"  # only if scatter-gather stays off and max MTU >= {JUMBO_MTU}"
             )
         return Outcome("dry-run", "planned", commands, before=state(iface), judgement=judgement)
 

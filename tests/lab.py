@@ -659,24 +659,38 @@ class Lab:
         self._check(host, iface, "mtu", link["mtu"], mtu)
 
     def write_ansible_inventory(
-        self, path: Path, connection: str = "paramiko_ssh", names: Sequence[str] | None = None
+        self,
+        path: Path,
+        connection: str = "paramiko_ssh",
+        names: Sequence[str] | None = None,
+        user: str = "root",
+        ssh_args: str = "",
+        extra_vars: str = "",
     ) -> Path:
-        """Write an INI inventory with group [lab] and return its path."""
+        """Write an INI inventory with group [lab] and return its path.
+
+        ``ssh_args`` go into ``ansible_ssh_common_args`` after the lab's ``-F``; ``extra_vars``
+        (``key=value ...``) are added to every host's line.
+        """
         lines = ["[lab]"]
         for name in names if names is not None else list(self.hosts):
             host = self.hosts[name]
             line = (
-                f"{name} ansible_host={host.address} ansible_user=root "
+                f"{name} ansible_host={host.address} ansible_user={user} "
                 f"ansible_connection={connection} ansible_ssh_private_key_file={self.key_file}"
                 # Lab hosts share this machine's filesystem: skip interpreter discovery.
                 " ansible_python_interpreter=/usr/bin/python3"
             )
             if connection == "ssh":
-                line += f" ansible_ssh_common_args='-F {self.ssh_config}'"
+                line += f" ansible_ssh_common_args='-F {self.ssh_config}{' ' + ssh_args if ssh_args else ''}'"
             elif connection == "paramiko_ssh":
                 # Ansible's paramiko plugin can only check ~/.ssh/known_hosts and
                 # would record lab keys there; the lab never writes root's home.
                 line += " ansible_paramiko_host_key_checking=False"
+                if ssh_args:
+                    line += f" ansible_ssh_common_args='{ssh_args}'"
+            if extra_vars:
+                line += f" {extra_vars}"
             lines.append(line)
         path = Path(path)
         path.write_text("\n".join(lines) + "\n")

@@ -50,13 +50,17 @@ def test_sudo_never_prompts(backend_class):
 @pytest.mark.parametrize(
     ("policy", "options"),
     [
-        ("strict", ["-o StrictHostKeyChecking=yes", "-o BatchMode=yes", "-o ControlMaster=no"]),
-        ("accept-new", ["-o StrictHostKeyChecking=accept-new", "-o BatchMode=yes", "-o ControlMaster=no"]),
+        ("strict", ["-o StrictHostKeyChecking=yes", "-o CheckHostIP=no", "-o BatchMode=yes", "-o ControlMaster=no"]),
+        (
+            "accept-new",
+            ["-o StrictHostKeyChecking=accept-new", "-o CheckHostIP=no", "-o BatchMode=yes", "-o ControlMaster=no"],
+        ),
         (
             "insecure",
             [
                 "-o StrictHostKeyChecking=no",
                 "-o UserKnownHostsFile=/dev/null",
+                "-o CheckHostIP=no",
                 "-o BatchMode=yes",
                 "-o ControlMaster=no",
             ],
@@ -65,7 +69,7 @@ def test_sudo_never_prompts(backend_class):
 )
 def test_openssh_command_line_carries_the_host_key_policy_first(policy, options):
     # OpenSSH keeps an option's first value: extra args (an inventory's, an ansible.cfg's) come later.
-    extra = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ControlMaster=auto"
+    extra = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o CheckHostIP=yes -o ControlMaster=auto"
     cmd, args = SshBackend("root@10.0.0.5", host_key_policy=policy, ssh_extra_args=extra)._build_ssh_command("true")
     assert cmd[: len(options) + 1] == ["ssh", *options] and args[-2:] == ["10.0.0.5", "true"]
     assert cmd.index(extra) > len(options)

@@ -252,3 +252,59 @@ def test_extra_ssh_args_cannot_switch_host_key_checking_off(lab, tmp_path, isola
         ("error", f"host key mismatch for {sgon}")
     ], audit.stdout
     assert audit.summary["host_key_policy"] == "strict"
+
+
+@pytest.mark.parametrize("connection", ["ssh", "paramiko_ssh"])
+@pytest.mark.parametrize("via", ["inventory", "--ssh-extra-args"])
+def test_inventory_ssh_args_cannot_switch_host_key_checking_off(lab, tmp_path, isolated_home, connection, via):
+    # A changed key behind an inventory's ansible_ssh_common_args (or --ssh-extra-args with an
+    # inventory): the policy's options come first, so the host errors and the summary's "strict" is true.
+    pytest.importorskip("ansible", reason="ansible-core is the optional [ansible] extra")
+    lines = known_hosts_lines(lab)
+    sgon = lab.hosts["sgon"].address
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(f"{sgon} {lines['jumbo'].split(maxsplit=1)[1]}\n")
+    weaken = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o CheckHostIP=no"
+    inventory = lab.write_ansible_inventory(
+        tmp_path / "lab.ini", connection, ["sgon"], ssh_args=weaken if via == "inventory" else ""
+    )
+    extra = [f"--ssh-extra-args={weaken}"] if via != "inventory" else []
+    audit = run_audit(
+        tmp_path / "r",
+        "--hosts=ansible://all",
+        f"--ansible-inventory={inventory}",
+        f"--ssh-known-hosts={known_hosts}",
+        "--xennet-timeout=3",
+        *extra,
+        env=isolated_home,
+    )
+    assert [(r["host"], r["verdict"], r["message"]) for r in audit.summary["results"]] == [
+        ("sgon", "error", "host key mismatch for sgon")
+    ], audit.stdout + audit.stderr
+    assert audit.summary["host_key_policy"] == "strict" and "host keys strict" in audit.stdout
+    assert known_hosts.read_text().startswith(f"{sgon} ")  # never replaced
+
+
+@pytest.mark.parametrize("scheme", ["ssh", "ansible"])
+def test_options_that_add_trust_are_refused_before_any_host(lab, tmp_path, isolated_home, scheme):
+    # GlobalKnownHostsFile would make OpenSSH trust the real key from a file the policy does not name.
+    before = lab.sshd_events("sgon")
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    trusted = "-o GlobalKnownHostsFile=" + str(lab.known_hosts)
+    if scheme == "ssh":
+        hosts = [
+            f"--hosts={lab.spec('sgon', scheme='ssh')}",
+            f"--ssh-extra-args={trusted}",
+            "--ssh-config=" + str(lab.ssh_config),
+        ]
+        where = "--ssh-extra-args"
+    else:
+        pytest.importorskip("ansible", reason="ansible-core is the optional [ansible] extra")
+        inventory = lab.write_ansible_inventory(tmp_path / "lab.ini", "ssh", ["sgon"], ssh_args=trusted)
+        hosts = ["--hosts=ansible://all", f"--ansible-inventory={inventory}"]
+        where = "inventory host sgon's ansible_ssh_common_args"
+    audit = run_audit(tmp_path / "r", *hosts, f"--ssh-known-hosts={empty}", env=isolated_home)
+    assert audit.returncode == 4, audit.stdout + audit.stderr
+    assert f"ERROR: GlobalKnownHostsFile={lab.known_hosts} in {where} would trust host keys" in audit.stderr
+    assert lab.sshd_events("sgon") == before
