@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import LAB_TIMEOUT, make_lab, run_audit
 from tests.lab import HostPlan, IfacePlan, UserPlan, read_sg
 
-LAB_INDEX = 6
+LAB_INDEX = 7
 OPS = UserPlan("ops", sudo="nopasswd")
 # An ethtool that answers root only: the probe passes only if it really ran through sudo.
 ROOT_ONLY_ETHTOOL = (
