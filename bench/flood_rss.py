@@ -78,7 +78,7 @@ def main() -> int:
             "",
             f"Largest difference: **{worst:+.0f} MiB** (target: within 100 MiB of a clean run, at any timeout:"
             f" {'met' if worst <= 100 else 'NOT met'}). The flooding host is an error at once"
-            " (`output exceeds 1048576 bytes`), not at its deadline. Before the cap: 0.8 GiB (2 s), 1.8 GiB (5 s) and",
+            " (`output exceeds N bytes`, the --xennet-max-output in force), not at its deadline. Before the cap: 0.8 GiB (2 s), 1.8 GiB (5 s) and",
             "3.5 GiB (10 s) with paramiko, 5.2 GiB (2 s) with ssh://.",
             END,
         ]

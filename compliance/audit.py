@@ -52,6 +52,17 @@ def _writable_dir(directory: Path) -> None:
         raise UsageProblem(f"report directory {directory} is not writable")
 
 
+def _distinct_report_paths(paths: dict[str, Path]) -> None:
+    """Two reports given one path would overwrite each other, and Jenkins would read the wrong one."""
+    options = {"junit": "--junitxml", "html": "--html", "summary": "--xennet-summary"}
+    seen: dict[Path, str] = {}
+    for key, path in paths.items():
+        resolved = path.resolve()
+        if resolved in seen:
+            raise UsageProblem(f"{options[seen[resolved]]} and {options[key]} name the same file: {path}")
+        seen[resolved] = key
+
+
 def audit_targets(config: pytest.Config, settings: Settings) -> targets.Expansion:
     """The run's hosts, from testinfra's options and ours; nothing is contacted."""
     option = config.option
@@ -127,8 +138,11 @@ class AuditPlugin:
             if hasattr(option, "htmlpath"):
                 option.htmlpath = None
             return
+        _distinct_report_paths(self.paths)
         for path in self.paths.values():
             _writable_dir(path.parent)
+            if path.is_dir():
+                raise UsageProblem(f"report path {path} is a directory")
         option.xmlpath = str(self.paths["junit"])
         if hasattr(option, "htmlpath"):
             option.htmlpath = str(self.paths["html"])

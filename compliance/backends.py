@@ -420,6 +420,9 @@ class ParamikoBackend(NonInteractiveSudo, testinfra.backend.paramiko.ParamikoBac
         try:
             if "sock" not in cfg:
                 cfg["sock"] = self._connect_socket(cfg["hostname"], cfg["port"])
+            self._connecting = cfg["sock"]  # so that close() can abort a handshake in progress
+            if self.__dict__.get("_closed"):  # closed before the socket was there to shut
+                raise ConnectionAbortedError("connection closed")
             client.connect(**cfg)
         except (socket.timeout, TimeoutError):
             client.close()
@@ -512,7 +515,14 @@ class ParamikoBackend(NonInteractiveSudo, testinfra.backend.paramiko.ParamikoBac
         return self.result(rc, cmd, stdout, stderr)
 
     def close(self) -> None:
-        """Close the connection; a command in flight on another thread then fails at once."""
+        """Close the connection; a handshake or a command in flight on another thread then fails at once."""
+        self._closed = True
+        connecting = self.__dict__.pop("_connecting", None)
+        if isinstance(connecting, socket.socket):
+            try:
+                connecting.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         client = self.__dict__.pop("client", None)
         transport = client.get_transport() if client is not None else None
         if transport is not None and isinstance(transport.sock, socket.socket):

@@ -12,6 +12,9 @@ value in force is refused when it would trust keys the policy does not name:
   ``accept-new`` any key, a changed one too, would be accepted.
 - ``GlobalKnownHostsFile`` naming any file: keys from outside the policy's files.
 - ``KnownHostsCommand`` (anything but ``none``): keys printed by a command.
+- Under ``accept-new``, ``UserKnownHostsFile`` (other than the policy's own) and
+  ``HostKeyAlias``: a key looked up where the policy does not look is "new", so a changed
+  key would be recorded and accepted.
 
 Each refusal is a :class:`UsageProblem` of one line naming where the option came from.
 paramiko reads none of these (only ssh_config's ``UserKnownHostsFile``, as further
@@ -40,7 +43,7 @@ from compliance.options import UsageProblem
 _SSH_GETOPT = "1246ab:c:e:fgi:kl:m:no:p:qstvxAB:CD:E:F:GI:J:KL:MNO:P:Q:R:S:TVw:W:XYy"
 _TAKES_ARG = {c for c, nxt in zip(_SSH_GETOPT, _SSH_GETOPT[1:] + " ") if c != ":" and nxt == ":"}
 USER_CONFIG = "~/.ssh/config"
-WATCHED = ("userknownhostsfile", "globalknownhostsfile", "knownhostscommand")
+WATCHED = ("userknownhostsfile", "globalknownhostsfile", "knownhostscommand", "hostkeyalias")
 NO_FILE = ("/dev/null", "none")
 _KEYWORD = re.compile(r"\s*([^\s=]+)\s*(?:=\s*)?(.*?)\s*$")
 _MAX_INCLUDE_DEPTH = 16
@@ -156,9 +159,15 @@ def config_settings(path: str, host: str, label: str, note: str = "", depth: int
             yield Setting(keyword, value, f"{label} line {number}{note}")
 
 
-def _refusal(setting: Setting) -> str | None:
+def _refusal(setting: Setting, host_key_policy: str) -> str | None:
     words = _words(setting.value)
     shown = f"{setting.keyword}={setting.value} in {setting.where}"
+    if host_key_policy == "accept-new" and setting.key in ("userknownhostsfile", "hostkeyalias"):
+        # accept-new records a key it cannot find: looked up elsewhere, a changed key is "new".
+        return (
+            f"{shown} would make accept-new look the host's key up where the policy does not, and take a "
+            "changed key for a new one; name known_hosts files with --ssh-known-hosts instead"
+        )
     if setting.key == "userknownhostsfile" and any(w.lower() in NO_FILE for w in words):
         return (
             f"{shown} would check host keys against no known_hosts file (under accept-new, any key would "
@@ -207,6 +216,6 @@ def check(
         seen.add(setting.key)  # OpenSSH keeps the first value
         if setting.key in own:
             continue
-        refusal = _refusal(setting)
+        refusal = _refusal(setting, host_key_policy)
         if refusal:
             raise UsageProblem(refusal)

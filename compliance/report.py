@@ -281,7 +281,7 @@ def discard_stale(paths: dict[str, Path], error: str) -> None:
     try:
         for key in ("junit", "html"):
             paths[key].unlink(missing_ok=True)
-        if paths["summary"].parent.is_dir():
+        if paths["summary"].parent.is_dir() and paths["summary"] not in (paths["junit"], paths["html"]):
             stopped = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
             data = {
                 "schema": SCHEMA,
@@ -494,7 +494,8 @@ class AuditReporter:
         error = write_atomically(self.summary_path, lambda tmp: _write_text(tmp, text))
         if error is not None:
             self.write_errors.append(error)
-        if self.write_errors:
+        if self.write_errors and int(session.exitstatus) in (0, 1):
+            # Only over a verdict: an interrupt (2) or an internal error (3) says more.
             session.exitstatus = REPORT_WRITE_FAILED
         return result
 

@@ -84,3 +84,37 @@ def test_openssh_password_goes_through_the_environment_not_argv():
     backend = SshBackend("root:s3cret@10.0.0.5")
     cmd, args = backend._build_ssh_command("true")
     assert cmd[:3] == ["sshpass", "-e", "ssh"] and "s3cret" not in " ".join(cmd + args)
+
+
+def test_closing_aborts_a_paramiko_handshake_in_progress():
+    """gather() closes a host that used up its budget: that must work while paramiko is still connecting."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)  # accepts, and never sends an SSH banner
+    port = listener.getsockname()[1]
+    backend = ParamikoBackend(f"root@127.0.0.1:{port}", timeout=60, host_key_policy="insecure")
+    failure: list[BaseException] = []
+
+    def connect() -> None:
+        try:
+            backend.run("true")
+        except BaseException as exc:  # noqa: BLE001 - the test reads it below
+            failure.append(exc)
+
+    worker = threading.Thread(target=connect, daemon=True)
+    worker.start()
+    accepted, _ = listener.accept()
+    for _ in range(500):  # the connecting thread has the socket a moment after the TCP handshake
+        if "_connecting" in backend.__dict__:
+            break
+        threading.Event().wait(0.01)
+    backend.close()
+    worker.join(20)  # far below the 60 s the handshake would otherwise wait for a banner
+    try:
+        assert not worker.is_alive() and failure, "close() did not abort the handshake"
+    finally:
+        accepted.close()
+        listener.close()

@@ -63,8 +63,8 @@ def test_flooding_trickling_and_truncated_hosts_are_one_line_errors(lab, tmp_pat
     names = {h.address: n for n, h in lab.hosts.items()}
     found = {names[r["host"]]: (r["verdict"], r["message"]) for r in summary["results"] if r["interface"] is None}
     assert found == {
-        "flood": ("error", "output exceeds 1048576 bytes"),
-        "floodstderr": ("error", "output exceeds 1048576 bytes"),
+        "flood": ("error", "output exceeds 4194304 bytes"),
+        "floodstderr": ("error", "output exceeds 4194304 bytes"),
         "trickle": ("error", f"timed out running the probe (limit {TIMEOUT}s)"),
         "truncated": ("error", "probe output is truncated: XENNET-PROBE 2\\nkernel\\t6.1\\nhypervisor\\txen\\n"),
         # One wording for both backends: the phase, and the limit.
@@ -72,7 +72,7 @@ def test_flooding_trickling_and_truncated_hosts_are_one_line_errors(lab, tmp_pat
     }, proc.stdout
     good = [r["verdict"] for r in summary["results"] if names[r["host"]] == "good"]
     assert good == ["sg-on"] and proc.returncode == 1
-    # Unbounded, one flooding host held gigabytes by its deadline; capped, it holds at most 1 MiB.
+    # Unbounded, one flooding host held gigabytes by its deadline; capped, it holds at most the cap.
     assert peak_mib < 200, f"peak RSS {peak_mib:.0f} MiB"
 
 

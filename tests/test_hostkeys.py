@@ -193,3 +193,13 @@ def test_parse_args_reads_getopt_as_ssh_does():
     settings, files = hostkeys.parse_args("-p 22 -i key -o A=1 -oB=2 -Fcfg -Cqo 'C 3' host", "x")
     assert [(s.keyword, s.value) for s in settings] == [("A", "1"), ("B", "2"), ("C", "3")]
     assert files == ["cfg"]
+
+
+@pytest.mark.parametrize("option", ["HostKeyAlias=unused", "UserKnownHostsFile=/nonexistent/known_hosts"])
+def test_accept_new_refuses_options_that_would_look_keys_up_elsewhere(option):
+    # A key not found is "new" under accept-new: looked up under another name or file, a changed key passes.
+    with pytest.raises(UsageProblem, match="would make accept-new look the host's key up where the policy does not"):
+        hostkeys.check("10.0.0.5", [("--ssh-extra-args", f"-o {option}")], None, None, "accept-new")
+    hostkeys.check(
+        "10.0.0.5", [("--ssh-extra-args", f"-o {option}")], None, None, "strict"
+    )  # strict refuses unknown keys

@@ -44,6 +44,7 @@ def plan(ash: str) -> tuple[HostPlan, ...]:
           for name, path in shells.items()),
         HostPlan("posh-sh", (IfacePlan("eth0"), *MANY), sh="/usr/bin/posh"),
         HostPlan("bytes", tuple(IfacePlan(name) for name in ODD_NAMES)),
+        HostPlan("wide", (IfacePlan("eth0"), *(IfacePlan(f"w{i}", sg=i % 3 != 0) for i in range(599)))),
     )  # fmt: skip
 
 
@@ -116,3 +117,11 @@ def test_control_and_bidi_characters_are_escaped_in_every_report(lab, audit):
     classes = {c.get("classname") for c in audit.junit.iter("testcase")}
     address = lab.hosts["bytes"].address
     assert {f"{address}.t\\x1b[2J", f"{address}.x\\u202egnp\u2024exe"} <= classes
+
+
+def test_a_host_of_600_interfaces_is_audited_whole_with_the_default_limits(lab, audit):
+    # ~1.1 MiB of probe output: within the default --xennet-max-output (4 MiB), in one command.
+    found = rows(audit, lab, "wide")
+    assert len(found) == 600 and {v for v, _ in found.values()} == {"sg-on", "susceptible"}, audit.stdout
+    assert sum(v == "susceptible" for v, _ in found.values()) == 200
+    assert audit.sshd_delta["wide"] == (1, 1)

@@ -255,3 +255,25 @@ def test_only_the_audits_own_paths_select_it(tmp_path):
     assert not selected(tmp_path / "ws") and not selected(tmp_path)
     assert selected(package) and selected(package / "test_xennet.py") and selected(package.parent)
     assert selected(ROOT) and not selected(ROOT / "tests")
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        (("--junitxml=j", "--html=j"), "--junitxml and --html name the same file"),
+        (("--xennet-summary=r.x", "--junitxml=r.x"), "--junitxml and --xennet-summary name the same file"),
+    ],
+)
+def test_two_reports_may_not_share_a_path(tmp_path, options, error):
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--pyargs", "compliance", "--hosts=local://", *options],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )  # fmt: skip
+    assert proc.returncode == 4 and error in proc.stderr, proc.stdout + proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_report_path_that_is_a_directory_is_refused_before_any_host(tmp_path):
+    (tmp_path / "s").mkdir()
+    error = one_line_error(run_audit(tmp_path / "r", f"--xennet-summary={tmp_path / 's'}"))
+    assert error == f"report path {tmp_path / 's'} is a directory"
