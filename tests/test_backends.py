@@ -101,7 +101,7 @@ def test_closing_aborts_a_paramiko_handshake_in_progress():
     def connect() -> None:
         try:
             backend.run("true")
-        except BaseException as exc:  # noqa: BLE001 - the test reads it below
+        except BaseException as exc:
             failure.append(exc)
 
     worker = threading.Thread(target=connect, daemon=True)
