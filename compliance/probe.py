@@ -249,12 +249,14 @@ def _interface(block: dict[str, Any]) -> InterfaceFacts:
         return dataclasses.replace(facts, problem=f"no ethtool -k output for {excerpt(name)}")
     # surrogateescape: a stray byte cannot match any known line, so it fails closed, escaped.
     ethtool_text = b"\n".join(block["ethtool"]).decode("utf-8", "surrogateescape")
+    rc = text_of(block.get("ethtool_rc", b"?"))
+    if rc != "0":
+        # A failed ethtool may still have printed a plausible table: it is not a reading.
+        return dataclasses.replace(facts, problem=f"ethtool -k failed (exit {excerpt(rc)}): {excerpt(ethtool_text)}")
     try:
         sg, fixed = parse_ethtool_features(ethtool_text, name)
     except ProbeError as exc:
-        rc = text_of(block.get("ethtool_rc", b"?"))
-        detail = str(exc) if rc == "0" else f"ethtool -k failed (exit {excerpt(rc)}): {excerpt(ethtool_text)}"
-        return dataclasses.replace(facts, problem=detail)
+        return dataclasses.replace(facts, problem=str(exc))
     return dataclasses.replace(facts, scatter_gather=sg, sg_fixed=fixed)
 
 

@@ -250,3 +250,9 @@ def test_any_byte_elsewhere_in_the_output_is_decoded_here_never_an_exception():
     (iface,) = parse_probe(probe_output(block)).interfaces
     assert iface.driver == "drv\\xfe"
     assert iface.scatter_gather is None and "\\udce9" in iface.problem
+
+
+def test_a_failed_ethtool_is_no_reading_even_when_its_output_parses():
+    block = xen_iface(rc="1", ethtool_lines=["Features for eth0:", "scatter-gather: on", "\ttx-scatter-gather: on"])
+    (iface,) = parse_probe(probe_output(block)).interfaces
+    assert iface.scatter_gather is None and iface.problem.startswith("ethtool -k failed (exit 1): Features for eth0:")
