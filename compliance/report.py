@@ -306,13 +306,21 @@ def shown_verdicts(workaround: str = "off") -> tuple[str, ...]:
     return tuple(v.value for v in Verdict) + added_verdicts(workaround)
 
 
-def terminal_lines(records: Iterable[Row], workaround: str = "off") -> list[str]:
-    """ec2rl's ``[Diagnostic Results]`` block: one line per judged case, then counts."""
+def terminal_lines(records: Iterable[Row], workaround: str = "off", verbose: bool = False) -> list[str]:
+    """ec2rl's ``[Diagnostic Results]`` block: a line per ``[WARN]`` and ``[ERROR]`` case, then counts.
+
+    At fleet scale the passing cases would drown the rest: their ``[SUCCESS]`` lines are
+    listed only when ``verbose`` (pytest's ``-v``).
+    """
     rows = sorted(records, key=Row.sort_key)
     lines = ["----------[Diagnostic Results]----------"]
+    hidden = 0
     for record in rows:
         tag = TAGS.get(record.verdict)
         if tag is None:
+            continue
+        if tag == "SUCCESS" and not verbose:
+            hidden += 1
             continue
         lines.append(f"[{tag}] {case_label(record)}: {printable(record.message)}")
         if record.verdict == Verdict.SUSCEPTIBLE.value:
@@ -325,6 +333,8 @@ def terminal_lines(records: Iterable[Row], workaround: str = "off") -> list[str]
             lines += [f"-- workaround {what}: {printable(c)}" for c in done["commands"]]
             if done.get("cause"):
                 lines.append(f"-- workaround failed: {printable(done['cause'])}")
+    if hidden:
+        lines.append(f"({hidden} passing case(s) not listed: -v lists every case)")
     counts = Counter(r.verdict for r in rows)
     lines.append("  ".join(f"{v}: {counts.get(v, 0)}" for v in shown_verdicts(workaround)))
     return lines
@@ -509,7 +519,8 @@ class AuditReporter:
             _point(key, plugin, Path(os.devnull))
 
     def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int) -> None:
-        for line in terminal_lines(self.records.values(), self.workaround):
+        verbose = (self.config.option.verbose or 0) > 0
+        for line in terminal_lines(self.records.values(), self.workaround, verbose=verbose):
             terminalreporter.write_line(line)
         if int(exitstatus) == 2:
             terminalreporter.write_line("the run was interrupted: reports hold only what finished", red=True)

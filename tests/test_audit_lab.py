@@ -127,8 +127,17 @@ def test_terminal_summary_is_the_diagnostic_results_block(lab, serial):
         "You are potentially susceptible to the bug."
     ) in out
     assert "-- You can enable Scatter-Gather with 'sudo ethtool -K eth0 sg on'" in out
-    assert f"[SUCCESS] {lab.hosts['sgon'].address}|eth0: Scatter-Gather is enabled on eth0." in out
+    assert "[SUCCESS]" not in out.split("Diagnostic Results")[-1]  # only with -v
+    assert "(15 passing case(s) not listed: -v lists every case)" in out
     assert "sg-on: 12  jumbo-mtu: 3  susceptible: 7  not-applicable: 0  error: 3" in out
+
+
+def test_verbose_terminal_lists_every_case(lab, tmp_path):
+    audit = run_audit(tmp_path, *lab_args(lab, ["sgon", "exposed"]), "-v")
+    block = audit.stdout.split("Diagnostic Results")[-1]
+    assert f"[SUCCESS] {lab.hosts['sgon'].address}|eth0: Scatter-Gather is enabled on eth0." in block
+    assert f"[WARN] {lab.hosts['exposed'].address}|eth0:" in block
+    assert "not listed" not in block
 
 
 def test_test_ids_are_host_pipe_interface_and_sorted(lab, tmp_path):
