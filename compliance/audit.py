@@ -258,7 +258,9 @@ class AuditPlugin:
         cases = build_cases(self.results)
         gathered = {c.host for c in cases}
         missing = [t for t in self.chosen if t.label not in gathered]
-        return cases + [Case(t.label, error="not gathered: the run was interrupted") for t in missing]
+        return cases + [
+            Case(t.label, error="not gathered: the run was interrupted", error_kind="interrupted") for t in missing
+        ]
 
     def remediator(self) -> workaround.Remediator:
         """The optional workaround, one per process, made when a case first needs it.

@@ -35,7 +35,7 @@ from compliance.rule import CONTROL, Judgement, Verdict
 from compliance.targets import redact
 from compliance.workaround import REMEDIATED, added_verdicts
 
-SCHEMA = 1
+SCHEMA = 2  # summary.json; 2 added error_kind and natural host order (see CHANGELOG.md)
 JUNIT_PROPERTIES = ("host", "interface", "driver", "mtu", "scatter_gather", "sg_fixed", "verdict", "kernel")
 TAGS = {
     Verdict.SG_ON.value: "SUCCESS",
@@ -403,7 +403,8 @@ class AuditReporter:
             # xdist's report for a case whose worker died: whatever it said before is void.
             worker = getattr(getattr(report, "node", None), "gateway", None)
             cause = f"worker {getattr(worker, 'id', '?')} crashed while running this case"
-            report.xennet = self.case_of[report.nodeid].record(Judgement(Verdict.ERROR, cause)).to_dict()
+            crashed = self.case_of[report.nodeid].record(Judgement(Verdict.ERROR, cause))
+            report.xennet = dataclasses.replace(crashed, error_kind="worker-crash").to_dict()
             self.crashed.add(report.nodeid)
         elif report.nodeid in self.crashed:
             return  # the crash decides this case's row

@@ -29,7 +29,7 @@ def parallel(lab, tmp_path_factory):
 def test_every_interface_gets_its_verdict_in_summary_json(lab, serial):
     assert serial.verdicts(lab) == EXPECTED, serial.stdout
     summary = serial.summary
-    assert summary["schema"] == 1 and summary["scope"] == "all" and summary["complete"] is True
+    assert summary["schema"] == 2 and summary["scope"] == "all" and summary["complete"] is True
     assert summary["counts"] == {"sg-on": 12, "jumbo-mtu": 3, "susceptible": 7, "not-applicable": 0, "error": 3}
 
 

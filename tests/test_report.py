@@ -68,7 +68,7 @@ def test_summary_counts_every_verdict_and_sorts_rows():
     data = report.summary(rows, scope="xen", target="remote", complete=True)
     assert data["counts"] == {"sg-on": 1, "jumbo-mtu": 0, "susceptible": 1, "not-applicable": 0, "error": 1}
     assert [r["interface"] for r in data["results"]] == [None, "eth0", "eth1"]
-    assert data["schema"] == 1 and data["complete"] is True and data["generated"].endswith("+00:00")
+    assert data["schema"] == 2 and data["complete"] is True and data["generated"].endswith("+00:00")
 
 
 def test_html_columns_are_those_of_today():

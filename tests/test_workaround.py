@@ -132,6 +132,7 @@ def _record(**workaround):
             "scatter_gather": "on",
             "sg_fixed": False,
             "verdict": "remediated",
+            "error_kind": None,
             "message": "m",
             "fixes": [],
             "kernel": "k",
