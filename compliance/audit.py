@@ -83,6 +83,12 @@ def audit_targets(config: pytest.Config, settings: Settings) -> targets.Expansio
     )
 
 
+def _has_case(item: pytest.Item) -> bool:
+    """Whether ``item`` is a real case (pytest makes one skipped item of an empty parameter set)."""
+    callspec = getattr(item, "callspec", None)
+    return callspec is not None and isinstance(callspec.params.get("xennet_case"), Case)
+
+
 class AuditPlugin:
     """One audit run: its checked settings, its targets (controller) and its results."""
 
@@ -211,6 +217,11 @@ class AuditPlugin:
         for warning in self.warnings:
             self._say(f"xennet: warning: {warning}", yellow=True)
         self.chosen = chosen = shard.select(self.everyone, self.settings.shard)
+        if not chosen:
+            self._say(
+                f"xennet: shard {self.settings.shard} holds none of the {len(self.everyone)} hosts: nothing to audit"
+            )
+            return []
         started = time.monotonic()
         shown = [0.0]
 
@@ -253,6 +264,20 @@ class AuditPlugin:
             cases = build_cases(self.results)
             metafunc.parametrize("xennet_case", cases, ids=[c.id for c in cases])
 
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        # A shard with no host (more shards than hosts) audits nothing, and that is valid: its
+        # reports hold zero cases, not pytest's "empty parameter set" skip, so that it merges.
+        if self.results or self.interrupted or self.settings.shard is None:
+            return
+        empty = [item for item in items if "xennet_case" in getattr(item, "fixturenames", ()) and not _has_case(item)]
+        if empty:
+            items[:] = [item for item in items if item not in empty]
+            config.hook.pytest_deselected(items=empty)
+
+    def empty_shard(self) -> bool:
+        """This run is a shard that holds no host: nothing to audit, and a valid (empty) result."""
+        return self.settings.shard is not None and not self.interrupted and not self.worker and not self.chosen
+
     def cases(self) -> list[Case]:
         """This run's cases; every chosen host yields at least one, so nothing gathered is never complete."""
         cases = build_cases(self.results)
@@ -284,6 +309,8 @@ class AuditPlugin:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if self._remediator is not None:
             self._remediator.close()
+        if self.empty_shard() and session.exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
+            session.exitstatus = pytest.ExitCode.OK  # an empty shard passed: it had nothing to audit
 
     @pytest.fixture
     def xennet_judgement(self, xennet_case: Case, request: pytest.FixtureRequest) -> Any:
