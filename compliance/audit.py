@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _pytest import timing  # the clock LogXML times its suite with
 
 from compliance import report, shard, targets, workaround
 from compliance.cases import Case, build_cases
@@ -103,6 +104,7 @@ class AuditPlugin:
         self.paths: dict[str, Path] = {}
         self._remediator: workaround.Remediator | None = None
         self.chosen: list[targets.Target] = []
+        self.started = timing.Instant()  # the run's start: JUnit's suite time is the run's wall time
         option = config.option
         base = config.invocation_params.dir
         # From the raw options, before they are checked: a usage error still finds the old reports.
@@ -170,6 +172,7 @@ class AuditPlugin:
             self.paths["summary"],
             local=all(t.connection == "local" for t in self.everyone),
             cases=self.cases,
+            started=self.started,
         )
         config.pluginmanager.register(reporter, "xennet-reporter")
         # Jenkins aborts a build with SIGTERM: handle it like Ctrl-C, so reports are still written.
@@ -342,4 +345,7 @@ class AuditPlugin:
         record = item.stash.get(RECORD, None)
         if record is not None:
             test_report.xennet = record  # travels to the xdist controller with the report
+        if _has_case(item):
+            # The host's gathering time, for the JUnit case: gathering happens before any test phase.
+            test_report.xennet_seconds = getattr(item, "callspec").params["xennet_case"].seconds  # noqa: B009
         return test_report

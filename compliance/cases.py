@@ -23,6 +23,7 @@ class Case:
     error: str | None = None
     error_kind: str | None = None  # the kind of ``error`` (gather.ERROR_KINDS)
     ethtool: str | None = None  # the host's ethtool path, for the workaround's commands
+    seconds: float = 0.0  # how long gathering the host took: the JUnit case's time
 
     @property
     def id(self) -> str:
@@ -78,12 +79,16 @@ def build_cases(results: list[HostResult]) -> list[Case]:
     cases: list[Case] = []
     for result in results:
         if result.facts is None:
-            cases.append(Case(result.host, error=result.error or "no facts", error_kind=result.error_kind))
+            cases.append(
+                Case(
+                    result.host, error=result.error or "no facts", error_kind=result.error_kind, seconds=result.seconds
+                )
+            )
         elif not result.facts.interfaces:
-            cases.append(Case(result.host, kernel=result.facts.kernel))
+            cases.append(Case(result.host, kernel=result.facts.kernel, seconds=result.seconds))
         else:
             cases.extend(
-                Case(result.host, result.facts.kernel, iface, ethtool=result.facts.ethtool)
+                Case(result.host, result.facts.kernel, iface, ethtool=result.facts.ethtool, seconds=result.seconds)
                 for iface in result.facts.interfaces
             )
     return sorted(cases, key=Case.sort_key)

@@ -156,11 +156,14 @@ def junit_names(record: Row) -> tuple[str, str]:
     """(classname, name) so that Jenkins shows host -> interface -> check.
 
     Jenkins splits a classname at its last dot into package and class, so dots in
-    the interface name (VLANs such as ``eth0.100``) are replaced by a look-alike.
+    the interface name (VLANs such as ``eth0.100``) are replaced by a look-alike there.
+    The name is distinct and readable on its own (viewers that show only names): the
+    check, then the real interface name and the host.
     """
     iface = record.interface
     cls = "(host)" if iface is None else visible(iface).replace(".", ONE_DOT_LEADER)
-    return f"{visible(record.host)}.{cls}", f"{CONTROL.id} scatter-gather/MTU"
+    where = f"host {visible(record.host)}" if iface is None else f"{visible(iface)} on {visible(record.host)}"
+    return f"{visible(record.host)}.{cls}", f"{CONTROL.id} scatter-gather/MTU: {where}"
 
 
 def html_header_cells(workaround: bool = False) -> list[str]:
@@ -377,9 +380,16 @@ class AuditReporter:
     """
 
     def __init__(
-        self, config: Any, settings: Settings, summary_path: Path, local: bool, cases: Callable[[], list[Case]]
+        self,
+        config: Any,
+        settings: Settings,
+        summary_path: Path,
+        local: bool,
+        cases: Callable[[], list[Case]],
+        started: Any = None,
     ) -> None:
         self.config = config
+        self.started = started  # a _pytest.timing.Instant at the run's start (before gathering)
         self.settings = settings
         self.cases = cases  # this run's cases, in the order every xdist worker collects them
         self.records: dict[str, Row] = {}
@@ -403,6 +413,7 @@ class AuditReporter:
             # xdist's report for a case whose worker died: whatever it said before is void.
             worker = getattr(getattr(report, "node", None), "gateway", None)
             cause = f"worker {getattr(worker, 'id', '?')} crashed while running this case"
+            report.xennet_seconds = self.case_of[report.nodeid].seconds
             crashed = self.case_of[report.nodeid].record(Judgement(Verdict.ERROR, cause))
             report.xennet = dataclasses.replace(crashed, error_kind="worker-crash").to_dict()
             self.crashed.add(report.nodeid)
@@ -422,6 +433,8 @@ class AuditReporter:
             reporter.add_attribute("classname", classname)
             reporter.add_attribute("name", name)
             if first:  # the row is final after setup, where the case is judged (and acted on)
+                # The case's time is its host's gathering time (plus its own phases, which LogXML adds).
+                reporter.duration += float(getattr(report, "xennet_seconds", 0.0) or 0.0)
                 for prop, value in junit_properties(record):
                     reporter.add_property(prop, value)
 
@@ -479,6 +492,8 @@ class AuditReporter:
         xml = self.config.stash.get(xml_key, None)
         if xml is not None:
             self.writers["junit"] = (Path(xml.logfile), xml)
+            if self.started is not None:  # the suite's time is the run's wall time, gathering included
+                xml.suite_start = self.started
         for plugin in self.config.pluginmanager.get_plugins():
             if type(plugin).__module__.startswith("pytest_html.") and hasattr(plugin, "_report_path"):
                 self.writers["html"] = (Path(plugin._report_path), plugin)

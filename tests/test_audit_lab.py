@@ -90,13 +90,27 @@ def test_junit_has_host_then_interface_then_check(lab, serial):
         "verdict": "sg-on",
         "kernel": props["kernel"],
     }
-    assert vlan.get("name") == "XENNET-01 scatter-gather/MTU"
+    assert vlan.get("name") == f"XENNET-01 scatter-gather/MTU: eth1.100 on {multi}"  # the real interface name
     exposed = by_class[f"{lab.hosts['exposed'].address}.eth0"]
     assert exposed.find("failure") is not None
     assert "You are potentially susceptible to the bug." in exposed.find("failure").get("message")
     dead = by_class[f"{lab.hosts['dead'].address}.(host)"]
     assert dead.find("error") is not None
+    assert dead.get("name") == f"XENNET-01 scatter-gather/MTU: host {lab.hosts['dead'].address}"
     assert len(by_class) == len(EXPECTED)
+    names = [c.get("name") for c in serial.junit.iter("testcase")]
+    assert len(set(names)) == len(names) == len(EXPECTED)  # every case's name is distinct
+
+
+@pytest.mark.parametrize("run", ["serial", "parallel"])
+def test_junit_times_are_gathering_times_and_the_suite_is_the_wall_time(lab, run, request):
+    audit = request.getfixturevalue(run)
+    (suite,) = audit.junit.iter("testsuite")
+    times = [float(c.get("time")) for c in suite.iter("testcase")]
+    assert all(t > 0 for t in times), times  # gathered before any test phase, carried to xdist workers
+    hung = next(c for c in suite.iter("testcase") if c.get("classname") == f"{lab.hosts['hung'].address}.(host)")
+    assert float(hung.get("time")) >= LAB_TIMEOUT, times  # the hung host's error case shows its timeout
+    assert float(suite.get("time")) >= max(times)  # the run's wall time includes gathering
 
 
 def test_html_report_has_sortable_audit_columns(lab, serial):

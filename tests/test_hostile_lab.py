@@ -78,6 +78,10 @@ def test_flooding_trickling_and_truncated_hosts_are_one_line_errors(lab, tmp_pat
         # One wording for both backends: the phase, and the limit.
         "silent": ("error", "timeout", f"timed out connecting (limit {TIMEOUT}s)"),
     }, proc.stdout
+    # JUnit: each case's time is its host's gathering time, so the silent host's shows the timeout.
+    cases = ET.parse(tmp_path / "junit.xml").getroot().iter("testcase")
+    times = {names[c.get("classname").rsplit(".", 1)[0]]: float(c.get("time")) for c in cases}
+    assert times["silent"] >= TIMEOUT and times["trickle"] >= TIMEOUT and times["good"] < TIMEOUT, times
     good = [r["verdict"] for r in summary["results"] if names[r["host"]] == "good"]
     assert good == ["sg-on"] and proc.returncode == 1
     # Unbounded, one flooding host held gigabytes by its deadline; capped, it holds at most the cap.

@@ -22,7 +22,10 @@ def record(name="eth0", host="10.0.0.5", **facts):
 
 
 def test_junit_classname_keeps_host_then_interface_even_with_dots():
-    assert report.junit_names(record("eth0.100")) == ("10.0.0.5.eth0\u2024100", "XENNET-01 scatter-gather/MTU")
+    assert report.junit_names(record("eth0.100")) == (
+        "10.0.0.5.eth0\u2024100",
+        "XENNET-01 scatter-gather/MTU: eth0.100 on 10.0.0.5",
+    )
     assert report.junit_names(dataclasses.replace(record(), interface=None))[0] == "10.0.0.5.(host)"
 
 
