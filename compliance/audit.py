@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _pytest import timing  # the clock LogXML times its suite with
 
 from compliance import report, shard, targets, workaround
 from compliance.cases import Case, build_cases
@@ -83,6 +84,12 @@ def audit_targets(config: pytest.Config, settings: Settings) -> targets.Expansio
     )
 
 
+def _has_case(item: pytest.Item) -> bool:
+    """Whether ``item`` is a real case (pytest makes one skipped item of an empty parameter set)."""
+    callspec = getattr(item, "callspec", None)
+    return callspec is not None and isinstance(callspec.params.get("xennet_case"), Case)
+
+
 class AuditPlugin:
     """One audit run: its checked settings, its targets (controller) and its results."""
 
@@ -97,6 +104,7 @@ class AuditPlugin:
         self.paths: dict[str, Path] = {}
         self._remediator: workaround.Remediator | None = None
         self.chosen: list[targets.Target] = []
+        self.started = timing.Instant()  # the run's start: JUnit's suite time is the run's wall time
         option = config.option
         base = config.invocation_params.dir
         # From the raw options, before they are checked: a usage error still finds the old reports.
@@ -164,6 +172,7 @@ class AuditPlugin:
             self.paths["summary"],
             local=all(t.connection == "local" for t in self.everyone),
             cases=self.cases,
+            started=self.started,
         )
         config.pluginmanager.register(reporter, "xennet-reporter")
         # Jenkins aborts a build with SIGTERM: handle it like Ctrl-C, so reports are still written.
@@ -211,6 +220,11 @@ class AuditPlugin:
         for warning in self.warnings:
             self._say(f"xennet: warning: {warning}", yellow=True)
         self.chosen = chosen = shard.select(self.everyone, self.settings.shard)
+        if not chosen:
+            self._say(
+                f"xennet: shard {self.settings.shard} holds none of the {len(self.everyone)} hosts: nothing to audit"
+            )
+            return []
         started = time.monotonic()
         shown = [0.0]
 
@@ -253,12 +267,28 @@ class AuditPlugin:
             cases = build_cases(self.results)
             metafunc.parametrize("xennet_case", cases, ids=[c.id for c in cases])
 
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        # A shard with no host (more shards than hosts) audits nothing, and that is valid: its
+        # reports hold zero cases, not pytest's "empty parameter set" skip, so that it merges.
+        if self.results or self.interrupted or self.settings.shard is None:
+            return
+        empty = [item for item in items if "xennet_case" in getattr(item, "fixturenames", ()) and not _has_case(item)]
+        if empty:
+            items[:] = [item for item in items if item not in empty]
+            config.hook.pytest_deselected(items=empty)
+
+    def empty_shard(self) -> bool:
+        """This run is a shard that holds no host: nothing to audit, and a valid (empty) result."""
+        return self.settings.shard is not None and not self.interrupted and not self.worker and not self.chosen
+
     def cases(self) -> list[Case]:
         """This run's cases; every chosen host yields at least one, so nothing gathered is never complete."""
         cases = build_cases(self.results)
         gathered = {c.host for c in cases}
         missing = [t for t in self.chosen if t.label not in gathered]
-        return cases + [Case(t.label, error="not gathered: the run was interrupted") for t in missing]
+        return cases + [
+            Case(t.label, error="not gathered: the run was interrupted", error_kind="interrupted") for t in missing
+        ]
 
     def remediator(self) -> workaround.Remediator:
         """The optional workaround, one per process, made when a case first needs it.
@@ -282,6 +312,8 @@ class AuditPlugin:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if self._remediator is not None:
             self._remediator.close()
+        if self.empty_shard() and session.exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
+            session.exitstatus = pytest.ExitCode.OK  # an empty shard passed: it had nothing to audit
 
     @pytest.fixture
     def xennet_judgement(self, xennet_case: Case, request: pytest.FixtureRequest) -> Any:
@@ -313,4 +345,7 @@ class AuditPlugin:
         record = item.stash.get(RECORD, None)
         if record is not None:
             test_report.xennet = record  # travels to the xdist controller with the report
+        if _has_case(item):
+            # The host's gathering time, for the JUnit case: gathering happens before any test phase.
+            test_report.xennet_seconds = getattr(item, "callspec").params["xennet_case"].seconds  # noqa: B009
         return test_report

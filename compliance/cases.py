@@ -1,7 +1,7 @@
 """Cases: one per (host, interface), or one per host that could not be gathered.
 
 >>> from compliance.gather import HostResult
->>> [c.id for c in build_cases([HostResult("web1", error="web1: connection refused")])]
+>>> [c.id for c in build_cases([HostResult("web1", error="connection refused", error_kind="refused")])]
 ['web1']
 """
 
@@ -21,7 +21,9 @@ class Case:
     kernel: str | None = None
     interface: InterfaceFacts | None = None
     error: str | None = None
+    error_kind: str | None = None  # the kind of ``error`` (gather.ERROR_KINDS)
     ethtool: str | None = None  # the host's ethtool path, for the workaround's commands
+    seconds: float = 0.0  # how long gathering the host took: the JUnit case's time
 
     @property
     def id(self) -> str:
@@ -40,10 +42,15 @@ class Case:
     def record(self, judgement: Judgement) -> Row:
         """The case's row in every report, as the rule judged it."""
         iface = self.interface
+        kind = None
+        if judgement.verdict is Verdict.ERROR:
+            # A host that was not gathered says why; anything else is the probe's output in doubt.
+            kind = (self.error_kind or "other") if self.error is not None else "probe"
         if iface is None:
             return Row(
                 self.host,
                 verdict=judgement.verdict.value,
+                error_kind=kind,
                 message=judgement.message,
                 fixes=judgement.fixes,
                 kernel=self.kernel,
@@ -57,12 +64,13 @@ class Case:
             scatter_gather=iface.sg_state,
             sg_fixed=iface.sg_fixed,
             verdict=judgement.verdict.value,
+            error_kind=kind,
             message=judgement.message,
             fixes=judgement.fixes,
             kernel=self.kernel,
         )
 
-    def sort_key(self) -> tuple[str, str]:
+    def sort_key(self) -> tuple[object, ...]:
         return order_key(self.host, self.interface.name if self.interface else None)
 
 
@@ -71,12 +79,16 @@ def build_cases(results: list[HostResult]) -> list[Case]:
     cases: list[Case] = []
     for result in results:
         if result.facts is None:
-            cases.append(Case(result.host, error=result.error or f"{result.host}: no facts"))
+            cases.append(
+                Case(
+                    result.host, error=result.error or "no facts", error_kind=result.error_kind, seconds=result.seconds
+                )
+            )
         elif not result.facts.interfaces:
-            cases.append(Case(result.host, kernel=result.facts.kernel))
+            cases.append(Case(result.host, kernel=result.facts.kernel, seconds=result.seconds))
         else:
             cases.extend(
-                Case(result.host, result.facts.kernel, iface, ethtool=result.facts.ethtool)
+                Case(result.host, result.facts.kernel, iface, ethtool=result.facts.ethtool, seconds=result.seconds)
                 for iface in result.facts.interfaces
             )
     return sorted(cases, key=Case.sort_key)

@@ -17,6 +17,7 @@ from typing import Any
 
 from compliance.options import DEFAULT_WORKERS
 from compliance.probe import PROBE_COMMAND, PROBE_SCRIPT, HostFacts, ProbeError, excerpt, last_line, parse_probe
+from compliance.row import order_key
 from compliance.targets import Target
 
 SIGNAL_POLL = 0.25  # seconds; how soon Ctrl-C or SIGTERM stops gathering at the latest
@@ -30,33 +31,86 @@ class GatherInterrupted(KeyboardInterrupt):
         self.results = results
 
 
+# Every error row's ``error_kind`` (summary.json schema 2), one word per cause: users group by it.
+ERROR_KINDS = {
+    "refused": "the host refused the connection",
+    "timeout": "the host did not answer in time (connecting, or running the probe)",
+    "auth": "the host refused every credential offered",
+    "host-key": "the host key is not the recorded one, or is not recorded",
+    "unreachable": "no route to the host, or the network is down",
+    "dns": "the host name does not resolve",
+    "sudo": "sudo wants a password, or refuses the user",
+    "probe": "the probe ran but its output, or an interface in it, cannot be judged",
+    "output-limit": "the host printed more than --xennet-max-output",
+    "ssh": "OpenSSH failed for another reason (its last line is the message)",
+    "worker-crash": "the xdist worker running the case died",
+    "interrupted": "the run was interrupted before the host was gathered",
+    "other": "any other failure (the message names its type)",
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class HostResult:
-    """The outcome of gathering one host: facts, or a one-line error."""
+    """The outcome of gathering one host: facts, or a one-line error and its kind (see ERROR_KINDS)."""
 
     host: str
     facts: HostFacts | None = None
     error: str | None = None
+    error_kind: str | None = None
+    seconds: float = 0.0  # how long gathering this host took (JUnit's per-case time)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"host": self.host, "facts": self.facts.to_dict() if self.facts else None, "error": self.error}
+        return {
+            "host": self.host,
+            "facts": self.facts.to_dict() if self.facts else None,
+            "error": self.error,
+            "error_kind": self.error_kind,
+            "seconds": self.seconds,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> HostResult:
         facts = HostFacts.from_dict(data["facts"]) if data["facts"] else None
-        return cls(data["host"], facts, data["error"])
+        return cls(data["host"], facts, data["error"], data.get("error_kind"), float(data.get("seconds", 0.0)))
+
+
+def error_kind(exc: BaseException) -> str:
+    """The kind (a key of ERROR_KINDS) of a host's failure, chosen by the exception's type.
+
+    >>> error_kind(ConnectionRefusedError()), error_kind(TimeoutError()), error_kind(ValueError())
+    ('refused', 'timeout', 'other')
+    """
+    import paramiko
+
+    from compliance import backends
+
+    kinds: tuple[tuple[Any, str], ...] = (
+        ((backends.HostTimeout, TimeoutError, socket.timeout), "timeout"),
+        (backends.OutputLimit, "output-limit"),
+        ((ConnectionRefusedError, paramiko.ssh_exception.NoValidConnectionsError), "refused"),
+        ((backends.HostKeyMismatch, paramiko.BadHostKeyException, backends.UnknownHostKey), "host-key"),
+        ((backends.AuthenticationFailed, paramiko.AuthenticationException), "auth"),
+        (backends.SudoRefused, "sudo"),
+        (socket.gaierror, "dns"),
+        (backends.SshFailed, "ssh"),
+        (FileNotFoundError, "other"),
+        (OSError, "unreachable"),
+    )
+    for types, kind in kinds:
+        if isinstance(exc, types):
+            return kind
+    return "other"
 
 
 def describe_error(exc: BaseException, target: Target, doing: str = "running the probe") -> str:
     """One line naming the cause, chosen by the exception's type; never a secret.
 
-    Reports show it beside the host, so it names the host only where that helps.
+    Reports show it beside the host, so it never repeats the host.
     """
     import paramiko  # only runs that connect pay for it
 
     from compliance import backends
 
-    host = target.label
     if isinstance(exc, backends.HostTimeout):
         # One wording for both backends: the phase, and the limit it ran into.
         return f"timed out {'connecting' if exc.phase == 'connecting' else doing} (limit {exc.limit:g}s)"
@@ -67,15 +121,15 @@ def describe_error(exc: BaseException, target: Target, doing: str = "running the
     if isinstance(exc, (ConnectionRefusedError, paramiko.ssh_exception.NoValidConnectionsError)):
         return "connection refused"
     if isinstance(exc, (backends.HostKeyMismatch, paramiko.BadHostKeyException)):
-        return f"host key mismatch for {host}"
+        return "host key mismatch"
     if isinstance(exc, backends.UnknownHostKey):
-        return f"host key for {host} is not in known_hosts (add it, or pass --ssh-known-hosts FILE)"
+        return "host key is not in known_hosts (add it, or pass --ssh-known-hosts FILE)"
     if isinstance(exc, (backends.AuthenticationFailed, paramiko.AuthenticationException)):
         return "authentication failed"
     if isinstance(exc, backends.SudoRefused):
-        return f"sudo requires a password on {host}"
+        return "sudo requires a password"
     if isinstance(exc, socket.gaierror):
-        return f"cannot resolve {host}: {excerpt(str(exc))}"
+        return f"cannot resolve the host name: {excerpt(str(exc))}"
     if isinstance(exc, backends.SshFailed):
         return f"ssh failed: {excerpt(str(exc))}"
     if isinstance(exc, FileNotFoundError) and exc.filename:
@@ -95,7 +149,11 @@ def host_budget(target: Target) -> float:
 
 def probe_host(target: Target) -> HostResult:
     """Run the probe on one host over one connection, then close it."""
-    target.started = time.monotonic()
+    target.started = started = time.monotonic()
+
+    def done(**outcome: Any) -> HostResult:
+        return HostResult(target.label, seconds=round(time.monotonic() - started, 3), **outcome)
+
     try:
         result = target.connect().run_script(PROBE_COMMAND, PROBE_SCRIPT.encode())
         try:
@@ -107,17 +165,18 @@ def probe_host(target: Target) -> HostResult:
             if refusal is not None:
                 raise refusal from None
             if result.rc != 0:
-                return HostResult(
-                    target.label, error=f"probe failed (exit {result.rc}): {last_line(result.stderr_text)}"
+                return done(
+                    error=f"probe failed (exit {result.rc}): {last_line(result.stderr_text)}", error_kind="probe"
                 )
-            return HostResult(target.label, error=str(exc))
-        return HostResult(target.label, facts=facts)
+            return done(error=str(exc), error_kind="probe")
+        return done(facts=facts)
     except Exception as exc:
         if target.overdue:  # gather() closed it: the host used up its budget
-            return HostResult(
-                target.label, error=f"timed out (limit {host_budget(target):g}s for connecting, then the probe)"
+            return done(
+                error=f"timed out (limit {host_budget(target):g}s for connecting, then the probe)",
+                error_kind="timeout",
             )
-        return HostResult(target.label, error=describe_error(exc, target))
+        return done(error=describe_error(exc, target), error_kind=error_kind(exc))
     finally:
         target.close()
 
@@ -160,6 +219,10 @@ def gather(
         pool.shutdown(wait=False, cancel_futures=True)
         for target in targets:
             target.close()
-        raise GatherInterrupted(sorted(results, key=lambda r: r.host)) from None
+        raise GatherInterrupted(sorted(results, key=_host_order)) from None
     pool.shutdown()
-    return sorted(results, key=lambda r: r.host)
+    return sorted(results, key=_host_order)
+
+
+def _host_order(result: HostResult) -> Any:
+    return order_key(result.host, None)

@@ -9,6 +9,12 @@ OUT_DIR receives ``summary.json``, ``junit.xml`` and ``report.html``.
 The shards must be 1..N of the same N exactly once, and agree on everything that
 describes the run (schema, scope, target, host key policy, ...): anything else is
 refused (exit status 2), never merged into a report that looks whole.
+
+Shards of schema 1 (0.1.x) and 2 are read; the merged summary is schema 2. A schema 1 row
+has no ``error_kind``: an error row gets the kind its (schema 1) message names.
+
+>>> kind_from_message("host key mismatch for web1"), kind_from_message("timed out (limit 10s)")
+('host-key', 'timeout')
 """
 
 from __future__ import annotations
@@ -34,6 +40,46 @@ PER_SHARD_KEYS = ("generated", "complete", "shard", "counts", "results")
 JUNIT_COUNTS = ("tests", "errors", "failures", "skipped")
 
 
+READS_SCHEMAS = (1, 2)
+# Schema 1 messages, as 0.1.x worded them, and their kind; the first that matches wins.
+_SCHEMA1_KINDS = (
+    ("connection refused", "refused"),
+    ("timed out", "timeout"),
+    ("authentication failed", "auth"),
+    ("host key", "host-key"),
+    ("cannot resolve", "dns"),
+    ("sudo requires a password", "sudo"),
+    ("output exceeds", "output-limit"),
+    ("crashed while running this case", "worker-crash"),
+    ("not gathered: the run was interrupted", "interrupted"),
+    ("ssh failed", "ssh"),
+    ("No route to host", "unreachable"),
+    ("Network is unreachable", "unreachable"),
+    ("probe failed", "probe"),
+    ("cannot read", "probe"),
+    ("cannot determine", "probe"),
+    ("no network interface", "probe"),
+)
+
+
+def kind_from_message(message: str) -> str:
+    """The ``error_kind`` of a schema 1 error row, read from its message."""
+    for needle, kind in _SCHEMA1_KINDS:
+        if needle in message:
+            return kind
+    return "other"
+
+
+def upgrade_row(data: Any, schema: int) -> Any:
+    """A ``results`` entry of ``schema`` in schema 2's form (schema 1 had no ``error_kind``)."""
+    if schema >= 2 or not isinstance(data, dict) or "error_kind" in data:
+        return data
+    kind = kind_from_message(str(data.get("message", ""))) if data.get("verdict") == "error" else None
+    keys = list(data)
+    at = keys.index("verdict") + 1 if "verdict" in keys else len(keys)
+    return dict([*data.items()][:at] + [("error_kind", kind)] + [*data.items()][at:])
+
+
 class MergeError(Exception):
     """The inputs cannot be merged; the message says why, in one line."""
 
@@ -55,16 +101,16 @@ def load(source: Path) -> ShardReports:
         junit = ET.parse(junit_path).getroot()
     except (OSError, ValueError, ET.ParseError) as exc:
         raise MergeError(f"{source}: cannot read its reports: {exc}") from None
-    if not isinstance(summary, dict) or summary.get("schema") != report.SCHEMA:
+    if not isinstance(summary, dict) or summary.get("schema") not in READS_SCHEMAS:
         found = summary.get("schema") if isinstance(summary, dict) else None
-        raise MergeError(f"{summary_path}: summary schema {found!r}, this merge reads schema {report.SCHEMA}")
+        raise MergeError(f"{summary_path}: summary schema {found!r}, this merge reads schema 1 and 2")
     if not isinstance(summary.get("results"), list) or not isinstance(summary.get("counts"), dict):
         raise MergeError(f"{summary_path}: not an audit summary (no results or counts)")
     if not summary.get("shard"):
         raise MergeError(f"{summary_path}: not a shard (run with --xennet-shard K/N)")
     try:
         shard = Shard.parse(str(summary["shard"]))
-        rows = [Row.from_dict(r) for r in summary["results"]]
+        rows = [Row.from_dict(upgrade_row(r, summary["schema"])) for r in summary["results"]]
     except (ValueError, TypeError) as exc:
         raise MergeError(f"{summary_path}: {exc}") from None
     if junit.tag == "testsuite":
@@ -121,6 +167,7 @@ def merge_summary(shards: Sequence[ShardReports], generated: datetime.datetime |
     keys = dict.fromkeys(k for s in shards for k in s.summary["counts"])  # each shard's zero-filled verdicts
     merged = dict(shards[0].summary)
     merged.update(
+        schema=report.SCHEMA,
         generated=(generated or datetime.datetime.now(datetime.timezone.utc)).isoformat(timespec="seconds"),
         complete=all(s.summary.get("complete") is True for s in shards),
         shard=None,

@@ -35,7 +35,7 @@ from compliance.rule import CONTROL, Judgement, Verdict
 from compliance.targets import redact
 from compliance.workaround import REMEDIATED, added_verdicts
 
-SCHEMA = 1
+SCHEMA = 2  # summary.json; 2 added error_kind and natural host order (see CHANGELOG.md)
 JUNIT_PROPERTIES = ("host", "interface", "driver", "mtu", "scatter_gather", "sg_fixed", "verdict", "kernel")
 TAGS = {
     Verdict.SG_ON.value: "SUCCESS",
@@ -156,11 +156,14 @@ def junit_names(record: Row) -> tuple[str, str]:
     """(classname, name) so that Jenkins shows host -> interface -> check.
 
     Jenkins splits a classname at its last dot into package and class, so dots in
-    the interface name (VLANs such as ``eth0.100``) are replaced by a look-alike.
+    the interface name (VLANs such as ``eth0.100``) are replaced by a look-alike there.
+    The name is distinct and readable on its own (viewers that show only names): the
+    check, then the real interface name and the host.
     """
     iface = record.interface
     cls = "(host)" if iface is None else visible(iface).replace(".", ONE_DOT_LEADER)
-    return f"{visible(record.host)}.{cls}", f"{CONTROL.id} scatter-gather/MTU"
+    where = f"host {visible(record.host)}" if iface is None else f"{visible(iface)} on {visible(record.host)}"
+    return f"{visible(record.host)}.{cls}", f"{CONTROL.id} scatter-gather/MTU: {where}"
 
 
 def html_header_cells(workaround: bool = False) -> list[str]:
@@ -306,13 +309,21 @@ def shown_verdicts(workaround: str = "off") -> tuple[str, ...]:
     return tuple(v.value for v in Verdict) + added_verdicts(workaround)
 
 
-def terminal_lines(records: Iterable[Row], workaround: str = "off") -> list[str]:
-    """ec2rl's ``[Diagnostic Results]`` block: one line per judged case, then counts."""
+def terminal_lines(records: Iterable[Row], workaround: str = "off", verbose: bool = False) -> list[str]:
+    """ec2rl's ``[Diagnostic Results]`` block: a line per ``[WARN]`` and ``[ERROR]`` case, then counts.
+
+    At fleet scale the passing cases would drown the rest: their ``[SUCCESS]`` lines are
+    listed only when ``verbose`` (pytest's ``-v``).
+    """
     rows = sorted(records, key=Row.sort_key)
     lines = ["----------[Diagnostic Results]----------"]
+    hidden = 0
     for record in rows:
         tag = TAGS.get(record.verdict)
         if tag is None:
+            continue
+        if tag == "SUCCESS" and not verbose:
+            hidden += 1
             continue
         lines.append(f"[{tag}] {case_label(record)}: {printable(record.message)}")
         if record.verdict == Verdict.SUSCEPTIBLE.value:
@@ -325,6 +336,8 @@ def terminal_lines(records: Iterable[Row], workaround: str = "off") -> list[str]
             lines += [f"-- workaround {what}: {printable(c)}" for c in done["commands"]]
             if done.get("cause"):
                 lines.append(f"-- workaround failed: {printable(done['cause'])}")
+    if hidden:
+        lines.append(f"({hidden} passing case(s) not listed: -v lists every case)")
     counts = Counter(r.verdict for r in rows)
     lines.append("  ".join(f"{v}: {counts.get(v, 0)}" for v in shown_verdicts(workaround)))
     return lines
@@ -367,9 +380,16 @@ class AuditReporter:
     """
 
     def __init__(
-        self, config: Any, settings: Settings, summary_path: Path, local: bool, cases: Callable[[], list[Case]]
+        self,
+        config: Any,
+        settings: Settings,
+        summary_path: Path,
+        local: bool,
+        cases: Callable[[], list[Case]],
+        started: Any = None,
     ) -> None:
         self.config = config
+        self.started = started  # a _pytest.timing.Instant at the run's start (before gathering)
         self.settings = settings
         self.cases = cases  # this run's cases, in the order every xdist worker collects them
         self.records: dict[str, Row] = {}
@@ -393,7 +413,9 @@ class AuditReporter:
             # xdist's report for a case whose worker died: whatever it said before is void.
             worker = getattr(getattr(report, "node", None), "gateway", None)
             cause = f"worker {getattr(worker, 'id', '?')} crashed while running this case"
-            report.xennet = self.case_of[report.nodeid].record(Judgement(Verdict.ERROR, cause)).to_dict()
+            report.xennet_seconds = self.case_of[report.nodeid].seconds
+            crashed = self.case_of[report.nodeid].record(Judgement(Verdict.ERROR, cause))
+            report.xennet = dataclasses.replace(crashed, error_kind="worker-crash").to_dict()
             self.crashed.add(report.nodeid)
         elif report.nodeid in self.crashed:
             return  # the crash decides this case's row
@@ -411,6 +433,8 @@ class AuditReporter:
             reporter.add_attribute("classname", classname)
             reporter.add_attribute("name", name)
             if first:  # the row is final after setup, where the case is judged (and acted on)
+                # The case's time is its host's gathering time (plus its own phases, which LogXML adds).
+                reporter.duration += float(getattr(report, "xennet_seconds", 0.0) or 0.0)
                 for prop, value in junit_properties(record):
                     reporter.add_property(prop, value)
 
@@ -468,6 +492,8 @@ class AuditReporter:
         xml = self.config.stash.get(xml_key, None)
         if xml is not None:
             self.writers["junit"] = (Path(xml.logfile), xml)
+            if self.started is not None:  # the suite's time is the run's wall time, gathering included
+                xml.suite_start = self.started
         for plugin in self.config.pluginmanager.get_plugins():
             if type(plugin).__module__.startswith("pytest_html.") and hasattr(plugin, "_report_path"):
                 self.writers["html"] = (Path(plugin._report_path), plugin)
@@ -509,7 +535,8 @@ class AuditReporter:
             _point(key, plugin, Path(os.devnull))
 
     def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int) -> None:
-        for line in terminal_lines(self.records.values(), self.workaround):
+        verbose = (self.config.option.verbose or 0) > 0
+        for line in terminal_lines(self.records.values(), self.workaround, verbose=verbose):
             terminalreporter.write_line(line)
         if int(exitstatus) == 2:
             terminalreporter.write_line("the run was interrupted: reports hold only what finished", red=True)

@@ -8,27 +8,42 @@ from an xdist worker to the controller as ``report.xennet``.
 
 >>> row = Row("web1", "eth0", driver="vif", mtu=1500, scatter_gather="off", verdict="susceptible")
 >>> list(row.to_dict())
-['host', 'interface', 'driver', 'virtual', 'mtu', 'scatter_gather', 'sg_fixed', 'verdict', 'message', 'fixes', 'kernel']
+['host', 'interface', 'driver', 'virtual', 'mtu', 'scatter_gather', 'sg_fixed', 'verdict', 'error_kind', 'message', 'fixes', 'kernel']
 >>> Row.from_dict(row.to_dict()) == row
 True
 >>> [r.interface for r in sorted([row, Row("web1", verdict="error")], key=Row.sort_key)]
 [None, 'eth0']
+>>> sorted(["10.0.0.10", "10.0.0.4", "web10", "web9", "web09"], key=lambda h: order_key(h, None))
+['10.0.0.4', '10.0.0.10', 'web09', 'web9', 'web10']
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from typing import Any
 
+_DIGITS = re.compile(r"([0-9]+)")
 
-def order_key(host: str, interface: str | None) -> tuple[str, str]:
-    """The order of cases and rows everywhere: by host, a host's own case before its interfaces.
 
-    Every xdist worker must collect the cases in the same order, and every report
-    (shard or merged) lists the rows in it.
+def natural(text: str) -> tuple[tuple[str, int], ...]:
+    """``text`` as (text, number) pairs, so that numbers compare as numbers: web9 < web10, 10.0.0.4 < 10.0.0.10."""
+    parts = _DIGITS.split(text)
+    # split() alternates text and digits, starting and ending with text (maybe empty).
+    pairs = [(parts[i], int(parts[i + 1])) for i in range(0, len(parts) - 1, 2)]
+    return (*pairs, (parts[-1], -1))
+
+
+def order_key(host: str, interface: str | None) -> tuple[Any, ...]:
+    """The one order of hosts, cases and rows everywhere (cases, summary, terminal, merge).
+
+    Natural order (numbers in a name compare as numbers), ties broken by the text itself,
+    so the order is total; a host's own case comes before its interfaces. Every xdist
+    worker must collect the cases in the same order, and every report (shard or merged)
+    lists the rows in it.
     """
-    return (host, interface or "")
+    return (natural(host), host, interface is not None, natural(interface or ""), interface or "")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,12 +58,13 @@ class Row:
     scatter_gather: str | None = None  # "on", "off", or None when unknown
     sg_fixed: bool | None = None
     verdict: str = ""  # a rule.Verdict value, or one the workaround adds ("remediated")
+    error_kind: str | None = None  # for an error: a key of gather.ERROR_KINDS (schema 2); else None
     message: str = ""
     fixes: tuple[str, ...] = ()
     kernel: str | None = None
     workaround: dict[str, Any] | None = None  # workaround.Outcome.to_dict(); absent from the dict when None
 
-    def sort_key(self) -> tuple[str, str]:
+    def sort_key(self) -> tuple[Any, ...]:
         return order_key(self.host, self.interface)
 
     def to_dict(self) -> dict[str, Any]:

@@ -358,4 +358,5 @@ def apply_to_record(record: Row, outcome: Outcome) -> Row:
         changes.update(outcome.after)  # state()'s keys are row fields
     if outcome.judgement is not None:
         changes.update(verdict=outcome.verdict, message=outcome.judgement.message, fixes=outcome.judgement.fixes)
+        changes["error_kind"] = (record.error_kind or "probe") if outcome.verdict == "error" else None
     return dataclasses.replace(record, **changes)

@@ -29,7 +29,7 @@ def parallel(lab, tmp_path_factory):
 def test_every_interface_gets_its_verdict_in_summary_json(lab, serial):
     assert serial.verdicts(lab) == EXPECTED, serial.stdout
     summary = serial.summary
-    assert summary["schema"] == 1 and summary["scope"] == "all" and summary["complete"] is True
+    assert summary["schema"] == 2 and summary["scope"] == "all" and summary["complete"] is True
     assert summary["counts"] == {"sg-on": 12, "jumbo-mtu": 3, "susceptible": 7, "not-applicable": 0, "error": 3}
 
 
@@ -90,13 +90,27 @@ def test_junit_has_host_then_interface_then_check(lab, serial):
         "verdict": "sg-on",
         "kernel": props["kernel"],
     }
-    assert vlan.get("name") == "XENNET-01 scatter-gather/MTU"
+    assert vlan.get("name") == f"XENNET-01 scatter-gather/MTU: eth1.100 on {multi}"  # the real interface name
     exposed = by_class[f"{lab.hosts['exposed'].address}.eth0"]
     assert exposed.find("failure") is not None
     assert "You are potentially susceptible to the bug." in exposed.find("failure").get("message")
     dead = by_class[f"{lab.hosts['dead'].address}.(host)"]
     assert dead.find("error") is not None
+    assert dead.get("name") == f"XENNET-01 scatter-gather/MTU: host {lab.hosts['dead'].address}"
     assert len(by_class) == len(EXPECTED)
+    names = [c.get("name") for c in serial.junit.iter("testcase")]
+    assert len(set(names)) == len(names) == len(EXPECTED)  # every case's name is distinct
+
+
+@pytest.mark.parametrize("run", ["serial", "parallel"])
+def test_junit_times_are_gathering_times_and_the_suite_is_the_wall_time(lab, run, request):
+    audit = request.getfixturevalue(run)
+    (suite,) = audit.junit.iter("testsuite")
+    times = [float(c.get("time")) for c in suite.iter("testcase")]
+    assert all(t > 0 for t in times), times  # gathered before any test phase, carried to xdist workers
+    hung = next(c for c in suite.iter("testcase") if c.get("classname") == f"{lab.hosts['hung'].address}.(host)")
+    assert float(hung.get("time")) >= LAB_TIMEOUT, times  # the hung host's error case shows its timeout
+    assert float(suite.get("time")) >= max(times)  # the run's wall time includes gathering
 
 
 def test_html_report_has_sortable_audit_columns(lab, serial):
@@ -127,8 +141,17 @@ def test_terminal_summary_is_the_diagnostic_results_block(lab, serial):
         "You are potentially susceptible to the bug."
     ) in out
     assert "-- You can enable Scatter-Gather with 'sudo ethtool -K eth0 sg on'" in out
-    assert f"[SUCCESS] {lab.hosts['sgon'].address}|eth0: Scatter-Gather is enabled on eth0." in out
+    assert "[SUCCESS]" not in out.split("Diagnostic Results")[-1]  # only with -v
+    assert "(15 passing case(s) not listed: -v lists every case)" in out
     assert "sg-on: 12  jumbo-mtu: 3  susceptible: 7  not-applicable: 0  error: 3" in out
+
+
+def test_verbose_terminal_lists_every_case(lab, tmp_path):
+    audit = run_audit(tmp_path, *lab_args(lab, ["sgon", "exposed"]), "-v")
+    block = audit.stdout.split("Diagnostic Results")[-1]
+    assert f"[SUCCESS] {lab.hosts['sgon'].address}|eth0: Scatter-Gather is enabled on eth0." in block
+    assert f"[WARN] {lab.hosts['exposed'].address}|eth0:" in block
+    assert "not listed" not in block
 
 
 def test_test_ids_are_host_pipe_interface_and_sorted(lab, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -76,8 +77,16 @@ def test_host_results_survive_the_trip_to_xdist_workers():
     facts = HostFacts(
         "6.1", "xen", "Xen", None, "/usr/sbin/ethtool", (InterfaceFacts("$(x)", "vif", False, 1500, False, True),)
     )
-    for result in (HostResult("web1", facts=facts), HostResult("web2", error="connection refused")):
-        assert HostResult.from_dict(result.to_dict()) == result
+    results = (
+        HostResult("web1", facts=facts, seconds=0.25),
+        HostResult("web2", error="connection refused", error_kind="refused", seconds=12.5),
+    )
+    for result in results:
+        assert HostResult.from_dict(json.loads(json.dumps(result.to_dict()))) == result
+    # the gathering time and the error kind reach the cases the workers build
+    from compliance.cases import build_cases
+
+    assert [(c.seconds, c.error_kind) for c in build_cases(list(results))] == [(0.25, None), (12.5, "refused")]
 
 
 def test_a_host_showing_no_interface_is_in_doubt_not_a_pass():

@@ -61,15 +61,27 @@ def test_flooding_trickling_and_truncated_hosts_are_one_line_errors(lab, tmp_pat
     proc, peak_mib = audit_with_peak_rss(tmp_path, *args, *extra, f"--xennet-timeout={TIMEOUT}")
     summary = json.loads((tmp_path / "summary.json").read_text())
     names = {h.address: n for n, h in lab.hosts.items()}
-    found = {names[r["host"]]: (r["verdict"], r["message"]) for r in summary["results"] if r["interface"] is None}
+    found = {
+        names[r["host"]]: (r["verdict"], r["error_kind"], r["message"])
+        for r in summary["results"]
+        if r["interface"] is None
+    }
     assert found == {
-        "flood": ("error", "output exceeds 4194304 bytes"),
-        "floodstderr": ("error", "output exceeds 4194304 bytes"),
-        "trickle": ("error", f"timed out running the probe (limit {TIMEOUT}s)"),
-        "truncated": ("error", "probe output is truncated: XENNET-PROBE 2\\nkernel\\t6.1\\nhypervisor\\txen\\n"),
+        "flood": ("error", "output-limit", "output exceeds 4194304 bytes"),
+        "floodstderr": ("error", "output-limit", "output exceeds 4194304 bytes"),
+        "trickle": ("error", "timeout", f"timed out running the probe (limit {TIMEOUT}s)"),
+        "truncated": (
+            "error",
+            "probe",
+            "probe output is truncated: XENNET-PROBE 2\\nkernel\\t6.1\\nhypervisor\\txen\\n",
+        ),
         # One wording for both backends: the phase, and the limit.
-        "silent": ("error", f"timed out connecting (limit {TIMEOUT}s)"),
+        "silent": ("error", "timeout", f"timed out connecting (limit {TIMEOUT}s)"),
     }, proc.stdout
+    # JUnit: each case's time is its host's gathering time, so the silent host's shows the timeout.
+    cases = ET.parse(tmp_path / "junit.xml").getroot().iter("testcase")
+    times = {names[c.get("classname").rsplit(".", 1)[0]]: float(c.get("time")) for c in cases}
+    assert times["silent"] >= TIMEOUT and times["trickle"] >= TIMEOUT and times["good"] < TIMEOUT, times
     good = [r["verdict"] for r in summary["results"] if names[r["host"]] == "good"]
     assert good == ["sg-on"] and proc.returncode == 1
     # Unbounded, one flooding host held gigabytes by its deadline; capped, it holds at most the cap.
@@ -125,6 +137,7 @@ def test_a_killed_worker_loses_no_case_and_every_report_says_so(crash_lab, tmp_p
     rows = {(r["host"], r["interface"]): r for r in summary["results"]}
     lost = rows[(address, "eth0")]
     assert lost["verdict"] == "error" and "crashed while running this case" in lost["message"], out
+    assert lost["error_kind"] == "worker-crash"
     assert summary["complete"] is False
     assert len(rows) == len(lab.hosts) and summary["counts"]["error"] == 1 and summary["counts"]["sg-on"] == 4
     # JUnit and pytest-html keep the case too, and agree with summary.json.

@@ -9,6 +9,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from compliance.shard import split as shard_split
 from tests.conftest import EXPECTED, HOSTILE_MARKERS, ROOT, lab_args, run_audit
 
 SHARDS = 3
@@ -124,3 +125,27 @@ def test_an_incomplete_shard_makes_the_merge_incomplete(shards, tmp_path):
     proc = merge(tmp_path / "out", partial, *(s.reports for s in shards[1:]))
     assert proc.returncode == 0, proc.stderr
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["complete"] is False
+
+
+def test_the_readme_jenkins_matrix_works_with_more_shards_than_hosts(lab, tmp_path):
+    """README "Jenkins: shard, merge, publish": 4 shards, 2 hosts; an empty shard is valid and merges."""
+    names, count = ["sgon", "exposed"], 4
+    whole = run_audit(tmp_path / "whole", *lab_args(lab, names))
+    split = shard_split(sorted({r["host"] for r in whole.summary["results"]}), count)
+    assert [k for k, hosts in split.items() if not hosts], "2 hosts leave at least 2 of 4 shards empty"
+    audits = [run_audit(tmp_path / f"s{k}", *lab_args(lab, names), f"--xennet-shard={k}/{count}") for k in split]
+    for k, audit in zip(split, audits):
+        assert audit.returncode in (0, 1), audit.stdout + audit.stderr  # the example's exit-status check
+        assert {r["host"] for r in audit.summary["results"]} == set(split[k])
+        assert audit.summary["complete"] is True and audit.summary["shard"] == f"{k}/{count}"
+        if not split[k]:
+            assert audit.returncode == 0 and audit.summary["results"] == [], audit.stdout
+            assert "holds none of the 2 hosts" in audit.stdout
+            assert len(list(audit.junit.iter("testcase"))) == 0
+    out = tmp_path / "merged"
+    proc = merge(out, *(a.reports for a in audits))
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["results"] == whole.summary["results"] and summary["complete"] is True
+    assert not summary["counts"]["error"]  # the example's publish check passes
+    assert int(ET.parse(out / "junit.xml").getroot().get("tests")) == len(whole.summary["results"])

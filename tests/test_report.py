@@ -22,7 +22,10 @@ def record(name="eth0", host="10.0.0.5", **facts):
 
 
 def test_junit_classname_keeps_host_then_interface_even_with_dots():
-    assert report.junit_names(record("eth0.100")) == ("10.0.0.5.eth0\u2024100", "XENNET-01 scatter-gather/MTU")
+    assert report.junit_names(record("eth0.100")) == (
+        "10.0.0.5.eth0\u2024100",
+        "XENNET-01 scatter-gather/MTU: eth0.100 on 10.0.0.5",
+    )
     assert report.junit_names(dataclasses.replace(record(), interface=None))[0] == "10.0.0.5.(host)"
 
 
@@ -47,12 +50,28 @@ def test_terminal_lines_escape_control_characters():
     assert lines[2] == "-- You can enable Scatter-Gather with 'sudo ethtool -K 'a\\x1b[2Jb' sg on'"
 
 
+def test_terminal_lists_only_warnings_and_errors_unless_verbose():
+    ok = record("eth0", sg=True)
+    rows = [ok, record("eth1"), dataclasses.replace(record(), interface=None, verdict="error", message="refused")]
+    lines = report.terminal_lines(rows)
+    assert not [line for line in lines if line.startswith("[SUCCESS]")]
+    assert [line.split(":")[0] for line in lines if line.startswith("[")] == [
+        "[ERROR] 10.0.0.5",
+        "[WARN] 10.0.0.5|eth1",
+    ]
+    assert lines[-2] == "(1 passing case(s) not listed: -v lists every case)"
+    assert lines[-1] == "sg-on: 1  jumbo-mtu: 0  susceptible: 1  not-applicable: 0  error: 1"
+    verbose = report.terminal_lines(rows, verbose=True)
+    assert any(line.startswith("[SUCCESS] 10.0.0.5|eth0: ") for line in verbose)
+    assert verbose[-1] == lines[-1] and not any("not listed" in line for line in verbose)
+
+
 def test_summary_counts_every_verdict_and_sorts_rows():
     rows = [record("eth1"), record("eth0", sg=True), dataclasses.replace(record(), interface=None, verdict="error")]
     data = report.summary(rows, scope="xen", target="remote", complete=True)
     assert data["counts"] == {"sg-on": 1, "jumbo-mtu": 0, "susceptible": 1, "not-applicable": 0, "error": 1}
     assert [r["interface"] for r in data["results"]] == [None, "eth0", "eth1"]
-    assert data["schema"] == 1 and data["complete"] is True and data["generated"].endswith("+00:00")
+    assert data["schema"] == 2 and data["complete"] is True and data["generated"].endswith("+00:00")
 
 
 def test_html_columns_are_those_of_today():

@@ -17,13 +17,14 @@ from compliance.row import Row
 # summary.json's results entry, as users parse it: keys, their order and their JSON types.
 SUSCEPTIBLE_ROW_JSON = (
     '{"host": "10.0.0.5", "interface": "eth0", "driver": "vif", "virtual": false, "mtu": 1500, '
-    '"scatter_gather": "off", "sg_fixed": false, "verdict": "susceptible", '
+    '"scatter_gather": "off", "sg_fixed": false, "verdict": "susceptible", "error_kind": null, '
     '"message": "Scatter-Gather is off and MTU is set below 9001 on eth0. You are potentially susceptible to the bug.", '
     '"fixes": ["sudo ethtool -K eth0 sg on", "sudo ip link set dev eth0 mtu 9001"], "kernel": "4.14.355"}'
 )
 HOST_ROW_JSON = (
     '{"host": "web1", "interface": null, "driver": null, "virtual": null, "mtu": null, "scatter_gather": null, '
-    '"sg_fixed": null, "verdict": "error", "message": "web1: connection refused", "fixes": [], "kernel": null}'
+    '"sg_fixed": null, "verdict": "error", "error_kind": "refused", "message": "connection refused", "fixes": [], '
+    '"kernel": null}'
 )
 WORKAROUND = {
     "mode": "dry-run",
@@ -42,7 +43,7 @@ def susceptible(host="10.0.0.5", name="eth0"):
 
 
 def unreachable(host="web1"):
-    case = Case(host, error=f"{host}: connection refused")
+    case = Case(host, error="connection refused", error_kind="refused")
     return case.record(case.judge("xen"))
 
 
@@ -90,7 +91,11 @@ def test_cases_rows_and_merged_rows_share_one_order():
         "k", None, None, None, None, (InterfaceFacts("eth1"), InterfaceFacts("eth0"), InterfaceFacts("eth0.100"))
     )
     cases = build_cases(
-        [HostResult("b", facts=facts), HostResult("a", error="a: refused"), HostResult("a0", facts=facts)]
+        [
+            HostResult("b", facts=facts),
+            HostResult("a", error="refused", error_kind="refused"),
+            HostResult("a0", facts=facts),
+        ]
     )
     assert [c.sort_key() for c in cases] == [c.record(c.judge("all")).sort_key() for c in cases]
     assert [c.id for c in cases] == ["a", "a0|eth0", "a0|eth0.100", "a0|eth1", "b|eth0", "b|eth0.100", "b|eth1"]
@@ -128,3 +133,45 @@ def test_a_shard_with_rows_of_another_schema_is_refused(tmp_path):
     (shard / "summary.json").write_text(json.dumps(data))
     with pytest.raises(merge.MergeError, match="not a report row"):
         merge.merge(tmp_path / "out", [shard])
+
+
+def test_hosts_and_interfaces_are_in_natural_order_in_every_report(tmp_path):
+    hosts = ["10.0.0.10", "10.0.0.4", "web10", "web2", "10.0.0.9"]
+    facts = HostFacts("k", None, None, None, None, (InterfaceFacts("eth10"), InterfaceFacts("eth2")))
+    cases = build_cases([HostResult(h, facts=facts) for h in hosts])
+    order = ["10.0.0.4", "10.0.0.9", "10.0.0.10", "web2", "web10"]
+    assert [c.id for c in cases] == [f"{h}|{i}" for h in order for i in ("eth2", "eth10")]
+    rows = [c.record(c.judge("all")) for c in reversed(cases)]
+    results = report.summary(rows, scope="all", target="remote", complete=True)["results"]
+    assert [(r["host"], r["interface"]) for r in results] == [(c.host, c.interface.name) for c in cases]
+    terminal = [line.split(":")[0] for line in report.terminal_lines(rows, verbose=True) if line.startswith("[")]
+    assert terminal == [f"[ERROR] {c.id}" for c in cases]  # InterfaceFacts with nothing read: in doubt
+    # the merge: shards given in any order, rows in the one order
+    (one, two) = tmp_path / "s1", tmp_path / "s2"
+    merged = merge.merge(tmp_path / "out", [write_shard(one, 1, 2, rows[:4]), write_shard(two, 2, 2, rows[4:])])
+    assert [(r["host"], r["interface"]) for r in merged["results"]] == [(c.host, c.interface.name) for c in cases]
+
+
+def test_error_rows_carry_their_kind():
+    assert unreachable().error_kind == "refused" and susceptible().error_kind is None
+    doubt = Case("web1", "k", InterfaceFacts("eth0"))  # nothing read: the probe's output is in doubt
+    assert doubt.record(doubt.judge("all")).error_kind == "probe"
+    (nothing,) = build_cases([HostResult("web1", facts=HostFacts("k", None, None, None, None, ()))])
+    assert nothing.record(nothing.judge("all")).error_kind == "probe"
+    (typed,) = build_cases([HostResult("web1", error="timed out", error_kind="timeout")])
+    assert typed.record(typed.judge("all")).error_kind == "timeout"
+
+
+def test_the_merge_reads_schema_1_shards(tmp_path):
+    rows = [susceptible("10.0.0.10"), unreachable("10.0.0.4")]
+    shard = write_shard(tmp_path / "s1", 1, 1, rows)
+    data = json.loads((shard / "summary.json").read_text())
+    data["schema"] = 1
+    for row in data["results"]:
+        del row["error_kind"]
+    data["results"][1]["message"] = "10.0.0.4: connection refused"
+    (shard / "summary.json").write_text(json.dumps(data))
+    merged = merge.merge(tmp_path / "out", [shard])
+    assert merged["schema"] == 2
+    assert [(r["host"], r["error_kind"]) for r in merged["results"]] == [("10.0.0.4", "refused"), ("10.0.0.10", None)]
+    assert list(merged["results"][0]) == list(rows[0].to_dict())

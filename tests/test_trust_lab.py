@@ -54,9 +54,9 @@ def test_changed_host_key_errors_that_host_only_and_is_never_replaced(lab, tmp_p
         )
         sgon = lab.hosts["sgon"].address
         rows = audit.summary["results"]
-        assert [(r["verdict"], r["message"]) for r in rows if r["host"] == sgon] == [
-            ("error", f"host key mismatch for {sgon}")
-        ], audit.stdout
+        assert [(r["verdict"], r["message"]) for r in rows if r["host"] == sgon] == [("error", "host key mismatch")], (
+            audit.stdout
+        )
         others = [r["verdict"] for r in rows if r["host"] != sgon]
         assert len(others) == 1 + 4 and "error" not in others  # exposed, and multi's four interfaces
         assert known_hosts.read_text() == forged
@@ -247,10 +247,9 @@ def test_extra_ssh_args_cannot_switch_host_key_checking_off(lab, tmp_path, isola
     known_hosts.write_text(forged)
     weaken = "--ssh-extra-args=-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"
     audit = run_audit(tmp_path / "r", *args_with(lab, ["sgon"], known_hosts, weaken, scheme="ssh"), env=isolated_home)
-    sgon = lab.hosts["sgon"].address
-    assert [(r["verdict"], r["message"]) for r in audit.summary["results"]] == [
-        ("error", f"host key mismatch for {sgon}")
-    ], audit.stdout
+    assert [(r["verdict"], r["message"]) for r in audit.summary["results"]] == [("error", "host key mismatch")], (
+        audit.stdout
+    )
     assert audit.summary["host_key_policy"] == "strict"
 
 
@@ -279,7 +278,7 @@ def test_inventory_ssh_args_cannot_switch_host_key_checking_off(lab, tmp_path, i
         env=isolated_home,
     )
     assert [(r["host"], r["verdict"], r["message"]) for r in audit.summary["results"]] == [
-        ("sgon", "error", "host key mismatch for sgon")
+        ("sgon", "error", "host key mismatch")
     ], audit.stdout + audit.stderr
     assert audit.summary["host_key_policy"] == "strict" and "host keys strict" in audit.stdout
     assert known_hosts.read_text().startswith(f"{sgon} ")  # never replaced

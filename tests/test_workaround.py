@@ -132,6 +132,7 @@ def _record(**workaround):
             "scatter_gather": "on",
             "sg_fixed": False,
             "verdict": "remediated",
+            "error_kind": None,
             "message": "m",
             "fixes": [],
             "kernel": "k",
@@ -164,7 +165,7 @@ def test_counts_name_remediated_only_when_the_workaround_is_on():
     counts = report.summary(rows, scope="all", target="remote", complete=True, workaround="apply")["counts"]
     assert counts["remediated"] == 1 and counts["susceptible"] == 0
     assert report.terminal_lines(rows, "apply")[-1].endswith("remediated: 1")
-    assert report.terminal_lines(rows, "apply")[1].startswith("[SUCCESS] h|<b>x<b>: m")
+    assert report.terminal_lines(rows, "apply", verbose=True)[1].startswith("[SUCCESS] h|<b>x<b>: m")
     assert (
         "remediated" in report.summary([], scope="all", target="remote", complete=True, workaround="dry-run")["counts"]
     )
