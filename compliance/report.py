@@ -313,7 +313,8 @@ def terminal_lines(records: Iterable[Row], workaround: str = "off", verbose: boo
     """ec2rl's ``[Diagnostic Results]`` block: a line per ``[WARN]`` and ``[ERROR]`` case, then counts.
 
     At fleet scale the passing cases would drown the rest: their ``[SUCCESS]`` lines are
-    listed only when ``verbose`` (pytest's ``-v``).
+    listed only when ``verbose`` (pytest's ``-v``), or when the workaround changed something
+    there (a change to a host is always shown).
     """
     rows = sorted(records, key=Row.sort_key)
     lines = ["----------[Diagnostic Results]----------"]
@@ -322,7 +323,7 @@ def terminal_lines(records: Iterable[Row], workaround: str = "off", verbose: boo
         tag = TAGS.get(record.verdict)
         if tag is None:
             continue
-        if tag == "SUCCESS" and not verbose:
+        if tag == "SUCCESS" and not verbose and not record.workaround:
             hidden += 1
             continue
         lines.append(f"[{tag}] {case_label(record)}: {printable(record.message)}")

@@ -84,7 +84,7 @@ def test_posh_as_sh_prints_more_than_128_kib(lab, audit):
     found = rows(audit, lab, "posh-sh")
     assert len(found) == 61, audit.stdout
     assert {v for v, _ in found.values()} == {"sg-on", "susceptible"}
-    assert [i for i, (v, _) in found.items() if v == "susceptible"] == sorted(f"v{i}" for i in range(1, 60, 2))
+    assert {i for i, (v, _) in found.items() if v == "susceptible"} == {f"v{i}" for i in range(1, 60, 2)}
 
 
 def test_names_with_any_byte_keep_the_host_and_one_command(lab, audit):
