@@ -92,7 +92,10 @@ def render(summary: dict[str, Any]) -> str:
 
 def write(path: Path, summary: dict[str, Any]) -> list[str]:
     """Write ``summary.css`` beside ``path``, then the page, each atomically; the errors, one line each."""
-    css, page = stylesheet(), render(summary)
+    try:
+        css, page = stylesheet(), render(summary)
+    except (OSError, jinja2.TemplateError) as exc:  # a broken install: the other reports are still written
+        return [f"cannot write {path}: {exc}"]
     errors = [
         write_atomically(path.with_name(CSS_NAME), lambda tmp: _write_text(tmp, css)),
         write_atomically(path, lambda tmp: _write_text(tmp, page)),
