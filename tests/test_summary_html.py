@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
+import xml.etree.ElementTree as ET
 
-from compliance import report, summary_html
+from compliance import merge, report, summary_html
 from compliance.row import Row
 
 HOSTILE_HOST = "<b>h$(x)\x1b[2J\u202eexe.txt"
@@ -91,3 +93,25 @@ def test_write_puts_the_stylesheet_beside_the_page(tmp_path):
     assert (tmp_path / "out" / "summary.css").read_text() == summary_html.stylesheet()
     assert "host-name" in target.read_text()
     assert sorted(p.name for p in target.parent.iterdir()) == ["page.html", "summary.css"]
+
+
+def test_the_merge_writes_the_same_page_for_merged_shards(tmp_path):
+    rows = [Row.from_dict(r) for r in hostile_summary()["results"]]
+    halves = {1: [r for r in rows if r.host.startswith("10.")], 2: [r for r in rows if not r.host.startswith("10.")]}
+    for k, part in halves.items():
+        shard = tmp_path / f"shard{k}"
+        shard.mkdir()
+        data = report.summary(part, scope="xen", target="remote", complete=True, workaround="dry-run", shard=f"{k}/2")
+        (shard / "summary.json").write_text(json.dumps(data))
+        suite = ET.Element("testsuite", tests=str(len(part)))
+        for _ in part:
+            ET.SubElement(suite, "testcase")
+        ET.ElementTree(suite).write(shard / "junit.xml")
+    out = tmp_path / "merged"
+    assert merge.main([str(out), str(tmp_path / "shard1"), str(tmp_path / "shard2")]) == 0
+    merged = json.loads((out / "summary.json").read_text())
+    page = (out / "summary.html").read_text()
+    assert page == summary_html.render(merged)
+    assert "&lt;b&gt;h$(x)\\x1b[2J\\u202eexe.txt" in page and "<b>" not in page
+    assert '<th>shards</th><td class="fact-shards">2</td>' in page
+    assert (out / "summary.css").read_text() == summary_html.stylesheet()
