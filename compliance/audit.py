@@ -55,7 +55,12 @@ def _writable_dir(directory: Path) -> None:
 
 def _distinct_report_paths(paths: dict[str, Path]) -> None:
     """Two reports given one path would overwrite each other, and Jenkins would read the wrong one."""
-    options = {"junit": "--junitxml", "html": "--html", "summary": "--xennet-summary"}
+    options = {
+        "junit": "--junitxml",
+        "html": "--html",
+        "summary": "--xennet-summary",
+        "summary_html": "--xennet-summary-html",
+    }
     seen: dict[Path, str] = {}
     for key, path in paths.items():
         resolved = path.resolve()
@@ -109,7 +114,12 @@ class AuditPlugin:
         base = config.invocation_params.dir
         # From the raw options, before they are checked: a usage error still finds the old reports.
         self.paths = report_paths(
-            base, option.reports_dir, option.xennet_summary, option.xmlpath, getattr(option, "htmlpath", None)
+            base,
+            option.reports_dir,
+            option.xennet_summary,
+            option.xmlpath,
+            getattr(option, "htmlpath", None),
+            option.xennet_summary_html,
         )
         try:
             self.settings = Settings.from_options(option)
@@ -174,6 +184,7 @@ class AuditPlugin:
             cases=self.cases,
             started=self.started,
         )
+        reporter.summary_html = self.paths["summary_html"]
         config.pluginmanager.register(reporter, "xennet-reporter")
         # Jenkins aborts a build with SIGTERM: handle it like Ctrl-C, so reports are still written.
         if threading.current_thread() is threading.main_thread():

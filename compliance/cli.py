@@ -27,7 +27,7 @@ from compliance.report import discard_stale
 _ISOLATION = ["-c", os.devnull, "--rootdir", "."]
 # This module is part of the package pytest would rewrite: it is imported already, harmlessly.
 _QUIET = ["-W", "ignore:Module already imported so cannot be rewritten:pytest.PytestAssertRewriteWarning"]
-_REPORT_OPTIONS = ("--reports-dir", "--xennet-summary", "--junitxml", "--junit-xml", "--html")
+_REPORT_OPTIONS = ("--reports-dir", "--xennet-summary", "--xennet-summary-html", "--junitxml", "--junit-xml", "--html")
 
 
 def option_values(args: Sequence[str]) -> dict[str, str]:
@@ -67,6 +67,7 @@ class OneLineUsage:
                 given.get("--xennet-summary"),
                 given.get("--junitxml", given.get("--junit-xml")),
                 given.get("--html"),
+                given.get("--xennet-summary-html"),
             )
             discard_stale(paths, message)
             raise pytest.UsageError(message) from None

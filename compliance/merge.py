@@ -4,7 +4,8 @@
 
 Each SHARD_DIR holds one shard's ``summary.json`` and ``junit.xml`` (a path to a
 ``summary.json`` also works; its ``junit.xml`` is read from the same directory).
-OUT_DIR receives ``summary.json``, ``junit.xml`` and ``report.html``.
+OUT_DIR receives ``summary.json``, ``junit.xml``, ``report.html`` and ``summary.html`` (with its
+``summary.css``: the page an audit run writes, readable under Jenkins' default CSP).
 
 The shards must be 1..N of the same N exactly once, and agree on everything that
 describes the run (schema, scope, target, host key policy, ...): anything else is
@@ -30,7 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from compliance import report
+from compliance import report, summary_html
 from compliance.row import Row
 from compliance.rule import CONTROL
 from compliance.shard import Shard
@@ -247,6 +248,9 @@ def merge(out: Path, sources: Sequence[Path]) -> dict[str, Any]:
     html_tmp = out / "report.html.tmp"
     html_tmp.write_text(merged_html(summary), encoding="utf-8")
     html_tmp.replace(out / "report.html")
+    errors = summary_html.write(out / "summary.html", summary)
+    if errors:
+        raise MergeError("; ".join(errors))
     report.write_json(out / "summary.json", summary)  # last: its presence means the set is whole
     return summary
 
@@ -254,7 +258,8 @@ def merge(out: Path, sources: Sequence[Path]) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m compliance.merge",
-        description="Merge the reports of --xennet-shard runs into one summary.json, junit.xml and report.html.",
+        description="Merge the reports of --xennet-shard runs into one summary.json, junit.xml, report.html "
+        "and summary.html.",
     )
     parser.add_argument("out", type=Path, metavar="OUT_DIR", help="where the merged reports are written")
     parser.add_argument(

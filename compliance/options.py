@@ -40,6 +40,7 @@ OPTION_DEFAULTS: dict[str, Any] = {
     "xennet_max_output": str(DEFAULT_MAX_OUTPUT),
     "reports_dir": DEFAULT_REPORTS_DIR,
     "xennet_summary": None,
+    "xennet_summary_html": None,
     "xennet_shard": None,
     "ssh_host_key_policy": "strict",
     "ssh_known_hosts": None,
@@ -84,14 +85,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--reports-dir",
         default=OPTION_DEFAULTS["reports_dir"],
         metavar="DIR",
-        help="where junit.xml, report.html and summary.json are written, relative to the current "
-        "directory (default reports/); --junitxml, --html and --xennet-summary move one report",
+        help="where junit.xml, report.html, summary.json and summary.html are written, relative to the current "
+        "directory (default reports/); --junitxml, --html, --xennet-summary and --xennet-summary-html move one report",
     )
     add(
         "--xennet-summary",
         default=None,
         metavar="PATH",
         help="where to write the JSON summary (default REPORTS_DIR/summary.json)",
+    )
+    add(
+        "--xennet-summary-html",
+        default=None,
+        metavar="PATH",
+        help="where to write the static summary page, readable under Jenkins' default CSP "
+        "(default REPORTS_DIR/summary.html); its stylesheet summary.css goes beside it",
     )
     add(
         "--xennet-shard",
@@ -181,6 +189,7 @@ class Settings:
     max_output: int = DEFAULT_MAX_OUTPUT
     reports_dir: str = DEFAULT_REPORTS_DIR
     summary: str | None = None
+    summary_html: str | None = None
     shard: Shard | None = None
     host_key_policy: str = "strict"
     known_hosts: str | None = None
@@ -206,6 +215,7 @@ class Settings:
             max_output=_max_output(option.xennet_max_output),
             reports_dir=str(option.reports_dir),
             summary=option.xennet_summary,
+            summary_html=getattr(option, "xennet_summary_html", None),
             shard=shard,
             host_key_policy=_choice("--ssh-host-key-policy", option.ssh_host_key_policy, HOST_KEY_POLICIES),
             known_hosts=option.ssh_known_hosts,
@@ -222,11 +232,16 @@ class Settings:
 
     def report_paths(self, base: Path, junitxml: str | None, html: str | None) -> dict[str, Path]:
         """Where each report goes: an explicit path wins, else the reports directory (both relative to ``base``)."""
-        return report_paths(base, self.reports_dir, self.summary, junitxml, html)
+        return report_paths(base, self.reports_dir, self.summary, junitxml, html, self.summary_html)
 
 
 def report_paths(
-    base: Path, reports_dir: str, summary: str | None, junitxml: str | None, html: str | None
+    base: Path,
+    reports_dir: str,
+    summary: str | None,
+    junitxml: str | None,
+    html: str | None,
+    summary_html: str | None = None,
 ) -> dict[str, Path]:
     """Each report's path (an explicit one wins over ``reports_dir``), ``~`` expanded, relative to ``base``.
 
@@ -242,6 +257,7 @@ def report_paths(
         "junit": under(junitxml) if junitxml else reports / "junit.xml",
         "html": under(html) if html else reports / "report.html",
         "summary": under(summary) if summary else reports / "summary.json",
+        "summary_html": under(summary_html) if summary_html else reports / "summary.html",
     }
 
 

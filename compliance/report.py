@@ -282,8 +282,11 @@ def discard_stale(paths: dict[str, Path], error: str) -> None:
     says why the run stopped (``"complete": false``, ``"error"``). No directory is created.
     """
     try:
-        for key in ("junit", "html"):
-            paths[key].unlink(missing_ok=True)
+        for key in ("junit", "html", "summary_html"):
+            if key in paths:
+                paths[key].unlink(missing_ok=True)
+        if "summary_html" in paths:
+            paths["summary_html"].with_name("summary.css").unlink(missing_ok=True)  # the page's stylesheet
         if paths["summary"].parent.is_dir() and paths["summary"] not in (paths["junit"], paths["html"]):
             stopped = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
             data = {
@@ -396,6 +399,7 @@ class AuditReporter:
         self.records: dict[str, Row] = {}
         self.workaround = settings.workaround
         self.summary_path = summary_path
+        self.summary_html: Path | None = None  # summary.html (summary.css beside it), set by the audit plugin
         self.local = local  # every target is this machine
         self.case_of: dict[str, Case] = {}  # nodeid -> case, from what the workers collected
         self.writers: dict[str, tuple[Path, Any]] = {}  # "junit"/"html" -> (final path, the plugin that renders it)
@@ -517,6 +521,10 @@ class AuditReporter:
             else:
                 self.write_errors.append(error)
                 self.config.pluginmanager.unregister(plugin)  # nor may it claim a file it did not write
+        if self.summary_html is not None:
+            from compliance import summary_html  # imports this module
+
+            self.write_errors += summary_html.write(self.summary_html, data)
         text = json.dumps(data, indent=2, ensure_ascii=True) + "\n"
         error = write_atomically(self.summary_path, lambda tmp: _write_text(tmp, text))
         if error is not None:

@@ -135,7 +135,7 @@ def lab():
 
 @dataclasses.dataclass
 class Audit:
-    """One finished audit run and its three reports."""
+    """One finished audit run and its reports."""
 
     returncode: int
     stdout: str
@@ -181,6 +181,7 @@ def audit_argv(reports: Path, *args: str) -> list[str]:
         f"--junitxml={reports / 'junit.xml'}",
         f"--html={reports / 'report.html'}",
         f"--xennet-summary={reports / 'summary.json'}",
+        f"--xennet-summary-html={reports / 'summary.html'}",
         *args,
     ]
 

@@ -1,4 +1,4 @@
-"""Install the Debian packages the lab needs, when missing (root only; otherwise say what is missing).
+"""Install the Debian packages the lab (and the browser test) needs, when missing (root only; otherwise say what is missing).
 
 Run by ``tox -e tests`` before the tests: ``python -m tests.system_packages``.
 """
@@ -33,6 +33,8 @@ NEEDED = {
     "busybox": "busybox",
     "yash": "yash",
     "posh": "posh",
+    # summary.html rendered as Jenkins serves it (its CSP): tests/test_summary_html_browser.py
+    "chromium": "chromium",
 }
 # Services these packages would start (or enable for the next boot) on this machine: the
 # lab runs them only inside its namespaces.

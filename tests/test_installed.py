@@ -65,7 +65,11 @@ def installed(tmp_path_factory) -> Installed:
 
 
 def reports_of(directory: Path) -> dict:
-    assert sorted(p.name for p in (directory / "reports").iterdir()) == ["junit.xml", "report.html", "summary.json"]
+    reports = ["junit.xml", "report.html", "summary.css", "summary.html", "summary.json"]
+    assert sorted(p.name for p in (directory / "reports").iterdir()) == reports
+    # The template and the stylesheet are package data: the page is whole, and styled.
+    assert "summary_html" not in str(directory) and "host-name" in (directory / "reports" / "summary.html").read_text()
+    assert ".host.failing" in (directory / "reports" / "summary.css").read_text()
     return json.loads((directory / "reports" / "summary.json").read_text())
 
 

@@ -89,6 +89,9 @@ def test_merged_html_escapes_every_host_string(lab, merged):
     assert "$(&gt;xnl-pwned)" in page
     assert page.count("<tr class=") == len(EXPECTED)
     assert "<script" not in page
+    summary_page = (merged / "summary.html").read_text()
+    assert "&lt;b&gt;x&lt;b&gt;" in summary_page and "<b>x<b>" not in summary_page
+    assert "<script" not in summary_page and "style=" not in summary_page and (merged / "summary.css").is_file()
     for marker in HOSTILE_MARKERS:
         assert not (ROOT / marker).exists()
 

@@ -46,10 +46,12 @@ def pages(path) -> int:
 
 
 def test_a_full_disk_costs_one_report_not_the_others(tmpfs, tmp_path):
-    # Room for junit.xml and summary.json (as large as a first run made them), not for report.html.
+    # Room for junit.xml, summary.json and summary.html with its CSS (as large as a first run made
+    # them), not for report.html.
     sizes = audit(f"--reports-dir={tmp_path / 'first'}")
     assert sizes.returncode == 0, sizes.stdout
-    room = pages(tmp_path / "first" / "junit.xml") + pages(tmp_path / "first" / "summary.json") + 1
+    small = ("junit.xml", "summary.json", "summary.html", "summary.css")
+    room = sum(pages(tmp_path / "first" / name) for name in small) + 1
     assert room < pages(tmp_path / "first" / "report.html")
     full = tmpfs(f"size={room * 4}k")
     proc = audit(f"--reports-dir={full}")
@@ -57,7 +59,7 @@ def test_a_full_disk_costs_one_report_not_the_others(tmpfs, tmp_path):
     assert proc.returncode == 6, out
     assert f"cannot write {full / 'report.html'}: No space left on device" in proc.stdout
     assert "Traceback" not in out and "INTERNALERROR" not in out
-    assert sorted(p.name for p in full.iterdir()) == ["junit.xml", "summary.json"]  # no 0-byte file, no temp file
+    assert sorted(p.name for p in full.iterdir()) == sorted(small)  # no 0-byte file, no temp file
     assert json.loads((full / "summary.json").read_text())["complete"] is True
     assert len(list(ET.parse(full / "junit.xml").getroot().iter("testcase"))) >= 1
     assert f"Generated html report: file://{full / 'report.html'}" not in proc.stdout
@@ -69,7 +71,19 @@ def test_a_summary_that_cannot_be_written_does_not_stop_the_html_report(tmpfs, t
     proc = audit(f"--reports-dir={tmp_path / 'reports'}", f"--xennet-summary={full / 'summary.json'}")
     assert proc.returncode == 6, proc.stdout + proc.stderr
     assert f"cannot write {full / 'summary.json'}: No space left on device" in proc.stdout
-    assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == ["junit.xml", "report.html"]
+    reports = ["junit.xml", "report.html", "summary.css", "summary.html"]
+    assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == reports
+    assert sorted(p.name for p in full.iterdir()) == ["filler"]
+
+
+def test_a_summary_page_that_cannot_be_written_costs_only_itself(tmpfs, tmp_path):
+    full = tmpfs("size=4k")
+    (full / "filler").write_bytes(b"x" * 4096)
+    proc = audit(f"--reports-dir={tmp_path / 'reports'}", f"--xennet-summary-html={full / 'summary.html'}")
+    assert proc.returncode == 6, proc.stdout + proc.stderr
+    assert f"cannot write {full / 'summary.css'}: No space left on device" in proc.stdout
+    assert f"cannot write {full / 'summary.html'}: No space left on device" in proc.stdout
+    assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == ["junit.xml", "report.html", "summary.json"]
     assert sorted(p.name for p in full.iterdir()) == ["filler"]
 
 

@@ -163,10 +163,11 @@ def test_force_ansible_is_refused(tmp_path, inventory_tools):
 def test_a_usage_error_leaves_no_older_report_looking_current(tmp_path, mistake):
     good = run_audit(tmp_path, "--hosts=local://")
     assert good.returncode == 0, good.stdout
-    assert all((tmp_path / name).exists() for name in ("junit.xml", "report.html", "summary.json"))
+    assert all((tmp_path / name).exists() for name in ("junit.xml", "report.html", "summary.json", "summary.html"))
     bad = run_audit(tmp_path, mistake)
     error = one_line_error(bad)
     assert not (tmp_path / "junit.xml").exists() and not (tmp_path / "report.html").exists()
+    assert not (tmp_path / "summary.html").exists() and not (tmp_path / "summary.css").exists()
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert (summary["complete"], summary["error"], summary["results"]) == (False, error, [])
 
@@ -178,7 +179,7 @@ def test_collect_only_says_it_writes_no_report(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
-def test_reports_dir_holds_all_three_reports(tmp_path):
+def test_reports_dir_holds_every_report(tmp_path):
     out = tmp_path / "shard-7"
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--hosts=local://", f"--reports-dir={out}"],
@@ -189,8 +190,22 @@ def test_reports_dir_holds_all_three_reports(tmp_path):
         env=dict(os.environ),
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["junit.xml", "report.html", "summary.json"]
+    reports = ["junit.xml", "report.html", "summary.css", "summary.html", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == reports
     assert f"summary: {out / 'summary.json'}" in proc.stdout
+
+
+def test_summary_html_option_moves_the_page_and_its_stylesheet(tmp_path):
+    proc = run_audit(tmp_path, "--hosts=local://", f"--xennet-summary-html={tmp_path / 'page' / 'audit.html'}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert sorted(p.name for p in (tmp_path / "page").iterdir()) == ["audit.html", "summary.css"]
+    assert '<link rel="stylesheet" href="summary.css">' in (tmp_path / "page" / "audit.html").read_text()
+    assert not (tmp_path / "summary.html").exists()
+
+
+def test_summary_html_on_another_reports_path_is_a_usage_error(tmp_path):
+    error = one_line_error(run_audit(tmp_path, "--hosts=local://", f"--xennet-summary-html={tmp_path / 'report.html'}"))
+    assert error == f"--html and --xennet-summary-html name the same file: {tmp_path / 'report.html'}"
 
 
 def test_a_path_value_after_a_space_in_a_clones_root_is_named(tmp_path):
