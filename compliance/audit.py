@@ -275,7 +275,7 @@ class AuditPlugin:
 
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
         if "xennet_case" in metafunc.fixturenames:
-            cases = build_cases(self.results)
+            cases = build_cases(self.results, self._require())
             metafunc.parametrize("xennet_case", cases, ids=[c.id for c in cases])
 
     def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -294,12 +294,15 @@ class AuditPlugin:
 
     def cases(self) -> list[Case]:
         """This run's cases; every chosen host yields at least one, so nothing gathered is never complete."""
-        cases = build_cases(self.results)
+        cases = build_cases(self.results, self._require())
         gathered = {c.host for c in cases}
         missing = [t for t in self.chosen if t.label not in gathered]
         return cases + [
             Case(t.label, error="not gathered: the run was interrupted", error_kind="interrupted") for t in missing
         ]
+
+    def _require(self) -> str | None:
+        return self.settings.scope if self.settings.require_applicable else None
 
     def remediator(self) -> workaround.Remediator:
         """The optional workaround, one per process, made when a case first needs it.

@@ -24,6 +24,7 @@ class Case:
     error_kind: str | None = None  # the kind of ``error`` (gather.ERROR_KINDS)
     ethtool: str | None = None  # the host's ethtool path, for the workaround's commands
     seconds: float = 0.0  # how long gathering the host took: the JUnit case's time
+    unmet: str | None = None  # --xennet-require-applicable: why this host has nothing to judge
 
     @property
     def id(self) -> str:
@@ -33,6 +34,8 @@ class Case:
     def judge(self, scope: str) -> Judgement:
         if self.error is not None:
             return Judgement(Verdict.ERROR, self.error)
+        if self.unmet is not None:
+            return Judgement(Verdict.NONE_APPLICABLE, self.unmet)
         if self.interface is None:
             # A host reached over the network shows at least the interface it was reached
             # by; seeing none means /sys could not be read as expected: doubt, not a pass.
@@ -74,10 +77,20 @@ class Case:
         return order_key(self.host, self.interface.name if self.interface else None)
 
 
-def build_cases(results: list[HostResult]) -> list[Case]:
-    """All cases, in report order, so that every xdist worker collects the same order."""
+def build_cases(results: list[HostResult], require_applicable: str | None = None) -> list[Case]:
+    """All cases, in report order, so that every xdist worker collects the same order.
+
+    ``require_applicable`` (a scope): a host whose every interface is out of that scope gets a
+    failing host-level case, naming the drivers it saw.
+    """
     cases: list[Case] = []
     for result in results:
+        if require_applicable and result.facts is not None and result.facts.interfaces:
+            judged = [judge(iface, require_applicable).verdict for iface in result.facts.interfaces]
+            if all(v is Verdict.NOT_APPLICABLE for v in judged):
+                seen = sorted({i.driver or "virtual" for i in result.facts.interfaces})
+                why = f"no interface in scope {require_applicable!r}: drivers seen: {', '.join(seen)}"
+                cases.append(Case(result.host, kernel=result.facts.kernel, seconds=result.seconds, unmet=why))
         if result.facts is None:
             cases.append(
                 Case(

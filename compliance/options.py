@@ -47,6 +47,7 @@ OPTION_DEFAULTS: dict[str, Any] = {
     "xennet_workaround": "off",
     "xennet_allow_mtu": False,
     "xennet_persist": False,
+    "xennet_require_applicable": False,
 }
 
 
@@ -74,6 +75,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=OPTION_DEFAULTS["xennet_timeout"],
         metavar="SECONDS",
         help=f"bound on connecting to a host, and on its remote command; positive (default {DEFAULT_TIMEOUT:g})",
+    )
+    add(
+        "--xennet-require-applicable",
+        action="store_true",
+        help="a host none of whose interfaces is in scope fails (verdict none-applicable, naming the drivers it "
+        "saw): for validating an image, which must be checked on a Xen instance type",
     )
     add(
         "--xennet-max-output",
@@ -196,6 +203,7 @@ class Settings:
     workaround: str = "off"
     allow_mtu: bool = False
     persist: bool = False
+    require_applicable: bool = False
 
     @classmethod
     def from_options(cls, option: Any) -> Settings:
@@ -222,6 +230,7 @@ class Settings:
             workaround=_choice("--xennet-workaround", option.xennet_workaround, WORKAROUND_MODES),
             allow_mtu=bool(option.xennet_allow_mtu),
             persist=bool(option.xennet_persist),
+            require_applicable=bool(option.xennet_require_applicable),
         )
         # Acting on hosts is never implied: flags that only make sense with it are refused without it.
         if settings.persist and settings.workaround != "apply":

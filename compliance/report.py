@@ -41,6 +41,7 @@ TAGS = {
     Verdict.SG_ON.value: "SUCCESS",
     Verdict.JUMBO_MTU.value: "SUCCESS",
     Verdict.SUSCEPTIBLE.value: "WARN",
+    Verdict.NONE_APPLICABLE.value: "WARN",
     Verdict.ERROR.value: "ERROR",
     REMEDIATED: "SUCCESS",
 }
@@ -202,7 +203,7 @@ def summary(
         "host_key_policy": host_key_policy,
         "workaround": workaround,
         "shard": shard,  # "K/N" for one shard of a split run (--xennet-shard), else null
-        "counts": {v: counts.get(v, 0) for v in shown_verdicts(workaround)} | dict(counts),
+        "counts": {v: counts.get(v, 0) for v in shown_verdicts(workaround, counts)} | dict(counts),
         "results": [r.to_dict() for r in rows],
     }
 
@@ -307,9 +308,13 @@ def case_label(record: Row) -> str:
     return host if record.interface is None else f"{host}|{printable(record.interface)}"
 
 
-def shown_verdicts(workaround: str = "off") -> tuple[str, ...]:
-    """Verdicts every count lists: the rule's, then the workaround's (``remediated``) when it may act."""
-    return tuple(v.value for v in Verdict) + added_verdicts(workaround)
+def shown_verdicts(workaround: str = "off", found: Iterable[str] = ()) -> tuple[str, ...]:
+    """Verdicts every count lists: the rule's, then the workaround's (``remediated``) when it may act.
+
+    ``none-applicable`` (only --xennet-require-applicable gives it) is listed when ``found`` has it.
+    """
+    rare = {Verdict.NONE_APPLICABLE.value} - set(found)
+    return tuple(v.value for v in Verdict if v.value not in rare) + added_verdicts(workaround)
 
 
 def terminal_lines(records: Iterable[Row], workaround: str = "off", verbose: bool = False) -> list[str]:
@@ -343,7 +348,7 @@ def terminal_lines(records: Iterable[Row], workaround: str = "off", verbose: boo
     if hidden:
         lines.append(f"({hidden} passing case(s) not listed: -v lists every case)")
     counts = Counter(r.verdict for r in rows)
-    lines.append("  ".join(f"{v}: {counts.get(v, 0)}" for v in shown_verdicts(workaround)))
+    lines.append("  ".join(f"{v}: {counts.get(v, 0)}" for v in shown_verdicts(workaround, counts)))
     return lines
 
 

@@ -48,6 +48,9 @@ class Verdict(str, enum.Enum):
     JUMBO_MTU = "jumbo-mtu"
     SUSCEPTIBLE = "susceptible"
     NOT_APPLICABLE = "not-applicable"
+    # Only with --xennet-require-applicable: a host none of whose interfaces is in scope
+    # (an AMI validated on a Nitro builder would otherwise pass with nothing checked).
+    NONE_APPLICABLE = "none-applicable"
     ERROR = "error"
 
     @property

@@ -20,4 +20,6 @@ def test_xennet_sg_mtu(xennet_judgement, xennet_workaround):
         if xennet_workaround is not None:  # dry-run
             fixes += "".join(f"\n-- dry-run, would run: {c}" for c in xennet_workaround.commands)
         pytest.fail(f"{xennet_judgement.message}\n{fixes}\n{CONTROL.remediation}", pytrace=False)
+    if xennet_judgement.verdict is Verdict.NONE_APPLICABLE:  # --xennet-require-applicable
+        pytest.fail(xennet_judgement.message, pytrace=False)
     assert xennet_judgement.verdict.mitigated, xennet_judgement

@@ -131,4 +131,28 @@ def test_only_sg_on_and_jumbo_mtu_are_mitigated():
 
 def test_the_rule_judges_states_and_knows_no_workaround():
     # "remediated" is the workaround's verdict (compliance.workaround), not a state's.
-    assert [v.value for v in Verdict] == ["sg-on", "jumbo-mtu", "susceptible", "not-applicable", "error"]
+    assert [v.value for v in Verdict] == [
+        "sg-on", "jumbo-mtu", "susceptible", "not-applicable", "none-applicable", "error"
+    ]  # fmt: skip
+
+
+def test_require_applicable_fails_a_host_with_nothing_in_scope_naming_its_drivers():
+    from compliance.cases import build_cases
+    from compliance.gather import HostResult
+    from compliance.probe import HostFacts
+
+    nitro = HostFacts("6.1", None, "Amazon EC2", "i-0abc", "/usr/sbin/ethtool", (
+        InterfaceFacts("ens5", driver="ena", mtu=9001, scatter_gather=True),
+        InterfaceFacts("docker0", virtual=True, mtu=1500, scatter_gather=True),
+    ))  # fmt: skip
+    xen = HostFacts("4.14", "xen", "Xen", None, "/sbin/ethtool", (
+        InterfaceFacts("eth0", driver="xen_netfront", mtu=1500, scatter_gather=True),
+    ))  # fmt: skip
+    results = [HostResult("builder", facts=nitro), HostResult("guest", facts=xen)]
+    assert [c.id for c in build_cases(results)] == ["builder|docker0", "builder|ens5", "guest|eth0"]
+    cases = build_cases(results, require_applicable="xen")
+    assert [c.id for c in cases] == ["builder", "builder|docker0", "builder|ens5", "guest|eth0"]
+    judgement = cases[0].judge("xen")
+    assert judgement.verdict is Verdict.NONE_APPLICABLE
+    assert judgement.message == "no interface in scope 'xen': drivers seen: ena, virtual"
+    assert cases[0].record(judgement).verdict == "none-applicable"

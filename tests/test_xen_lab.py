@@ -255,3 +255,20 @@ def test_the_lab_refuses_a_xen_nic_state_the_driver_cannot_have():
     with pytest.raises(ValueError, match="xen-netfront refuses MTU 9001 on 'eth1' while SG is off"):
         Lab([HostPlan("bad", (IfacePlan("eth0"), IfacePlan("eth1", mtu=9001, sg=False, xen=True)))])
     Lab([HostPlan("ok", (IfacePlan("eth0", mtu=9001, sg=True, xen=True), IfacePlan("eth1", mtu=9001, sg=False)))])
+
+
+@plan(HostPlan("guest", (IfacePlan("eth0", xen=True),)), HostPlan("nitro", (IfacePlan("eth0"),)))
+def test_require_applicable_fails_a_host_with_no_xen_nic(fresh_lab, tmp_path):
+    lab = fresh_lab
+    plain = run_audit(tmp_path / "plain", *default_scope(lab))
+    assert plain.returncode == 0, plain.stdout  # without the flag: nothing in scope passes vacuously
+    audit = run_audit(tmp_path / "required", *default_scope(lab), "--xennet-require-applicable")
+    assert audit.returncode == 1, audit.stdout
+    found = rows(audit, lab)
+    assert (found[("nitro", None)]["verdict"], found[("nitro", None)]["message"]) == (
+        "none-applicable", "no interface in scope 'xen': drivers seen: virtual"
+    )  # fmt: skip
+    assert found[("guest", "eth0")]["verdict"] == "sg-on" and ("guest", None) not in found
+    assert audit.summary["counts"]["none-applicable"] == 1
+    failure = next(c for c in audit.junit.iter("testcase") if c.get("classname").endswith(".(host)"))
+    assert "drivers seen: virtual" in failure.find("failure").get("message")
