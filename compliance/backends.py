@@ -208,12 +208,17 @@ def collect(proc: subprocess.Popen, stdin: bytes, deadline: float, limit: int, t
     return b"".join(streams[proc.stdout.fileno()]), b"".join(streams[proc.stderr.fileno()])
 
 
-def kill_group(proc: subprocess.Popen) -> None:
-    """SIGKILL the process and everything it started (its own session), then reap it."""
+def kill(proc: subprocess.Popen) -> None:
+    """SIGKILL the process and everything it started (its own session); safe from any thread."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """:func:`kill`, then reap the process and close its pipes (from the thread that runs it)."""
+    kill(proc)
     proc.wait()
     for stream in (proc.stdin, proc.stdout, proc.stderr):
         if stream is not None:
@@ -615,7 +620,7 @@ class SshBackend(NonInteractiveSudo, testinfra.backend.ssh.SshBackend):
         self._procs.add(proc)
         try:
             if self._closed:
-                self._kill(proc)
+                kill(proc)
             stdout, stderr = collect(proc, stdin, time.monotonic() + limit, self.max_output, self.timeout)
         except (HostTimeout, OutputLimit):
             kill_group(proc)
@@ -629,18 +634,11 @@ class SshBackend(NonInteractiveSudo, testinfra.backend.ssh.SshBackend):
             raise HostTimeout("connecting", self.timeout) if isinstance(failure, TimeoutError) else failure
         return proc.returncode, stdout, stderr
 
-    @staticmethod
-    def _kill(proc: subprocess.Popen) -> None:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
     def close(self) -> None:
         """Each command is its own ssh process: kill any still running."""
         self._closed = True
         for proc in list(self._procs):
-            self._kill(proc)
+            kill(proc)
 
 
 class LocalBackend(NonInteractiveSudo, testinfra.backend.local.LocalBackend):

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from compliance.options import DEFAULT_WORKERS
-from compliance.probe import PROBE_COMMAND, PROBE_SCRIPT, HostFacts, ProbeError, excerpt, last_line, parse_probe
+from compliance.probe import PROBE_COMMAND, PROBE_INPUT, HostFacts, ProbeError, excerpt, last_line, parse_probe
 from compliance.row import order_key
 from compliance.targets import Target
 
@@ -155,7 +155,7 @@ def probe_host(target: Target) -> HostResult:
         return HostResult(target.label, seconds=round(time.monotonic() - started, 3), **outcome)
 
     try:
-        result = target.connect().run_script(PROBE_COMMAND, PROBE_SCRIPT.encode())
+        result = target.connect().run_script(PROBE_COMMAND, PROBE_INPUT)
         try:
             facts = parse_probe(result.stdout)
         except ProbeError as exc:
@@ -198,14 +198,18 @@ def gather(
     try:
         running = {pool.submit(probe_host, t): t for t in targets}
         pending = set(running)
+        scanned = 0.0
         while pending:
             # Each backend bounds each step; this bounds the host: a user can plan with it.
+            # A scan per poll, not per finished host: a fleet's pending set is large.
             now = time.monotonic()
-            for future in pending:
-                target = running[future]
-                if target.started is not None and not target.overdue and now - target.started > host_budget(target):
-                    target.overdue = True
-                    target.close()
+            if now - scanned >= SIGNAL_POLL:
+                scanned = now
+                for future in pending:
+                    target = running[future]
+                    if target.started is not None and not target.overdue and now - target.started > host_budget(target):
+                        target.overdue = True
+                        target.close()
             # Wake up now and then: the kernel may hand SIGINT/SIGTERM to any thread, and
             # Python runs the handler only when the main thread runs again.
             done, pending = concurrent.futures.wait(

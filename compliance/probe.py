@@ -88,6 +88,7 @@ while [ "$i" -le "$k" ]; do eval "printf '%s' \"\$c$i\""; i=$((i+1)); done
 
 # The script travels on standard input: no login shell (csh and fish included) parses it.
 PROBE_COMMAND = "sh"
+PROBE_INPUT = PROBE_SCRIPT.encode()
 
 
 class ProbeError(Exception):

@@ -33,7 +33,7 @@ from typing import Any
 
 from compliance import persist
 from compliance.options import WORKAROUND_MODES
-from compliance.probe import PROBE_COMMAND, PROBE_SCRIPT, InterfaceFacts, ProbeError, excerpt, last_line, parse_probe
+from compliance.probe import PROBE_COMMAND, PROBE_INPUT, InterfaceFacts, ProbeError, excerpt, last_line, parse_probe
 from compliance.row import Row
 from compliance.rule import JUMBO_MTU, XEN_DRIVERS, Judgement, Verdict, judge
 from compliance.targets import Target
@@ -211,7 +211,7 @@ class HostSession:
 
     def read(self, name: str) -> tuple[str, InterfaceFacts]:
         """(ethtool path, the interface's facts), from the probe and its own parser."""
-        result = self.backend().run_script(PROBE_COMMAND, PROBE_SCRIPT.encode())  # through sudo when --sudo
+        result = self.backend().run_script(PROBE_COMMAND, PROBE_INPUT)  # through sudo when --sudo
         try:
             facts = parse_probe(result.stdout)
         except ProbeError as exc:

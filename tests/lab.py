@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 __all__ = [
+    "ETHTOOL_REFUSING_SG",
     "HostPlan",
     "IfacePlan",
     "Lab",
@@ -66,6 +67,16 @@ _WORKERS = 8
 _T = TypeVar("_T")
 
 
+# A fake_ethtool for a driver that keeps SG off whatever is asked (xen-netfront whose backend
+# lacks feature-sg, xennet_fix_features): -k as tests/data/ethtool/xen-sg-refused.txt, -K refused.
+ETHTOOL_REFUSING_SG = (
+    'case "$1" in\n'
+    "  -k) printf 'Features for %s:\\nscatter-gather: off\\n\\ttx-scatter-gather: off [requested on]\\n' \"$2\" ;;\n"
+    "  -K) echo 'Actual changes:'; echo 'tx-scatter-gather: off [requested on]';"
+    " echo 'Could not change any device features' >&2; exit 1 ;;\n"
+    "  *) exit 2 ;;\n"
+    "esac\n"
+)
 ETHTOOL_PATHS = ("/usr/sbin/ethtool", "/sbin/ethtool", "/usr/bin/ethtool", "/bin/ethtool")
 IP_PATHS = ("/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip")
 # xen-netfront: while SG is off, xennet_change_mtu refuses an MTU above ETH_DATA_LEN, and

@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 from tests.conftest import fresh_lab_fixture, lab_args, lab_plan, run_audit
-from tests.lab import HostPlan, IfacePlan, UserPlan, read_sg
+from tests.lab import ETHTOOL_REFUSING_SG, HostPlan, IfacePlan, UserPlan, read_sg
 
 LAB_INDEX = 2
 UDEV_RULE = "/etc/udev/rules.d/70-xennet-compliance-sg.rules"
@@ -335,14 +335,7 @@ def test_options_that_act_are_never_implied(tmp_path):
 REFUSES_SG = HostPlan(
     "nosg",
     (IfacePlan("eth0", mtu=9001), IfacePlan("eth1")),
-    fake_ethtool=(
-        'case "$1" in\n'
-        "  -k) printf 'Features for %s:\\nscatter-gather: off\\n\\ttx-scatter-gather: off [requested on]\\n' \"$2\" ;;\n"
-        "  -K) echo 'Actual changes:'; echo 'tx-scatter-gather: off [requested on]';"
-        " echo 'Could not change any device features' >&2; exit 1 ;;\n"
-        "  *) exit 2 ;;\n"
-        "esac\n"
-    ),
+    fake_ethtool=ETHTOOL_REFUSING_SG,
 )
 
 

@@ -20,7 +20,7 @@ import pytest
 
 from compliance.probe import PROBE_COMMAND, PROBE_SCRIPT, parse_probe
 from tests.conftest import fresh_lab_fixture, lab_args, lab_plan, run_audit
-from tests.lab import HostPlan, IfacePlan, Lab, LabError, read_sg
+from tests.lab import ETHTOOL_REFUSING_SG, HostPlan, IfacePlan, Lab, LabError, read_sg
 
 LAB_INDEX = 4
 UDEV_RULE = "/etc/udev/rules.d/70-xennet-compliance-sg.rules"
@@ -225,14 +225,7 @@ def test_xen_nics_couple_sg_and_mtu_and_the_workaround_keeps_to_sg(fresh_lab, tm
 NO_SG_BACKEND = HostPlan(
     "nosg",
     (IfacePlan("eth0", xen=True), IfacePlan("eth1", sg=False, xen=True)),
-    fake_ethtool=(
-        'case "$1" in\n'
-        "  -k) printf 'Features for %s:\\nscatter-gather: off\\n\\ttx-scatter-gather: off [requested on]\\n' \"$2\" ;;\n"
-        "  -K) echo 'Actual changes:'; echo 'tx-scatter-gather: off [requested on]';"
-        " echo 'Could not change any device features' >&2; exit 1 ;;\n"
-        "  *) exit 2 ;;\n"
-        "esac\n"
-    ),
+    fake_ethtool=ETHTOOL_REFUSING_SG,
 )
 
 
