@@ -105,14 +105,13 @@ class AuditPlugin:
         self.interrupted = False
         self.previous_sigterm: Any = None
         self.warnings: list[str] = []
-        self.targets: list[targets.Target] = []
-        self.paths: dict[str, Path] = {}
         self._remediator: workaround.Remediator | None = None
         self.chosen: list[targets.Target] = []
         self.started = timing.Instant()  # the run's start: JUnit's suite time is the run's wall time
         option = config.option
         base = config.invocation_params.dir
-        # From the raw options, before they are checked: a usage error still finds the old reports.
+        # From the raw options, before they are checked: a usage error still finds the old reports
+        # (once checked, the same options name the same paths).
         self.paths = report_paths(
             base,
             option.reports_dir,
@@ -145,10 +144,8 @@ class AuditPlugin:
     # ---- reports ----------------------------------------------------------
 
     def _set_report_paths(self) -> None:
+        """Point pytest's JUnit and HTML plugins at this run's paths; make sure they can be written."""
         option = self.config.option
-        self.paths = self.settings.report_paths(
-            self.config.invocation_params.dir, option.xmlpath, getattr(option, "htmlpath", None)
-        )
         option.xennet_summary = str(self.paths["summary"])
         # A --collect-only run writes no report at all, so it never clobbers a real audit's.
         if option.collectonly:
@@ -183,8 +180,8 @@ class AuditPlugin:
             local=all(t.connection == "local" for t in self.everyone),
             cases=self.cases,
             started=self.started,
+            summary_html=self.paths["summary_html"],
         )
-        reporter.summary_html = self.paths["summary_html"]
         config.pluginmanager.register(reporter, "xennet-reporter")
         # Jenkins aborts a build with SIGTERM: handle it like Ctrl-C, so reports are still written.
         if threading.current_thread() is threading.main_thread():

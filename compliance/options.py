@@ -239,10 +239,6 @@ class Settings:
             raise UsageProblem("--xennet-allow-mtu needs --xennet-workaround=dry-run or apply")
         return settings
 
-    def report_paths(self, base: Path, junitxml: str | None, html: str | None) -> dict[str, Path]:
-        """Where each report goes: an explicit path wins, else the reports directory (both relative to ``base``)."""
-        return report_paths(base, self.reports_dir, self.summary, junitxml, html, self.summary_html)
-
 
 def report_paths(
     base: Path,

@@ -396,6 +396,7 @@ class AuditReporter:
         local: bool,
         cases: Callable[[], list[Case]],
         started: Any = None,
+        summary_html: Path | None = None,
     ) -> None:
         self.config = config
         self.started = started  # a _pytest.timing.Instant at the run's start (before gathering)
@@ -404,7 +405,7 @@ class AuditReporter:
         self.records: dict[str, Row] = {}
         self.workaround = settings.workaround
         self.summary_path = summary_path
-        self.summary_html: Path | None = None  # summary.html (summary.css beside it), set by the audit plugin
+        self.summary_html = summary_html  # summary.html (summary.css beside it)
         self.local = local  # every target is this machine
         self.case_of: dict[str, Case] = {}  # nodeid -> case, from what the workers collected
         self.writers: dict[str, tuple[Path, Any]] = {}  # "junit"/"html" -> (final path, the plugin that renders it)
