@@ -269,6 +269,33 @@ def require_networkmanager() -> str | None:
     return None
 
 
+NEIGH_THRESHOLDS = tuple(Path(f"/proc/sys/net/ipv4/neigh/default/gc_thresh{i}") for i in (1, 2, 3))
+
+
+def neighbour_limits_for(hosts: int) -> tuple[int, int, int]:
+    """The ARP table limits (gc_thresh1/2/3) a lab of ``hosts`` needs on its one bridge.
+
+    The kernel's defaults (128/512/1024) are one table for the whole machine: at about
+    1,000 hosts connects fail with "neighbor table overflow".
+
+    >>> neighbour_limits_for(1000)
+    (2024, 4048, 8096)
+    """
+    base = hosts + 1024  # room for whatever else the machine talks to
+    return base, 2 * base, 4 * base
+
+
+def raise_neighbour_limits(hosts: int) -> None:
+    """Raise gc_thresh1/2/3 to what ``hosts`` need; never lower them.
+
+    Never lowered, not even back at teardown: the machine's own settings or another
+    lab running at the same time may need more than this lab.
+    """
+    for path, needed in reversed(list(zip(NEIGH_THRESHOLDS, neighbour_limits_for(hosts)))):
+        if int(path.read_text()) < needed:  # largest first: thresh1 <= thresh2 <= thresh3 holds throughout
+            path.write_text(f"{needed}\n")
+
+
 def require_root() -> str | None:
     """Return why the lab cannot run on this machine, or None if it can."""
     if os.geteuid() != 0:
@@ -587,6 +614,7 @@ class Lab:
             self._prepare_workdir()
             cleanup_prefix(self.prefix, keep=self.workdir)
             self._check_routes()
+            raise_neighbour_limits(len(self.plan))
             self._make_keys()
             self._built = True
             atexit.register(self.stop)

@@ -16,7 +16,17 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from tests.lab import HostPlan, IfacePlan, Lab, LabError, read_sg, require_root
+from tests.lab import (
+    NEIGH_THRESHOLDS,
+    HostPlan,
+    IfacePlan,
+    Lab,
+    LabError,
+    neighbour_limits_for,
+    raise_neighbour_limits,
+    read_sg,
+    require_root,
+)
 
 REASON = require_root()
 pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
@@ -414,3 +424,17 @@ def test_hang_host_still_authenticates_quickly(lab: Lab) -> None:
     with ssh(lab, "hang") as client:
         assert client.get_transport() is not None and client.get_transport().is_authenticated()
     assert time.monotonic() - start < 5
+
+
+def test_neighbour_table_fits_the_lab(lab: Lab) -> None:
+    """A 1,000-host lab overflows the default ARP table (1,024 entries); the lab raises it."""
+    got = tuple(int(p.read_text()) for p in NEIGH_THRESHOLDS)
+    assert all(g >= n for g, n in zip(got, neighbour_limits_for(len(lab.plan))))
+    assert neighbour_limits_for(1000)[2] > 2 * 1000  # room for a bench lab of 1,000 hosts
+
+
+def test_neighbour_limits_are_never_lowered(lab: Lab) -> None:
+    before = tuple(int(p.read_text()) for p in NEIGH_THRESHOLDS)
+    assert all(b > n for b, n in zip(before, neighbour_limits_for(0)))  # the lab raised them above this
+    raise_neighbour_limits(0)
+    assert tuple(int(p.read_text()) for p in NEIGH_THRESHOLDS) == before
