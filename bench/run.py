@@ -9,7 +9,8 @@ all three reports, (c) the audit with ``-n 2``, (d) a naive testinfra test
 (bench/naive_testinfra.py), serial and ``-n 2``, (e) ``ansible -m shell`` and
 ``-m raw``. Every approach runs as a child process; its CPU time and peak RSS come
 from wait4() (the process and the children it waited for). Each run must see every
-interface, or the table says so. The lab is always torn down.
+interface, or the table says so. The lab is always torn down. Its prefix and network
+(xnb, 198.18.128.0/18) can be moved with XENNET_BENCH_PREFIX / XENNET_BENCH_NETWORK.
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ from pathlib import Path
 from tests.lab import HostPlan, IfacePlan, Lab, require_root
 
 ROOT = Path(__file__).resolve().parent.parent
-PREFIX = "xnb"
-NETWORK = "198.18.128.0/18"
+# Its own lab: tests/test_lab.py and tests/conftest.py stay clear of these.
+PREFIX = os.environ.get("XENNET_BENCH_PREFIX", "xnb")
+NETWORK = os.environ.get("XENNET_BENCH_NETWORK", "198.18.128.0/18")
 STATES = (  # (eth0, eth1): four hosts cover every verdict
     (IfacePlan("eth0", 1500, True), IfacePlan("eth1", 9001, False)),
     (IfacePlan("eth0", 1500, True), IfacePlan("eth1", 1500, False)),
@@ -338,15 +340,16 @@ def run_round_robin(bench: Bench, approaches: list[Approach], hosts: int, repeat
 
 def table(rows: list[Row], floor: dict[int, Row]) -> list[str]:
     lines = [
-        "| approach | hosts | wall (median) | CPU, auditing process tree | ms/host | × floor | all interfaces seen |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "| approach | hosts | wall (median) | × floor | CPU, auditing process tree | CPU ms/host | CPU × floor "
+        "| all interfaces seen |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in rows:
-        base = floor[row.hosts].wall
+        base = floor[row.hosts]
         seen = "yes" if not row.problems else "NO: " + "; ".join(sorted(set(row.problems)))
         lines.append(
-            f"| {row.approach.title} | {row.hosts} | {row.wall:.2f} s | {row.cpu:.2f} s | "
-            f"{1000 * row.wall / row.hosts:.1f} | {row.wall / base:.2f} | {seen} |"
+            f"| {row.approach.title} | {row.hosts} | {row.wall:.2f} s | {row.wall / base.wall:.2f} | {row.cpu:.2f} s "
+            f"| {1000 * row.cpu / row.hosts:.1f} | {row.cpu / base.cpu:.2f} | {seen} |"
         )
     return lines
 
@@ -462,6 +465,7 @@ def write_results(args, started, rows, scaling, fds, deltas, size) -> list[str]:
     biggest = max(audit)
     peak_rss = max(r.maxrss_kb for r in audit[biggest].runs) / 1024
     ratio = audit[biggest].wall / floor[biggest].wall
+    cpu_ratio = audit[biggest].cpu / floor[biggest].cpu
     per_host = {
         h: 1000 * (audit[h].wall - audit[min(audit)].wall) / max(1, h - min(audit)) for h in audit if h != min(audit)
     }
@@ -498,7 +502,7 @@ def write_results(args, started, rows, scaling, fds, deltas, size) -> list[str]:
         "",
         *table(scaling, floor),
         "",
-        f"Audit at {biggest} hosts: **{ratio:.2f} × the floor**, peak RSS {peak_rss:.0f} MiB (largest process of the run).",
+        f"Audit at {biggest} hosts: **{ratio:.2f} × the floor's wall time, {cpu_ratio:.2f} × its client CPU**, peak RSS {peak_rss:.0f} MiB (largest process of the run).",
         "Marginal cost per extra host (audit): "
         + ", ".join(f"{v:.1f} ms from {min(audit)} to {h}" for h, v in per_host.items())
         + ".",
@@ -514,7 +518,7 @@ def write_results(args, started, rows, scaling, fds, deltas, size) -> list[str]:
             f"Audit vs `ansible -m shell` at {args.hosts} hosts: {by_key['e'].wall / by_key['b'].wall:.1f}× faster."
         )
         out.append("")
-    out += targets(ratio, biggest, by_key, per_host, fds, deltas, peak_rss)
+    out += targets(ratio, cpu_ratio, biggest, by_key, per_host, fds, deltas, peak_rss)
     out += NOTES
     text = "\n".join(out) + "\n"
     # bench/probe_cost.py and bench/flood_rss.py keep sections of their own in the same file.
@@ -526,14 +530,17 @@ def write_results(args, started, rows, scaling, fds, deltas, size) -> list[str]:
     return out
 
 
-def targets(ratio, biggest, by_key, per_host, fds, deltas, peak_rss) -> list[str]:
+def targets(ratio, cpu_ratio, biggest, by_key, per_host, fds, deltas, peak_rss) -> list[str]:
     """The issue's targets, each judged from this run's numbers."""
 
     def mark(ok: bool) -> str:
         return "met" if ok else "**not met**"
 
     lines = ["## Targets", "", "| target | this run | |", "|---|---|---|"]
-    lines.append(f"| audit ≤ 1.5 × floor at {biggest} hosts | {ratio:.2f} × | {mark(ratio <= 1.5)} |")
+    lines.append(
+        f"| audit's client CPU ≤ 1.3 × floor's at {biggest} hosts | {cpu_ratio:.2f} × | {mark(cpu_ratio <= 1.3)} |"
+    )
+    lines.append(f"| audit's wall time ≤ 1.2 × floor's at {biggest} hosts | {ratio:.2f} × | {mark(ratio <= 1.2)} |")
     if "b" in by_key and "e" in by_key:
         speedup = by_key["e"].wall / by_key["b"].wall
         lines.append(f"| audit ≥ 10 × faster than `ansible -m shell` | {speedup:.1f} × | {mark(speedup >= 10)} |")
