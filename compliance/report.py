@@ -18,6 +18,7 @@ import functools
 import html
 import json
 import os
+import re
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Generator, Iterable
@@ -57,6 +58,7 @@ def printable(text: Any) -> str:
 # paragraph separators, lone surrogates: never shown raw in a page, where they could reorder
 # or hide what an auditor reads.
 _INVISIBLE = frozenset(("Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"))
+_PLAIN = re.compile(r"[\x20-\x7e]*")  # printable ASCII: none of it is invisible
 
 
 def visible(text: Any) -> str:
@@ -65,7 +67,10 @@ def visible(text: Any) -> str:
     >>> visible("eth0\x1b[2J \u202etxt.exe caf\u00e9")
     'eth0\\x1b[2J \\u202etxt.exe café'
     """
-    return "".join(printable(c) if unicodedata.category(c) in _INVISIBLE else c for c in str(text))
+    text = str(text)
+    if _PLAIN.fullmatch(text):  # nearly every value: nothing to look up per character
+        return text
+    return "".join(printable(c) if unicodedata.category(c) in _INVISIBLE else c for c in text)
 
 
 def html_text(value: Any) -> str:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import unicodedata
+
+import pytest
 
 from compliance import report
 from compliance.cases import Case
@@ -104,3 +107,11 @@ def test_one_column_list_drives_pytest_html_and_the_merged_page(monkeypatch):
     page = merged_html(dict(report.summary(rows, scope="xen", target="remote", complete=True), shards=2))
     assert "<th>Verdict</th><th>Kernel</th><th>Detail</th>" in page
     assert "<td>susceptible</td><td>4.14.355</td><td>Scatter-Gather is off" in page
+
+
+@pytest.mark.parametrize("code", range(0x180))
+def test_visible_shows_every_character_as_the_slow_path_does(code: int) -> None:
+    """Plain ASCII skips the per-character lookup; every other character still gets it."""
+    char = chr(code)
+    expected = report.printable(char) if unicodedata.category(char) in report._INVISIBLE else char
+    assert report.visible(f"eth{char}0") == f"eth{expected}0"
