@@ -22,7 +22,7 @@ from _pytest import timing  # the clock LogXML times its suite with
 
 from compliance import report, shard, targets, workaround
 from compliance.cases import Case, build_cases
-from compliance.gather import GatherInterrupted, HostResult, gather
+from compliance.gather import GatherInterrupted, HostResult, gather, processes_for
 from compliance.options import Settings, UsageProblem, report_paths
 from compliance.report import AuditReporter
 from compliance.rule import Verdict
@@ -245,7 +245,8 @@ class AuditPlugin:
                 shown[0] = now
 
         try:
-            results = gather(chosen, workers=self.settings.workers, progress=progress)
+            processes = processes_for(len(chosen), self.settings.processes)
+            results = gather(chosen, workers=self.settings.workers, progress=progress, processes=processes)
         except GatherInterrupted as exc:
             self._say(f"interrupted while gathering: {len(exc.results)}/{len(chosen)} hosts finished")
             self.interrupted = True

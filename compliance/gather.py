@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
 import socket
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from compliance.options import DEFAULT_WORKERS
+from compliance.options import DEFAULT_WORKERS, HOSTS_PER_PROCESS
 from compliance.probe import PROBE_COMMAND, PROBE_INPUT, HostFacts, ProbeError, excerpt, last_line, parse_probe
 from compliance.row import order_key
 from compliance.targets import Target
@@ -181,16 +186,52 @@ def probe_host(target: Target) -> HostResult:
         target.close()
 
 
+def processes_for(hosts: int, asked: int | None, cores: int | None = None) -> int:
+    """How many processes gather ``hosts``: ``asked`` (None: auto), never more than the hosts.
+
+    Auto is one process per core, for every HOSTS_PER_PROCESS hosts: below that, a second
+    process costs more than it saves.
+
+    >>> processes_for(1000, None, cores=2), processes_for(150, None, cores=2), processes_for(1, 4)
+    (2, 1, 1)
+    """
+    if asked is None:
+        asked = min(cores or os.cpu_count() or 1, max(1, hosts // HOSTS_PER_PROCESS))
+    return max(1, min(asked, hosts))
+
+
 def gather(
     targets: Sequence[Target],
     workers: int = DEFAULT_WORKERS,
     progress: Callable[[int, int], None] | None = None,
+    processes: int = 1,
 ) -> list[HostResult]:
-    """Probe every target from a bounded thread pool; results come back sorted by host.
+    """Probe every target; results come back sorted by host, whatever the processes.
 
-    On KeyboardInterrupt (Ctrl-C, or SIGTERM turned into one) every connection is
-    closed at once and GatherInterrupted carries the hosts that finished.
+    ``workers`` hosts at a time in all, from one thread pool per process: with more than
+    one process the hosts are dealt round-robin, and each process streams its results
+    back as they come. On KeyboardInterrupt (Ctrl-C, or SIGTERM turned into one) every
+    connection is closed at once and GatherInterrupted carries the hosts that finished.
     """
+    processes = max(1, min(processes, len(targets)))
+    # fork keeps the parent's imports and settings, and is safe only while no other thread runs.
+    try:
+        if processes > 1 and threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
+            results = _gather_processes(targets, workers, progress, processes)
+        else:
+            results = _gather_threads(targets, workers, progress)
+    except GatherInterrupted as exc:
+        raise GatherInterrupted(sorted(exc.results, key=_host_order)) from None
+    return sorted(results, key=_host_order)
+
+
+def _gather_threads(
+    targets: Sequence[Target],
+    workers: int,
+    progress: Callable[[int, int], None] | None,
+    each: Callable[[Target, HostResult], None] | None = None,
+) -> list[HostResult]:
+    """One process's share: a bounded thread pool; ``each`` sees every result as it comes."""
     results: list[HostResult] = []
     if not targets:
         return results
@@ -217,15 +258,71 @@ def gather(
             )
             for future in done:
                 results.append(future.result())
+                if each is not None:
+                    each(running[future], results[-1])
                 if progress is not None:
                     progress(len(results), len(targets))
     except KeyboardInterrupt:
         pool.shutdown(wait=False, cancel_futures=True)
         for target in targets:
             target.close()
-        raise GatherInterrupted(sorted(results, key=_host_order)) from None
+        raise GatherInterrupted(results) from None
     pool.shutdown()
-    return sorted(results, key=_host_order)
+    return results
+
+
+def _gather_processes(
+    targets: Sequence[Target], workers: int, progress: Callable[[int, int], None] | None, processes: int
+) -> list[HostResult]:
+    """Deal the targets to ``processes`` forked children; collect their results as they stream in."""
+    context = multiprocessing.get_context("fork")
+    numbered = list(enumerate(targets))
+    shares = [numbered[k::processes] for k in range(processes)]
+    per_process = [len(share) * workers // len(targets) or 1 for share in shares]
+    children: list[tuple[Any, Any]] = []
+    got: dict[int, HostResult] = {}
+    try:
+        for share, threads in zip(shares, per_process):
+            reader, writer = context.Pipe(duplex=False)
+            child = context.Process(target=_child, args=(share, threads, writer), daemon=True)
+            child.start()
+            writer.close()  # the child holds it: EOF here when the child is gone
+            children.append((child, reader))
+        open_readers = [reader for _, reader in children]
+        while open_readers:
+            for ready in multiprocessing.connection.wait(open_readers, timeout=SIGNAL_POLL):
+                assert isinstance(ready, multiprocessing.connection.Connection)
+                try:
+                    index, result = ready.recv()
+                except EOFError:
+                    open_readers.remove(ready)
+                    continue
+                got[index] = result
+                if progress is not None:
+                    progress(len(got), len(targets))
+        # A child that died (OOM killer, a crash) leaves its hosts without a result: say so.
+        lost = "the gathering process died before this host was done"
+        return [got.get(i) or HostResult(t.label, error=lost, error_kind="other") for i, t in numbered]
+    except KeyboardInterrupt:
+        raise GatherInterrupted(list(got.values())) from None
+    finally:
+        for child, reader in children:
+            if child.is_alive():
+                child.terminate()  # its sockets close with it
+            child.join()
+            reader.close()
+
+
+def _child(share: list[tuple[int, Target]], workers: int, writer: Any) -> None:
+    """A gathering process: its share of the hosts, each result sent up as soon as it is known."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; it terminates us
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    index = {id(target): i for i, target in share}
+    targets = [target for _, target in share]
+    try:
+        _gather_threads(targets, workers, None, each=lambda t, r: writer.send((index[id(t)], r)))
+    finally:
+        writer.close()
 
 
 def _host_order(result: HostResult) -> Any:

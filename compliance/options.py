@@ -26,6 +26,7 @@ from compliance.rule import JUMBO_MTU, SCOPES
 from compliance.shard import Shard
 
 DEFAULT_WORKERS = 16
+HOSTS_PER_PROCESS = 100  # --xennet-processes=auto: another gathering process per this many hosts, up to the cores
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAX_OUTPUT = 4 << 20  # bytes per host: the probe prints ~1.9 KiB per interface, so ~2,000 interfaces
 DEFAULT_REPORTS_DIR = "reports"
@@ -36,6 +37,7 @@ WORKAROUND_MODES = ("off", "dry-run", "apply")
 OPTION_DEFAULTS: dict[str, Any] = {
     "xennet_scope": "xen",
     "xennet_workers": str(DEFAULT_WORKERS),
+    "xennet_processes": "auto",
     "xennet_timeout": str(int(DEFAULT_TIMEOUT)),
     "xennet_max_output": str(DEFAULT_MAX_OUTPUT),
     "reports_dir": DEFAULT_REPORTS_DIR,
@@ -69,6 +71,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=OPTION_DEFAULTS["xennet_workers"],
         metavar="N",
         help=f"hosts gathered in parallel, at least 1 (default {DEFAULT_WORKERS})",
+    )
+    add(
+        "--xennet-processes",
+        default=OPTION_DEFAULTS["xennet_processes"],
+        metavar="N",
+        help="processes that gather, sharing --xennet-workers; auto (default): one per core, "
+        f"for every {HOSTS_PER_PROCESS} hosts",
     )
     add(
         "--xennet-timeout",
@@ -186,12 +195,26 @@ def _workers(value: Any) -> int:
     return workers
 
 
+def _processes(value: Any) -> int | None:
+    """None for auto (decided per run from the hosts and the cores), else a count of at least 1."""
+    if str(value) == "auto":
+        return None
+    try:
+        processes = int(str(value))
+    except ValueError:
+        raise UsageProblem(f"--xennet-processes must be auto or a whole number, at least 1; got {value!r}") from None
+    if processes < 1:
+        raise UsageProblem(f"--xennet-processes must be auto or at least 1; got {value!r}")
+    return processes
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """The audit's own options, checked. Paths are as given (resolved by the caller)."""
 
     scope: str = "xen"
     workers: int = DEFAULT_WORKERS
+    processes: int | None = None  # None: auto
     timeout: float = DEFAULT_TIMEOUT
     max_output: int = DEFAULT_MAX_OUTPUT
     reports_dir: str = DEFAULT_REPORTS_DIR
@@ -219,6 +242,7 @@ class Settings:
         settings = cls(
             scope=_choice("--xennet-scope", option.xennet_scope, SCOPES),
             workers=_workers(option.xennet_workers),
+            processes=_processes(getattr(option, "xennet_processes", "auto")),
             timeout=_positive_seconds(option.xennet_timeout),
             max_output=_max_output(option.xennet_max_output),
             reports_dir=str(option.reports_dir),

@@ -26,6 +26,14 @@ def parallel(lab, tmp_path_factory):
     return audit
 
 
+@pytest.fixture(scope="module")
+def processes(lab, tmp_path_factory):
+    before = {name: lab.sshd_events(name) for name in lab.hosts}
+    audit = run_audit(tmp_path_factory.mktemp("processes"), *lab_args(lab), "--xennet-processes=3")
+    audit.sshd_delta = {name: tuple(a - b for a, b in zip(lab.sshd_events(name), before[name])) for name in lab.hosts}
+    return audit
+
+
 def test_every_interface_gets_its_verdict_in_summary_json(lab, serial):
     assert serial.verdicts(lab) == EXPECTED, serial.stdout
     summary = serial.summary
@@ -63,6 +71,18 @@ def test_xdist_contacts_each_host_once_with_one_command(lab, parallel):
     reachable = {name for name, host in lab.hosts.items() if host.plan.sshd}
     assert {name: parallel.sshd_delta[name] for name in reachable} == {name: (1, 1) for name in reachable}
     assert parallel.stdout.count("gathered 14 hosts") == 1
+
+
+def test_several_gathering_processes_give_the_same_results(serial, processes):
+    # Hosts dealt round-robin to 3 processes (the hung one among them) come back as one run's.
+    assert processes.summary["results"] == serial.summary["results"]
+    assert (processes.junit.get("tests"), processes.returncode) == (serial.junit.get("tests"), 1)
+    assert "gathered 14 hosts" in processes.stdout
+
+
+def test_several_gathering_processes_contact_each_host_once_with_one_command(lab, processes):
+    reachable = {name for name, host in lab.hosts.items() if host.plan.sshd}
+    assert {name: processes.sshd_delta[name] for name in reachable} == {name: (1, 1) for name in reachable}
 
 
 def test_dead_hung_and_ethtool_less_hosts_are_one_error_case_each(lab, serial):

@@ -10,6 +10,7 @@ import selectors
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -160,6 +161,8 @@ def send_to_a_thread_that_is_not_main(pid: int, sig: int) -> None:
         (signal.SIGTERM, [], False),
         (signal.SIGINT, [], False),
         (signal.SIGTERM, ["-n", "2"], False),
+        (signal.SIGTERM, ["--xennet-processes=2"], False),
+        (signal.SIGINT, ["--xennet-processes=2"], False),
         pytest.param(
             signal.SIGTERM, [], True, marks=pytest.mark.skipif(TGKILL is None, reason="tgkill number unknown")
         ),
@@ -193,6 +196,41 @@ def test_interrupted_run_still_writes_every_report(lab, tmp_path, sig, xdist, to
     assert "Traceback" not in out.split("Diagnostic Results")[-1]
     assert (tmp_path / "junit.xml").exists() and (tmp_path / "report.html").exists()
     assert "interrupted" in out
+
+
+def live_children(pid: int) -> list[int]:
+    """The process's children that are still running (not zombies waiting to be reaped)."""
+    children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    return [c for c in children if Path(f"/proc/{c}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
+
+
+def test_a_gathering_process_that_dies_leaves_its_hosts_in_error(lab, tmp_path):
+    # Two processes, one host each: the one still on the hung host is killed (as the OOM
+    # killer would); its host is an error that says so, the other keeps its verdict.
+    args = [a for a in lab_args(lab, ["sgon", "hung"]) if not a.startswith("--xennet-timeout")]
+    proc = subprocess.Popen(
+        audit_argv(tmp_path, *args, "--xennet-timeout=600", "--xennet-processes=2"),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    seen = read_until(proc, "gathering 1/2 hosts", deadline=60)
+    deadline = time.monotonic() + 10
+    while len(alive := live_children(proc.pid)) != 1 and time.monotonic() < deadline:
+        time.sleep(0.1)  # sgon's process has sent its result; it is on its way out
+    assert len(alive) == 1, alive
+    os.kill(alive[0], signal.SIGKILL)
+    out, _ = proc.communicate(timeout=60)
+    out = "".join(seen) + out
+    verdicts = {
+        r["host"]: (r["verdict"], r["message"]) for r in json.loads((tmp_path / "summary.json").read_text())["results"]
+    }
+    assert verdicts == {
+        lab.hosts["sgon"].address: ("sg-on", "Scatter-Gather is enabled on eth0. This mitigates the bug."),
+        lab.hosts["hung"].address: ("error", "the gathering process died before this host was done"),
+    }, out
+    assert proc.returncode == 1, out
 
 
 # Hosts whose ethtool prints what the suite cannot trust ($2 is the interface name).
