@@ -9,6 +9,8 @@ controller checks and gathers; workers get the facts through ``workerinput``.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import importlib.metadata
 import os
 import signal
@@ -20,7 +22,7 @@ from typing import Any
 import pytest
 from _pytest import timing  # the clock LogXML times its suite with
 
-from compliance import report, shard, targets, workaround
+from compliance import report, shard, targets, waivers, workaround
 from compliance.cases import Case, build_cases
 from compliance.gather import GatherInterrupted, HostResult, gather
 from compliance.options import Settings, UsageProblem, report_paths
@@ -29,7 +31,9 @@ from compliance.rule import Verdict
 
 RECORD = pytest.StashKey[dict]()  # this item's record
 OUTCOME = pytest.StashKey[Any]()  # this item's workaround.Outcome, when it was touched
+WAIVER = pytest.StashKey[waivers.Decision]()  # this item's waiver decision, when a waiver matched it
 WORKERINPUT_KEY = "xennet_results"
+WAIVERS_KEY = "xennet_waivers"  # workerinput: the checked waivers, so workers never read the file
 
 
 def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
@@ -107,6 +111,7 @@ class AuditPlugin:
         self.warnings: list[str] = []
         self._remediator: workaround.Remediator | None = None
         self.chosen: list[targets.Target] = []
+        self.waivers: waivers.Waivers | None = None
         self.started = timing.Instant()  # the run's start: JUnit's suite time is the run's wall time
         option = config.option
         base = config.invocation_params.dir
@@ -123,11 +128,14 @@ class AuditPlugin:
         try:
             self.settings = Settings.from_options(option)
             if self.worker:
+                data = getattr(config, "workerinput").get(WAIVERS_KEY)  # noqa: B009 - set by xdist on workers only
+                self.waivers = None if data is None else waivers.Waivers.from_dict(data)
                 return
             self._set_report_paths()
             targets.check_files(
                 option.ssh_identity_file, option.ssh_config, self.settings.known_hosts, self.settings.host_key_policy
             )
+            self.waivers = self._load_waivers()
             expansion = audit_targets(config, self.settings)
             if not expansion.targets:
                 # An empty group or inventory must not read as a clean audit.
@@ -140,6 +148,16 @@ class AuditPlugin:
             raise pytest.UsageError(str(exc)) from None
         self.everyone = expansion.targets
         self.warnings = expansion.warnings
+
+    def _load_waivers(self) -> waivers.Waivers | None:
+        """The checked waiver file; its expiries are judged against the run's start (UTC), for every case."""
+        if self.settings.waivers is None:
+            return None
+        as_of = datetime.datetime.now(datetime.timezone.utc).date()
+        try:
+            return waivers.load(self.settings.waivers, self.config.invocation_params.dir, as_of)
+        except waivers.WaiverError as exc:
+            raise UsageProblem(f"--xennet-waivers {exc}") from None
 
     # ---- reports ----------------------------------------------------------
 
@@ -181,6 +199,7 @@ class AuditPlugin:
             cases=self.cases,
             started=self.started,
             summary_html=self.paths["summary_html"],
+            waivers=self.waivers,
         )
         config.pluginmanager.register(reporter, "xennet-reporter")
         # Jenkins aborts a build with SIGTERM: handle it like Ctrl-C, so reports are still written.
@@ -267,6 +286,8 @@ class AuditPlugin:
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
         node.workerinput[WORKERINPUT_KEY] = [r.to_dict() for r in self.results]
+        if self.waivers is not None:
+            node.workerinput[WAIVERS_KEY] = self.waivers.to_dict()
 
     # ---- collection and fixtures ----------------------------------------------
 
@@ -331,12 +352,23 @@ class AuditPlugin:
         """Judge this case (then apply the workaround, if asked); a host or interface in doubt errors here, in setup."""
         judgement = xennet_case.judge(self.settings.scope)
         record = xennet_case.record(judgement)
-        if xennet_case.interface is not None:
+        waiver = self._waiver(xennet_case, judgement)
+        # An active waiver is a person's decision about this interface: the workaround leaves it alone.
+        if xennet_case.interface is not None and not (waiver is not None and waiver.active):
             outcome = self.remediator().act(xennet_case.host, xennet_case.interface, xennet_case.ethtool, judgement)
             if outcome is not None:
                 request.node.stash[OUTCOME] = outcome
                 record = workaround.apply_to_record(record, outcome)
                 judgement = outcome.judgement or judgement
+                waiver = self._waiver(xennet_case, judgement)  # a remediated interface needs no waiver
+        if waiver is not None:
+            request.node.stash[WAIVER] = waiver
+            record = dataclasses.replace(record, waiver=waiver.to_dict())
+            if waiver.active:
+                # pytest's own xfail, so that JUnit, pytest-html and the terminal show it as such. Strict, and
+                # only for the case's own failure (pytest.fail): anything else stays an error.
+                mark = pytest.mark.xfail(reason=waiver.reason(), strict=True, raises=pytest.fail.Exception)
+                request.node.add_marker(mark)
         request.node.stash[RECORD] = record.to_dict()  # the row's dict form: it travels to the xdist controller
         if judgement.verdict is Verdict.ERROR:
             # Failing in setup makes the case an error, never a pass; the cause is one line, no traceback.
@@ -345,10 +377,21 @@ class AuditPlugin:
             pytest.skip(judgement.message)
         return judgement
 
+    def _waiver(self, case: Case, judgement: Any) -> waivers.Decision | None:
+        """The waiver deciding a case: only a susceptible interface is waived; an error never is (fail closed)."""
+        if self.waivers is None or case.interface is None or judgement.verdict is not Verdict.SUSCEPTIBLE:
+            return None
+        return self.waivers.decide(case.host, case.interface.name)
+
     @pytest.fixture
     def xennet_workaround(self, xennet_judgement: Any, request: pytest.FixtureRequest) -> Any:
         """What the workaround did to this case (a workaround.Outcome), or None when untouched."""
         return request.node.stash.get(OUTCOME, None)
+
+    @pytest.fixture
+    def xennet_waiver(self, xennet_judgement: Any, request: pytest.FixtureRequest) -> waivers.Decision | None:
+        """The waiver that decides this susceptible case (active: xfail; expired: fail), or None."""
+        return request.node.stash.get(WAIVER, None)
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo) -> Any:

@@ -14,6 +14,11 @@ refused (exit status 2), never merged into a report that looks whole.
 Shards of schema 1 (0.1.x) and 2 are read; the merged summary is schema 2. A schema 1 row
 has no ``error_kind``: an error row gets the kind its (schema 1) message names.
 
+Shards audited with ``--xennet-waivers`` must have used the same file (``waivers``: its
+sha256 and count). Rows keep their ``waiver`` objects, ``counts`` its ``waived``, and
+``unmatched_waivers`` is what *no* shard matched: the intersection of the shards' lists
+(a waiver for a host of shard 2 is unmatched in every other shard).
+
 >>> kind_from_message("host key mismatch for web1"), kind_from_message("timed out (limit 10s)")
 ('host-key', 'timeout')
 """
@@ -37,7 +42,7 @@ from compliance.rule import CONTROL
 from compliance.shard import Shard
 
 # Keys that differ between shards by nature; every other key describes the run and must match.
-PER_SHARD_KEYS = ("generated", "complete", "shard", "counts", "results")
+PER_SHARD_KEYS = ("generated", "complete", "shard", "counts", "results", "unmatched_waivers")
 JUNIT_COUNTS = ("tests", "errors", "failures", "skipped")
 
 
@@ -162,10 +167,21 @@ def check(shards: Sequence[ShardReports]) -> int:
     return count
 
 
+def unmatched_everywhere(lists: Sequence[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The waivers that no shard matched: in every shard's ``unmatched_waivers`` (by their index in the file).
+
+    >>> a, b, c = ({"index": i} for i in (1, 2, 3))
+    >>> unmatched_everywhere([[a, b, c], [b, c], [a, c]])
+    [{'index': 3}]
+    """
+    common = set.intersection(*({w["index"] for w in waivers} for waivers in lists)) if lists else set()
+    return [w for w in lists[0] if w["index"] in common] if lists else []
+
+
 def merge_summary(shards: Sequence[ShardReports], generated: datetime.datetime | None = None) -> dict[str, Any]:
     rows = sorted((r for s in shards for r in s.rows), key=Row.sort_key)
-    verdicts = Counter(r.verdict for r in rows)
     keys = dict.fromkeys(k for s in shards for k in s.summary["counts"])  # each shard's zero-filled verdicts
+    waived = report.WAIVED in keys  # not a verdict: counted from the rows' waivers
     merged = dict(shards[0].summary)
     merged.update(
         schema=report.SCHEMA,
@@ -173,9 +189,11 @@ def merge_summary(shards: Sequence[ShardReports], generated: datetime.datetime |
         complete=all(s.summary.get("complete") is True for s in shards),
         shard=None,
         shards=len(shards),
-        counts={k: verdicts.get(k, 0) for k in keys} | dict(verdicts),
+        counts=report.counts_of(rows, [k for k in keys if k != report.WAIVED], waived=waived),
         results=[r.to_dict() for r in rows],
     )
+    if "unmatched_waivers" in merged:  # the shards agree on "waivers" (checked): all of them have one
+        merged["unmatched_waivers"] = unmatched_everywhere([s.summary.get("unmatched_waivers", []) for s in shards])
     return merged
 
 

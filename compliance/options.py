@@ -48,6 +48,7 @@ OPTION_DEFAULTS: dict[str, Any] = {
     "xennet_allow_mtu": False,
     "xennet_persist": False,
     "xennet_require_applicable": False,
+    "xennet_waivers": None,
 }
 
 
@@ -81,6 +82,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="a host none of whose interfaces is in scope fails (verdict none-applicable, naming the drivers it "
         "saw): for validating an image, which must be checked on a Xen instance type",
+    )
+    add(
+        "--xennet-waivers",
+        default=None,
+        metavar="FILE",
+        help="YAML file of waivers (host and interface globs, justification, expires, owner): a susceptible "
+        "interface one matches is xfail, with the justification as its reason, through its expiry date (UTC, "
+        "inclusive); after it, the case fails naming the waiver. Errors are never waived",
     )
     add(
         "--xennet-max-output",
@@ -204,6 +213,7 @@ class Settings:
     allow_mtu: bool = False
     persist: bool = False
     require_applicable: bool = False
+    waivers: str | None = None  # the waiver file, as given (read by the audit: compliance.waivers)
 
     @classmethod
     def from_options(cls, option: Any) -> Settings:
@@ -216,6 +226,9 @@ class Settings:
                 raise UsageProblem(f"--xennet-shard: {exc}") from None
         if not str(option.reports_dir or "").strip():
             raise UsageProblem("--reports-dir is empty")
+        waivers = getattr(option, "xennet_waivers", None)
+        if waivers is not None and not str(waivers).strip():
+            raise UsageProblem("--xennet-waivers is empty")
         settings = cls(
             scope=_choice("--xennet-scope", option.xennet_scope, SCOPES),
             workers=_workers(option.xennet_workers),
@@ -231,6 +244,7 @@ class Settings:
             allow_mtu=bool(option.xennet_allow_mtu),
             persist=bool(option.xennet_persist),
             require_applicable=bool(option.xennet_require_applicable),
+            waivers=waivers,
         )
         # Acting on hosts is never implied: flags that only make sense with it are refused without it.
         if settings.persist and settings.workaround != "apply":

@@ -33,6 +33,7 @@ from compliance.options import Settings
 from compliance.row import Row
 from compliance.rule import CONTROL, Judgement, Verdict
 from compliance.targets import redact
+from compliance.waivers import ACTIVE, Waivers
 from compliance.workaround import REMEDIATED, added_verdicts
 
 SCHEMA = 2  # summary.json; 2 added error_kind and natural host order (see CHANGELOG.md)
@@ -46,6 +47,7 @@ TAGS = {
     REMEDIATED: "SUCCESS",
 }
 ONE_DOT_LEADER = "\u2024"  # looks like "." but is not Jenkins' package separator
+WAIVED = "waived"  # a count, not a verdict: susceptible cases an active waiver made xfail (--xennet-waivers)
 
 
 def printable(text: Any) -> str:
@@ -82,9 +84,36 @@ def property_value(value: Any) -> str:
 
 
 def junit_properties(record: Row) -> list[tuple[str, str]]:
+    waiver = [("waiver", json.dumps(record.waiver))] if record.waiver else []
     return [(name, visible(property_value(getattr(record, name)))) for name in JUNIT_PROPERTIES] + [
-        (name, visible(value)) for name, value in workaround_properties(record)
+        (name, visible(value)) for name, value in workaround_properties(record) + waiver
     ]
+
+
+def is_waived(record: Row) -> bool:
+    """A susceptible case an active waiver made xfail."""
+    return record.verdict == Verdict.SUSCEPTIBLE.value and (record.waiver or {}).get("status") == ACTIVE
+
+
+def waiver_label(waiver: dict[str, Any]) -> str:
+    """A row's waiver, or an unmatched one, in one line: ``waiver #N (FILE:LINE, owner O, expires D)``."""
+    return f"waiver #{waiver['index']} ({waiver['source']}, owner {waiver['owner']}, expires {waiver['expires']})"
+
+
+def unmatched_waivers(waivers: Waivers, rows: Iterable[Row]) -> list[dict[str, Any]]:
+    """summary.json's ``unmatched_waivers``: those whose globs match no susceptible case of the run."""
+    susceptible = [(r.host, r.interface) for r in rows if r.verdict == Verdict.SUSCEPTIBLE.value]
+    return [w.to_dict() for w in waivers.unmatched(susceptible)]
+
+
+def counts_of(rows: Iterable[Row], shown: Iterable[str], waived: bool) -> dict[str, int]:
+    """Cases per verdict (every ``shown`` one, zeros included), then ``waived`` when waivers were given."""
+    rows = list(rows)
+    counts = Counter(r.verdict for r in rows)
+    result = {v: counts.get(v, 0) for v in shown} | dict(counts)
+    if waived:
+        result[WAIVED] = sum(map(is_waived, rows))
+    return result
 
 
 def workaround_properties(record: Row) -> list[tuple[str, str]]:
@@ -191,10 +220,11 @@ def summary(
     workaround: str = "off",
     shard: str | None = None,
     generated: datetime.datetime | None = None,
+    waivers: Waivers | None = None,
 ) -> dict[str, Any]:
     rows = sorted(records, key=Row.sort_key)
     counts = Counter(r.verdict for r in rows)
-    return {
+    data = {
         "schema": SCHEMA,
         "generated": (generated or datetime.datetime.now(datetime.timezone.utc)).isoformat(timespec="seconds"),
         "scope": scope,
@@ -203,9 +233,13 @@ def summary(
         "host_key_policy": host_key_policy,
         "workaround": workaround,
         "shard": shard,  # "K/N" for one shard of a split run (--xennet-shard), else null
-        "counts": {v: counts.get(v, 0) for v in shown_verdicts(workaround, counts)} | dict(counts),
-        "results": [r.to_dict() for r in rows],
     }
+    if waivers is not None:  # only with --xennet-waivers
+        data["waivers"] = waivers.file_info()
+        data["unmatched_waivers"] = unmatched_waivers(waivers, rows)
+    data["counts"] = counts_of(rows, shown_verdicts(workaround, counts), waived=waivers is not None)
+    data["results"] = [r.to_dict() for r in rows]
+    return data
 
 
 REPORT_WRITE_FAILED = 6  # exit status: the verdicts are known, but a report could not be written
@@ -317,12 +351,14 @@ def shown_verdicts(workaround: str = "off", found: Iterable[str] = ()) -> tuple[
     return tuple(v.value for v in Verdict if v.value not in rare) + added_verdicts(workaround)
 
 
-def terminal_lines(records: Iterable[Row], workaround: str = "off", verbose: bool = False) -> list[str]:
-    """ec2rl's ``[Diagnostic Results]`` block: a line per ``[WARN]`` and ``[ERROR]`` case, then counts.
+def terminal_lines(
+    records: Iterable[Row], workaround: str = "off", verbose: bool = False, waivers: bool = False
+) -> list[str]:
+    """ec2rl's ``[Diagnostic Results]`` block: a line per ``[WARN]``, ``[WAIVED]`` and ``[ERROR]`` case, then counts.
 
     At fleet scale the passing cases would drown the rest: their ``[SUCCESS]`` lines are
     listed only when ``verbose`` (pytest's ``-v``), or when the workaround changed something
-    there (a change to a host is always shown).
+    there (a change to a host is always shown). ``waivers``: the counts end with ``waived``.
     """
     rows = sorted(records, key=Row.sort_key)
     lines = ["----------[Diagnostic Results]----------"]
@@ -334,7 +370,14 @@ def terminal_lines(records: Iterable[Row], workaround: str = "off", verbose: boo
         if tag == "SUCCESS" and not verbose and not record.workaround:
             hidden += 1
             continue
+        if is_waived(record):
+            tag = "WAIVED"
         lines.append(f"[{tag}] {case_label(record)}: {printable(record.message)}")
+        if record.waiver:
+            state = "waived by" if tag == "WAIVED" else "expired:"
+            lines.append(
+                f"-- {state} {printable(waiver_label(record.waiver))}: {printable(record.waiver['justification'])}"
+            )
         if record.verdict == Verdict.SUSCEPTIBLE.value:
             enable, mtu = record.fixes
             lines.append(f"-- You can enable Scatter-Gather with '{printable(enable)}'")
@@ -348,7 +391,19 @@ def terminal_lines(records: Iterable[Row], workaround: str = "off", verbose: boo
     if hidden:
         lines.append(f"({hidden} passing case(s) not listed: -v lists every case)")
     counts = Counter(r.verdict for r in rows)
-    lines.append("  ".join(f"{v}: {counts.get(v, 0)}" for v in shown_verdicts(workaround, counts)))
+    shown = counts_of(rows, shown_verdicts(workaround, counts), waived=waivers)
+    lines.append("  ".join(f"{v}: {n}" for v, n in shown.items()))
+    return lines
+
+
+def unmatched_lines(unmatched: list[dict[str, Any]]) -> list[str]:
+    """The terminal's list of waivers that matched no susceptible case (a typo, a host gone, an interface fixed)."""
+    if not unmatched:
+        return []
+    lines = [f"xennet: {len(unmatched)} waiver(s) matched no susceptible case (review them):"]
+    for waiver in unmatched:
+        globs = f"host '{printable(waiver['host'])}', interface '{printable(waiver['interface'])}'"
+        lines.append(f"  {printable(waiver_label(waiver))}: {globs}")
     return lines
 
 
@@ -397,6 +452,7 @@ class AuditReporter:
         cases: Callable[[], list[Case]],
         started: Any = None,
         summary_html: Path | None = None,
+        waivers: Waivers | None = None,
     ) -> None:
         self.config = config
         self.started = started  # a _pytest.timing.Instant at the run's start (before gathering)
@@ -406,6 +462,7 @@ class AuditReporter:
         self.workaround = settings.workaround
         self.summary_path = summary_path
         self.summary_html = summary_html  # summary.html (summary.css beside it)
+        self.waivers = waivers  # --xennet-waivers, checked
         self.local = local  # every target is this machine
         self.case_of: dict[str, Case] = {}  # nodeid -> case, from what the workers collected
         self.writers: dict[str, tuple[Path, Any]] = {}  # "junit"/"html" -> (final path, the plugin that renders it)
@@ -492,6 +549,7 @@ class AuditReporter:
             host_key_policy=self.settings.host_key_policy,
             workaround=self.workaround,
             shard=str(self.settings.shard) if self.settings.shard else None,
+            waivers=self.waivers,
         )
 
     @pytest.hookimpl(trylast=True)
@@ -551,8 +609,12 @@ class AuditReporter:
 
     def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int) -> None:
         verbose = (self.config.option.verbose or 0) > 0
-        for line in terminal_lines(self.records.values(), self.workaround, verbose=verbose):
+        waivers = self.waivers is not None
+        for line in terminal_lines(self.records.values(), self.workaround, verbose=verbose, waivers=waivers):
             terminalreporter.write_line(line)
+        if self.waivers is not None and not self.config.option.collectonly:
+            for line in unmatched_lines(unmatched_waivers(self.waivers, self.records.values())):
+                terminalreporter.write_line(line, yellow=True)
         if int(exitstatus) == 2:
             terminalreporter.write_line("the run was interrupted: reports hold only what finished", red=True)
         if self.crashed:

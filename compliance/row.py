@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 _DIGITS = re.compile(r"([0-9]+)")
+OPTIONAL_KEYS = ("workaround", "waiver")  # in a row's dict only when set
 
 
 def natural(text: str) -> tuple[tuple[str, int], ...]:
@@ -63,16 +64,19 @@ class Row:
     fixes: tuple[str, ...] = ()
     kernel: str | None = None
     workaround: dict[str, Any] | None = None  # workaround.Outcome.to_dict(); absent from the dict when None
+    waiver: dict[str, Any] | None = None  # waivers.Decision.to_dict() of a susceptible case; absent when None
 
     def sort_key(self) -> tuple[Any, ...]:
         return order_key(self.host, self.interface)
 
     def to_dict(self) -> dict[str, Any]:
-        """summary.json's ``results`` entry; ``workaround`` only for a case the workaround touched."""
+        """summary.json's ``results`` entry; ``workaround`` only for a case the workaround touched, ``waiver``
+        only for a case a waiver decided."""
         data = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
         data["fixes"] = list(self.fixes)
-        if self.workaround is None:
-            del data["workaround"]
+        for key in OPTIONAL_KEYS:
+            if data[key] is None:
+                del data[key]
         return data
 
     @classmethod
@@ -81,7 +85,7 @@ class Row:
         if not isinstance(data, Mapping):
             raise ValueError(f"not a report row: {type(data).__name__}")
         names = [field.name for field in dataclasses.fields(cls)]
-        missing = [n for n in names if n not in data and n != "workaround"]
+        missing = [n for n in names if n not in data and n not in OPTIONAL_KEYS]
         unknown = [k for k in data if k not in names]
         if missing or unknown:
             raise ValueError(f"not a report row: missing {missing}, unknown {unknown}")

@@ -25,12 +25,13 @@ from typing import Any
 
 import jinja2
 
-from compliance.report import _write_text, property_value, visible, write_atomically
+from compliance.report import WAIVED, _write_text, property_value, visible, write_atomically
 from compliance.rule import CONTROL
+from compliance.waivers import ACTIVE
 
 CSS_NAME = "summary.css"
 TEMPLATE = "summary.html.j2"
-FAILING = ("error", "susceptible")  # a host with any such case is listed first
+FAILING = ("error", "susceptible")  # a host with any such case is listed first (unless a waiver made it xfail)
 # Run facts shown on the page, in this order (summary.json keys; absent ones are left out).
 FACTS = ("generated", "scope", "target", "complete", "host_key_policy", "workaround", "shard", "shards", "error")
 
@@ -63,12 +64,14 @@ def host_groups(results: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     groups: dict[str, dict[str, Any]] = {}
     for row in results:
         host = str(row.get("host"))
-        group = groups.setdefault(host, {"host": host, "rows": [], "counts": {}})
+        group = groups.setdefault(host, {"host": host, "rows": [], "counts": {}, "failing": False})
         group["rows"].append(row)
         verdict = str(row.get("verdict"))
         group["counts"][verdict] = group["counts"].get(verdict, 0) + 1
-    for group in groups.values():
-        group["failing"] = any(v in group["counts"] for v in FAILING)
+        waived = (row.get("waiver") or {}).get("status") == ACTIVE
+        if waived:
+            group["counts"][WAIVED] = group["counts"].get(WAIVED, 0) + 1
+        group["failing"] |= verdict in FAILING and not waived
     return sorted(groups.values(), key=lambda g: not g["failing"])  # stable: natural order within each part
 
 
@@ -86,6 +89,7 @@ def render(summary: dict[str, Any]) -> str:
             counts=summary.get("counts", {}),
             groups=groups,
             failing_hosts=sum(g["failing"] for g in groups),
+            unmatched_waivers=summary.get("unmatched_waivers"),
         )
     )
 

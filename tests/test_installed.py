@@ -31,6 +31,7 @@ def test_testinfra_is_upstreams(host):
     assert type(host.backend).__module__ == "testinfra.backend.local"
     assert testinfra.backend.BACKENDS["paramiko"] == "testinfra.backend.paramiko.ParamikoBackend"
     assert "compliance.audit" not in sys.modules and "paramiko" not in sys.modules
+    assert "compliance.waivers" not in sys.modules and "jsonschema" not in sys.modules
     assert host.run("true").rc == 0
 """
 
@@ -102,6 +103,23 @@ def test_console_script_ignores_the_callers_pytest_config(installed, tmp_path):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (tmp_path / "out" / "summary.json").is_file()
+
+
+def test_console_script_reads_a_waiver_file_with_the_packaged_schema(installed, tmp_path):
+    (tmp_path / "waivers.yml").write_text(
+        'waivers:\n  - {host: "nosuch*", interface: "*", justification: "j", expires: 2099-01-01, owner: "o"}\n'
+    )
+    proc = installed.run([str(installed.bin / "xennet-audit"), "--xennet-waivers", "waivers.yml"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    summary = reports_of(tmp_path)
+    assert summary["waivers"]["count"] == 1 and summary["counts"]["waived"] == 0
+    assert [w["source"] for w in summary["unmatched_waivers"]] == ["waivers.yml:2"]
+    (tmp_path / "waivers.yml").write_text("waivers:\n  - {host: a}\n")
+    proc = installed.run([str(installed.bin / "xennet-audit"), "--xennet-waivers", "waivers.yml"], cwd=tmp_path)
+    assert proc.returncode == 4 and proc.stderr.strip() == (
+        "ERROR: --xennet-waivers waivers.yml:2: waiver #1: missing key(s) 'interface', 'justification', "
+        "'expires', 'owner'"
+    )
 
 
 def test_console_script_makes_pytests_own_usage_errors_one_line_too(installed, tmp_path):

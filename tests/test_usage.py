@@ -141,6 +141,7 @@ def test_workers_must_be_at_least_one(tmp_path, value):
         ("--ssh-host-key-policy", "lax"),
         ("--xennet-workaround", "yes"),
         ("--xennet-shard", "5/4"),
+        ("--xennet-waivers", ""),
     ],
 )
 def test_other_bad_values_are_one_line_too(tmp_path, option, value):
