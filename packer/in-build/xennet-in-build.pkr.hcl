@@ -27,7 +27,7 @@ variable "ssh_username" {
 # The audit means something only on a Xen instance type: there the NIC can be xen-netfront.
 # On Nitro every NIC is ena, and --xennet-require-applicable fails the build (nothing in scope).
 # t2 and m3 always have xen-netfront NICs; c3, c4, d2, i2, m4 and r3 have them unless the AMI
-# enables the Intel 82599 VF (sriovNetSupport), which most current AMIs do (then ixgbevf).
+# enables the Intel 82599 VF (sriovNetSupport = simple; then the NIC is ixgbevf).
 # Xen types that require ENA (r4, i3, h1, g3, p2, p3, x1, m4.16xlarge) never show xen-netfront.
 variable "instance_type" {
   type    = string
