@@ -35,6 +35,9 @@ NEEDED = {
     "posh": "posh",
     # summary.html rendered as Jenkins serves it (its CSP): tests/test_summary_html_browser.py
     "chromium": "chromium",
+    # The Packer examples (packer/): validated and formatted by Packer, their scripts checked: tests/test_packer.py
+    "packer": "packer",
+    "shellcheck": "shellcheck",
 }
 # Services these packages would start (or enable for the next boot) on this machine: the
 # lab runs them only inside its namespaces.
