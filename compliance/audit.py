@@ -9,6 +9,7 @@ controller checks and gathers; workers get the facts through ``workerinput``.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import os
 import signal
@@ -20,12 +21,13 @@ from typing import Any
 import pytest
 from _pytest import timing  # the clock LogXML times its suite with
 
-from compliance import report, shard, targets, workaround
+from compliance import report, rule, shard, targets, workaround
 from compliance.cases import Case, build_cases
 from compliance.gather import GatherInterrupted, HostResult, gather
 from compliance.options import Settings, UsageProblem, report_paths
 from compliance.report import AuditReporter
-from compliance.rule import Verdict
+from compliance.row import Row
+from compliance.rule import Judgement, Verdict
 
 RECORD = pytest.StashKey[dict]()  # this item's record
 OUTCOME = pytest.StashKey[Any]()  # this item's workaround.Outcome, when it was touched
@@ -86,6 +88,17 @@ def audit_targets(config: pytest.Config, settings: Settings) -> targets.Expansio
         known_hosts=settings.known_hosts,
         host_key_policy=settings.host_key_policy,
         max_output=settings.max_output,
+    )
+
+
+def at_boot(judgement: Judgement, record: Row) -> tuple[Judgement, Row]:
+    """--xennet-require-persistent: the case's judgement and row once the next boot is judged too."""
+    found = rule.persistent(judgement, record)
+    if found is judgement:
+        return judgement, record
+    kind = "probe" if found.verdict is Verdict.ERROR else None
+    return found, dataclasses.replace(
+        record, verdict=found.verdict.value, message=found.message, fixes=found.fixes, error_kind=kind
     )
 
 
@@ -337,6 +350,8 @@ class AuditPlugin:
                 request.node.stash[OUTCOME] = outcome
                 record = workaround.apply_to_record(record, outcome)
                 judgement = outcome.judgement or judgement
+        if self.settings.require_persistent and xennet_case.interface is not None:
+            judgement, record = at_boot(judgement, record)
         request.node.stash[RECORD] = record.to_dict()  # the row's dict form: it travels to the xdist controller
         if judgement.verdict is Verdict.ERROR:
             # Failing in setup makes the case an error, never a pass; the cause is one line, no traceback.

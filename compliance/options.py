@@ -48,6 +48,7 @@ OPTION_DEFAULTS: dict[str, Any] = {
     "xennet_allow_mtu": False,
     "xennet_persist": False,
     "xennet_require_applicable": False,
+    "xennet_require_persistent": False,
 }
 
 
@@ -81,6 +82,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="a host none of whose interfaces is in scope fails (verdict none-applicable, naming the drivers it "
         "saw): for validating an image, which must be checked on a Xen instance type",
+    )
+    add(
+        "--xennet-require-persistent",
+        action="store_true",
+        help="a case passes only if it is mitigated now and at the next boot: a configuration line that turns "
+        "scatter-gather off fails it (verdict not-persistent, naming the file and line), and a boot "
+        "configuration the suite cannot read is an error",
     )
     add(
         "--xennet-max-output",
@@ -204,6 +212,7 @@ class Settings:
     allow_mtu: bool = False
     persist: bool = False
     require_applicable: bool = False
+    require_persistent: bool = False
 
     @classmethod
     def from_options(cls, option: Any) -> Settings:
@@ -231,6 +240,7 @@ class Settings:
             allow_mtu=bool(option.xennet_allow_mtu),
             persist=bool(option.xennet_persist),
             require_applicable=bool(option.xennet_require_applicable),
+            require_persistent=bool(getattr(option, "xennet_require_persistent", False)),
         )
         # Acting on hosts is never implied: flags that only make sense with it are refused without it.
         if settings.persist and settings.workaround != "apply":

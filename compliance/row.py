@@ -8,7 +8,7 @@ from an xdist worker to the controller as ``report.xennet``.
 
 >>> row = Row("web1", "eth0", driver="vif", mtu=1500, scatter_gather="off", verdict="susceptible")
 >>> list(row.to_dict())
-['host', 'interface', 'driver', 'virtual', 'mtu', 'scatter_gather', 'sg_fixed', 'verdict', 'error_kind', 'message', 'fixes', 'kernel']
+['host', 'interface', 'driver', 'virtual', 'mtu', 'scatter_gather', 'sg_fixed', 'boot_sg', 'boot_sg_source', 'boot_sg_problem', 'verdict', 'error_kind', 'message', 'fixes', 'kernel']
 >>> Row.from_dict(row.to_dict()) == row
 True
 >>> [r.interface for r in sorted([row, Row("web1", verdict="error")], key=Row.sort_key)]
@@ -25,6 +25,8 @@ from collections.abc import Mapping
 from typing import Any
 
 _DIGITS = re.compile(r"([0-9]+)")
+# Keys a row may lack: workaround (only on touched cases), and the boot_sg ones (added after 0.2.0).
+OPTIONAL_KEYS = frozenset({"workaround", "boot_sg", "boot_sg_source", "boot_sg_problem"})
 
 
 def natural(text: str) -> tuple[tuple[str, int], ...]:
@@ -57,6 +59,11 @@ class Row:
     mtu: int | None = None
     scatter_gather: str | None = None  # "on", "off", or None when unknown
     sg_fixed: bool | None = None
+    # SG at the next boot (compliance.boot), for an interface judged in scope: "on", "off",
+    # "default", or None (not read, or undetermined: then boot_sg_problem says why).
+    boot_sg: str | None = None
+    boot_sg_source: str | None = None  # file:line that decides boot_sg ("on"/"off")
+    boot_sg_problem: str | None = None
     verdict: str = ""  # a rule.Verdict value, or one the workaround adds ("remediated")
     error_kind: str | None = None  # for an error: a key of gather.ERROR_KINDS (schema 2); else None
     message: str = ""
@@ -77,11 +84,14 @@ class Row:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Row:
-        """The inverse of :meth:`to_dict`. Refuses a missing or unknown key: that is another schema."""
+        """The inverse of :meth:`to_dict`. Refuses a missing or unknown key: that is another schema.
+
+        The boot_sg keys may be missing: rows written before they were added (0.2.0) lack them.
+        """
         if not isinstance(data, Mapping):
             raise ValueError(f"not a report row: {type(data).__name__}")
         names = [field.name for field in dataclasses.fields(cls)]
-        missing = [n for n in names if n not in data and n != "workaround"]
+        missing = [n for n in names if n not in data and n not in OPTIONAL_KEYS]
         unknown = [k for k in data if k not in names]
         if missing or unknown:
             raise ValueError(f"not a report row: missing {missing}, unknown {unknown}")
