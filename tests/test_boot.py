@@ -516,3 +516,20 @@ def test_a_profile_bound_to_a_mac_address_applies_to_that_nic_only(tmp_path, add
     files = ship(tmp_path, ("nm", "nm/Test_Wired_Connection_MAC_Case", f"{NM_ETC}/Test_Wired_Connection_MAC_Case"))
     profile = boot_netcfg.read_profile(files.files[0])
     assert boot_netcfg.applies(profile, xen(address=address)) is applies
+
+
+@pytest.mark.skipif(shutil.which("busybox") is None, reason="busybox is not installed here")
+def test_busybox_awk_ships_what_this_machines_awk_ships():
+    """Minimal images (Alpine, busybox-based builders) have only busybox's awk."""
+    args = []
+    for kind in ("udev", "link", "nm", "ifcfg", "ifupdown"):
+        for sample in sorted((DATA / kind).iterdir()):
+            args += [kind, str(sample)]
+    args += ["ifcfg", "/nonexistent/ifcfg-eth9"]  # unreadable
+    runs = [
+        subprocess.run([*awk, "-v", "CAP=65536", boot.AWK_PROGRAM, *args], capture_output=True, text=True)
+        for awk in ([AWK or "awk"], ["busybox", "awk"])
+    ]
+    assert [r.returncode for r in runs] == [0, 0]
+    assert runs[0].stdout == runs[1].stdout
+    assert "unreadable\tifcfg\t/nonexistent/ifcfg-eth9" in runs[1].stdout.splitlines()
