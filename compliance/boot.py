@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import functools
+import re
 import shlex
 from collections.abc import Callable, Iterable, Sequence
 
@@ -258,6 +260,9 @@ class BootFiles:
     unreadable: tuple[tuple[str, str], ...] = ()  # (kind, path)
     udev_version: int | None = None
     problem: str | None = None
+    # Whether any line names SG at all (parse_section sets it): no line, no setting, and
+    # every interface is "default" without reading the rules for each of them.
+    touches_sg: bool = True
 
     def of(self, kind: str, runtime: bool = True) -> list[ConfFile]:
         return [f for f in self.files if f.kind == kind and (runtime or not f.runtime)]
@@ -320,12 +325,15 @@ def parse_section(lines: Iterable[str], excerpt: Callable[[str], str]) -> BootFi
     close()
     if not ended:
         problem = problem or "the boot configuration was not read to its end"
-    return BootFiles(tuple(files), tuple(unreadable), version, problem)
+    touches = any(SG_WORDS.search(text) for f in files for _, text in f.lines)
+    return BootFiles(tuple(files), tuple(unreadable), version, problem, touches)
 
 
 # --------------------------------------------------------------------------- ethtool commands
 
 SG_FEATURES = frozenset({"sg", "scatter-gather", "tx-scatter-gather"})  # ethtool's alias, long name, kernel name
+# Any way a configuration line can name SG: an ethtool word, ScatterGather=, feature-sg, offload-sg.
+SG_WORDS = re.compile(r"(?<![\w-])(?:tx-)?(?:sg|scatter-gather)(?![\w-])|ScatterGather|feature-sg|offload-(?:tx-)?s")
 SET_FEATURES = frozenset({"-K", "--features", "--offload"})
 SHELLS = frozenset({"sh", "bash", "dash", "ash", "ksh", "zsh", "busybox"})
 _SEPARATORS = frozenset({";", "&&", "||", "|", "&", "\n", "(", ")"})
@@ -340,14 +348,15 @@ class Effect:
     doubt: str | None = None  # the command touches SG, but its target or value is unknown
 
 
-def commands_in(text: str) -> list[list[str]] | None:
+@functools.lru_cache(maxsize=4096)
+def commands_in(text: str) -> tuple[tuple[str, ...], ...] | None:
     """The commands of a command line that may run ethtool (a shell's ``-c`` script included).
 
     A command whose program is a variable (``$ETHTOOL``) is kept too: it may be ethtool.
     None: the line cannot be parsed.
 
     >>> commands_in("/bin/sh -c '/sbin/ethtool -K $1 sg off; ip link' -- $name")
-    [['/sbin/ethtool', '-K', '$1', 'sg', 'off']]
+    (('/sbin/ethtool', '-K', '$1', 'sg', 'off'),)
     """
     try:
         lexer = shlex.shlex(text, posix=True, punctuation_chars=";&|()")
@@ -356,7 +365,7 @@ def commands_in(text: str) -> list[list[str]] | None:
         words = list(lexer)
     except ValueError:
         return None
-    found: list[list[str]] = []
+    found: list[tuple[str, ...]] = []
     command: list[str] = []
     for word in [*words, ";"]:
         if word not in _SEPARATORS:
@@ -367,14 +376,14 @@ def commands_in(text: str) -> list[list[str]] | None:
         if command:
             program = command[0].rsplit("/", 1)[-1]
             if program == "ethtool" or "$" in program:
-                found.append(command)
+                found.append(tuple(command))
             elif program in SHELLS and "-c" in command[:-1]:
                 inner = commands_in(command[command.index("-c") + 1])
                 if inner is None:
                     return None
                 found.extend(inner)
         command = []
-    return found
+    return tuple(found)
 
 
 def effect_of(argv: Sequence[str], targets: Callable[[str], bool | None]) -> Effect:
@@ -456,7 +465,11 @@ def evaluate(files: BootFiles, device: Device) -> Outcome:
     """SG of ``device`` at the next boot. /run does not survive a reboot: it must not decide."""
     if files.problem is not None:
         return Outcome(problem=files.problem)
+    if not files.touches_sg and not files.unreadable:
+        return Outcome()  # most hosts: nothing names SG
     now = _evaluate(files, device, runtime=True)
+    if not any(f.runtime for f in files.files) and not any(p.startswith(RUNTIME_PREFIX) for _, p in files.unreadable):
+        return now
     persistent = _evaluate(files, device, runtime=False)
     if now == persistent:
         return now

@@ -22,6 +22,7 @@ are not read.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import shlex
 from collections.abc import Sequence
@@ -50,6 +51,7 @@ def _words(value: str) -> list[str]:
         return value.split()
 
 
+@functools.lru_cache(maxsize=256)
 def parse(file: ConfFile) -> LinkFile:
     section = ""
     lists: dict[str, list[str]] = {}

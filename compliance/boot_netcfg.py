@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import functools
 import re
 import shlex
 from collections.abc import Sequence
@@ -43,6 +44,7 @@ SHELL_NO = frozenset({"no", "NO", "No", "false", "FALSE", "False", "n", "N", "f"
 _ASSIGNMENT = re.compile(r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)")
 
 
+@functools.lru_cache(maxsize=256)
 def assignments(file: ConfFile) -> dict[str, tuple[str | None, int]]:
     """``KEY=value`` lines as the shell that sources the file sees them: the last one wins.
 
@@ -289,6 +291,7 @@ def nm_ignored(path: str) -> bool:
     return name.endswith("~") or lower.endswith((".pem", ".der")) or bool(_MKSTEMP.fullmatch(name))
 
 
+@functools.lru_cache(maxsize=256)
 def read_profile(file: ConfFile) -> Profile:
     """A keyfile's shipped lines: ``[section]`` and ``key=value``; the last value of a key wins (GKeyFile)."""
     section = ""

@@ -22,6 +22,7 @@ is a problem naming the rule, never a guess.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Sequence
 
@@ -102,8 +103,10 @@ def tokens(text: str) -> tuple[Token, ...] | None:
     return tuple(found)
 
 
-def parse(file: ConfFile) -> list[Rule]:
-    """The rules of one file; a line ending in ``\\`` continues on the next one."""
+@functools.lru_cache(maxsize=256)
+def parse(file: ConfFile) -> tuple[Rule, ...]:
+    """The rules of one file; a line ending in ``\\`` continues on the next one (cached: every
+    interface of a host reads the same files)."""
     rules: list[Rule] = []
     pending: tuple[int, str] | None = None
     for number, text in file.lines:
@@ -120,7 +123,7 @@ def parse(file: ConfFile) -> list[Rule]:
     if pending is not None:
         where = f"{file.path}:{pending[0]}"
         rules.append(Rule(where, (), f"{where} is continued past the end of the file", pending[1]))
-    return rules
+    return tuple(rules)
 
 
 def ordered(files: Sequence[ConfFile]) -> list[ConfFile]:

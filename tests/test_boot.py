@@ -104,6 +104,7 @@ def test_udev_files_that_name_ethtool_only_in_comments_are_not_shipped(tmp_path)
         ("udev", "udev/84-nm-drivers.rules", f"{UDEV_LIB}/84-nm-drivers.rules"),
     )
     assert [f.name for f in files.files] == ["84-nm-drivers.rules"]
+    assert files.touches_sg is False  # nothing names SG: every interface is "default" at once
     assert all(not text.lstrip().startswith("#") for _, text in files.files[0].lines)
 
 
