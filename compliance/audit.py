@@ -22,12 +22,13 @@ from typing import Any
 import pytest
 from _pytest import timing  # the clock LogXML times its suite with
 
-from compliance import report, shard, targets, waivers, workaround
+from compliance import report, rule, shard, targets, waivers, workaround
 from compliance.cases import Case, build_cases
 from compliance.gather import GatherInterrupted, HostResult, gather, processes_for
 from compliance.options import Settings, UsageProblem, report_paths
 from compliance.report import AuditReporter
-from compliance.rule import Verdict
+from compliance.row import Row
+from compliance.rule import Judgement, Verdict
 
 RECORD = pytest.StashKey[dict]()  # this item's record
 OUTCOME = pytest.StashKey[Any]()  # this item's workaround.Outcome, when it was touched
@@ -90,6 +91,17 @@ def audit_targets(config: pytest.Config, settings: Settings) -> targets.Expansio
         known_hosts=settings.known_hosts,
         host_key_policy=settings.host_key_policy,
         max_output=settings.max_output,
+    )
+
+
+def at_boot(judgement: Judgement, record: Row) -> tuple[Judgement, Row]:
+    """--xennet-require-persistent: the case's judgement and row once the next boot is judged too."""
+    found = rule.persistent(judgement, record)
+    if found is judgement:
+        return judgement, record
+    kind = "probe" if found.verdict is Verdict.ERROR else None
+    return found, dataclasses.replace(
+        record, verdict=found.verdict.value, message=found.message, fixes=found.fixes, error_kind=kind
     )
 
 
@@ -362,6 +374,8 @@ class AuditPlugin:
                 record = workaround.apply_to_record(record, outcome)
                 judgement = outcome.judgement or judgement
                 waiver = self._waiver(xennet_case, judgement)  # a remediated interface needs no waiver
+        if self.settings.require_persistent and xennet_case.interface is not None:
+            judgement, record = at_boot(judgement, record)
         if waiver is not None:
             request.node.stash[WAIVER] = waiver
             record = dataclasses.replace(record, waiver=waiver.to_dict())

@@ -58,6 +58,8 @@ class Case:
                 fixes=judgement.fixes,
                 kernel=self.kernel,
             )
+        # The boot configuration is reported for the interfaces the rule judged (in scope, readable).
+        judged = judgement.verdict not in (Verdict.NOT_APPLICABLE, Verdict.ERROR)
         return Row(
             self.host,
             iface.name,
@@ -66,6 +68,9 @@ class Case:
             mtu=iface.mtu,
             scatter_gather=iface.sg_state,
             sg_fixed=iface.sg_fixed,
+            boot_sg=iface.boot_sg if judged else None,
+            boot_sg_source=iface.boot_sg_source if judged else None,
+            boot_sg_problem=iface.boot_sg_problem if judged else None,
             verdict=judgement.verdict.value,
             error_kind=kind,
             message=judgement.message,

@@ -51,6 +51,7 @@ OPTION_DEFAULTS: dict[str, Any] = {
     "xennet_persist": False,
     "xennet_require_applicable": False,
     "xennet_waivers": None,
+    "xennet_require_persistent": False,
 }
 
 
@@ -99,6 +100,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="YAML file of waivers (host and interface globs, justification, expires, owner): a susceptible "
         "interface one matches is xfail, with the justification as its reason, through its expiry date (UTC, "
         "inclusive); after it, the case fails naming the waiver. Errors are never waived",
+        "--xennet-require-persistent",
+        action="store_true",
+        help="a case passes only if it is mitigated now and at the next boot: a configuration line that turns "
+        "scatter-gather off fails it (verdict not-persistent, naming the file and line), and a boot "
+        "configuration the suite cannot read is an error",
     )
     add(
         "--xennet-max-output",
@@ -237,6 +243,7 @@ class Settings:
     persist: bool = False
     require_applicable: bool = False
     waivers: str | None = None  # the waiver file, as given (read by the audit: compliance.waivers)
+    require_persistent: bool = False
 
     @classmethod
     def from_options(cls, option: Any) -> Settings:
@@ -269,6 +276,7 @@ class Settings:
             persist=bool(option.xennet_persist),
             require_applicable=bool(option.xennet_require_applicable),
             waivers=waivers,
+            require_persistent=bool(getattr(option, "xennet_require_persistent", False)),
         )
         # Acting on hosts is never implied: flags that only make sense with it are refused without it.
         if settings.persist and settings.workaround != "apply":

@@ -9,7 +9,10 @@ a quoted ``"$n"`` argument.
 
 Its output is a byte protocol: ``key<TAB>value`` lines, split on ``\n`` alone (a name can
 hold any byte but ``/``, ``:``, NUL and whitespace, never a newline), and each interface's
-``ethtool -k`` output framed by ``ethtool_begin`` and ``XENNET-ETHTOOL-END`` lines. The
+``ethtool -k`` output framed by ``ethtool_begin`` and ``XENNET-ETHTOOL-END`` lines. After the
+interfaces comes the boot configuration (:mod:`compliance.boot`): the files one ``awk`` read,
+framed by ``boot_begin`` and ``XENNET-BOOT-END``, each of their lines prefixed with ``l<TAB>``
+so that no file can forge a protocol line. The
 parser reads bytes and decodes them itself: the host's locale is never asked. Anything it
 does not recognise becomes a problem, never a pass.
 
@@ -24,17 +27,20 @@ import dataclasses
 import re
 from typing import Any
 
-PROTOCOL = b"XENNET-PROBE 2"
+from compliance import boot
+
+PROTOCOL = b"XENNET-PROBE 3"
 END = b"XENNET-PROBE-END"
 ETHTOOL_END = b"XENNET-ETHTOOL-END"
+BOOT_END = b"XENNET-BOOT-END"
 EXCERPT_CHARS = 200
 
 # Names reach commands only as "$n". ethtool is looked up in PATH, then /sbin and
 # /usr/sbin, which non-root PATHs (and some sudo secure_paths) omit. The script runs on
 # every host of a fleet, often on cores that sshd shares, so it keeps to shell builtins:
-# ethtool (once per interface) and readlink (only for a NIC with a device) are its only
-# programs. Output is built in memory and printed at the end (a write per line would be
-# an SSH packet per line), in chunks of at most 32 KiB: appending to one ever-growing
+# ethtool (once per interface), readlink (only for a NIC with a device) and one awk (the boot
+# configuration) are its only programs. Output is built in memory and printed at the end (a
+# write per line would be an SSH packet per line), in chunks of at most 32 KiB: appending to one ever-growing
 # variable is quadratic, and posh, whose printf is not a builtin, cannot pass an
 # argument over 128 KiB to it. A host with a few interfaces writes once.
 PROBE_SCRIPT = r"""
@@ -43,7 +49,7 @@ nl='
 '
 tab='	'
 k=0
-out='XENNET-PROBE 2'$nl
+out='XENNET-PROBE 3'$nl
 flush() { k=$((k+1)); eval "c$k=\$out"; out=; }
 emit() { out=$out$1; if [ "${#out}" -ge 32768 ]; then flush; fi; }
 line() { emit "$1$tab$2$nl"; }
@@ -70,21 +76,70 @@ for p in /sys/class/net/*; do
     line virtual 0
     if [ -e "$p/device/driver/module" ]; then d=$(readlink -f "$p/device/driver/module" </dev/null)
     elif [ -e "$p/device/driver" ]; then d=$(readlink -f "$p/device/driver" </dev/null); fi
+    # For the boot configuration's matches: a real NIC's MAC address and type, and its device
+    # and parents as udev's KERNELS/SUBSYSTEMS/DRIVERS see them (cd -P: no program).
+    v=; read -r v 2>/dev/null < "$p/address"; line address "$v"
+    v=; read -r v 2>/dev/null < "$p/type"; line type "$v"
+    if cd -P "$p/device" 2>/dev/null; then
+      pq=$PWD; pj=0
+      while [ -n "$pq" ] && [ -e "$pq/uevent" ] && [ "$pj" -lt 16 ]; do
+        ps=; pr=
+        if [ -e "$pq/subsystem" ] && cd -P "$pq/subsystem" 2>/dev/null; then ps=${PWD##*/}; fi
+        if [ -e "$pq/driver" ] && cd -P "$pq/driver" 2>/dev/null; then pr=${PWD##*/}; fi
+        line parent "${pq##*/}$tab$ps$tab$pr"
+        pq=${pq%/*}; pj=$((pj+1))
+      done
+      cd /
+    fi
   else
     line virtual 1
   fi
   line driver "${d##*/}"
   m=; read -r m 2>/dev/null < "$p/mtu"; line mtu "$m"
+  # Renamed since the kernel named it? Then udev's KERNEL== saw another name at boot.
+  v=; read -r v 2>/dev/null < "$p/name_assign_type"; line name_assign_type "$v"
   if [ -n "$e" ]; then
     o=$("$e" -k "$n" 2>&1 </dev/null); r=$?
     emit "ethtool_rc$tab$r${nl}ethtool_begin$tab$nl$o${nl}XENNET-ETHTOOL-END$nl"
   fi
 done
+# The boot configuration: file names listed here, their relevant text read by one awk.
+ba=
+saved_ifs=$IFS; IFS=:
+for bd in $PATH /usr/bin /bin; do
+  if [ -n "$bd" ] && [ -f "$bd/awk" ] && [ -x "$bd/awk" ]; then ba=$bd/awk; break; fi
+done
+IFS=$saved_ifs
+line boot_awk "$ba"
+if [ -n "$ba" ]; then
+  set --
+  bseen=:
+  for bs in @SOURCES@; do
+    bk=${bs%%,*}; br=${bs#*,}; bd=${br%%,*}; br=${br#*,}; bx=${br%%,*}; by=${br#*,}
+    if [ -f "$bd" ]; then set -- "$@" "$bk" "$bd"; continue; fi
+    [ -d "$bd" ] || continue
+    if [ ! -r "$bd" ] || [ ! -x "$bd" ]; then set -- "$@" "x$bk" "$bd"; continue; fi
+    cd -P "$bd" 2>/dev/null || continue
+    case $bseen in *":$PWD:"*) continue ;; esac
+    bseen=$bseen$PWD:
+    for bf in "$bd/$bx"*"$by"; do
+      if [ -f "$bf" ] || [ -c "$bf" ]; then set -- "$@" "$bk" "$bf"; fi
+    done
+  done
+  cd /
+  bo=$("$ba" -v CAP=@CAP@ '@AWK@' "$@" 2>&1 </dev/null); br=$?
+  emit "boot_rc$tab$br${nl}boot_begin$tab$nl$bo${nl}XENNET-BOOT-END$nl"
+fi
 emit "XENNET-PROBE-END$nl"
 flush
 i=1
 while [ "$i" -le "$k" ]; do eval "printf '%s' \"\$c$i\""; i=$((i+1)); done
 """
+PROBE_SCRIPT = (
+    PROBE_SCRIPT.replace("@SOURCES@", " ".join(",".join(source) for source in boot.SOURCES))
+    .replace("@CAP@", str(boot.OUTPUT_CAP))
+    .replace("@AWK@", boot.AWK_PROGRAM)
+)
 
 # The script travels on standard input: no login shell (csh and fish included) parses it.
 PROBE_COMMAND = "sh"
@@ -106,6 +161,11 @@ class InterfaceFacts:
     scatter_gather: bool | None = None
     sg_fixed: bool = False
     problem: str | None = None
+    # What the host's configuration does to SG at the next boot (compliance.boot): "on", "off",
+    # "default" or None; the file:line that decides it; why it is undetermined.
+    boot_sg: str | None = None
+    boot_sg_source: str | None = None
+    boot_sg_problem: str | None = None
 
     @property
     def sg_state(self) -> str | None:
@@ -262,13 +322,55 @@ def _interface(block: dict[str, Any]) -> InterfaceFacts:
 
 
 _HOST_KEYS = (b"kernel", b"hypervisor", b"sys_vendor", b"board_asset_tag", b"ethtool")
-_IFACE_KEYS = (b"kind", b"virtual", b"driver", b"mtu", b"ethtool_rc")
+_IFACE_KEYS = (b"kind", b"virtual", b"driver", b"mtu", b"ethtool_rc", b"address", b"type", b"name_assign_type")
+_BOOT_KEYS = (b"boot_awk", b"boot_rc")
+
+
+def boot_files(section: dict[bytes, Any]) -> boot.BootFiles:
+    """The probe's boot section as files; anything amiss is the whole host's boot configuration in doubt."""
+    if b"boot_awk" not in section:
+        return boot.BootFiles(problem="the probe did not read the boot configuration")
+    if not section[b"boot_awk"]:
+        return boot.BootFiles(problem="awk not found (looked in PATH, /usr/bin and /bin): boot configuration not read")
+    lines = [text_of(raw) for raw in section.get(b"lines", [])]
+    rc = text_of(section.get(b"boot_rc", b"?"))
+    if rc != "0" or b"lines" not in section:
+        return boot.BootFiles(
+            problem=f"reading the boot configuration failed (exit {excerpt(rc)}): {excerpt(' '.join(lines))}"
+        )
+    return boot.parse_section(lines, excerpt)
+
+
+def device_of(facts: InterfaceFacts, block: dict[str, Any]) -> boot.Device:
+    """What udev and the network configuration can match this interface on."""
+    parents = []
+    for raw in block.get("parents", []):
+        kernel, _, rest = text_of(raw).partition("\t")
+        subsystem, _, driver = rest.partition("\t")
+        parents.append(boot.Level(kernel, subsystem, driver))
+    assign = text_of(block.get("name_assign_type", b""))
+    return boot.Device(
+        facts.name,
+        address=text_of(block.get("address", b"")) or None,
+        type=text_of(block.get("type", b"")) or None,
+        mtu=facts.mtu,
+        renamed=None if not assign.isdigit() else assign == "4",  # NET_NAME_RENAMED
+        parents=tuple(parents),
+        virtual=facts.virtual,
+    )
+
+
+def _with_boot(facts: InterfaceFacts, block: dict[str, Any], files: boot.BootFiles) -> InterfaceFacts:
+    if facts.problem is not None:
+        return facts
+    found = boot.evaluate(files, device_of(facts, block))
+    return dataclasses.replace(facts, boot_sg=found.state, boot_sg_source=found.source, boot_sg_problem=found.problem)
 
 
 def parse_probe(stdout: bytes) -> HostFacts:
     r"""Parse the probe's output (bytes). Raises ProbeError when the host as a whole is in doubt.
 
-    >>> out = (b"XENNET-PROBE 2\nkernel\t6.1\nhypervisor\txen\nsys_vendor\tXen\nboard_asset_tag\t\n"
+    >>> out = (b"XENNET-PROBE 3\nkernel\t6.1\nhypervisor\txen\nsys_vendor\tXen\nboard_asset_tag\t\n"
     ...        b"ethtool\t/sbin/ethtool\niface\teth\xff\nvirtual\t1\ndriver\t\nmtu\t1500\nXENNET-PROBE-END\n")
     >>> parse_probe(out).interfaces[0].name
     'eth\\xff'
@@ -283,18 +385,27 @@ def parse_probe(stdout: bytes) -> HostFacts:
     body = iter(lines[start + 1 : lines.index(END, start)])
     host: dict[bytes, bytes] = {}
     blocks: list[dict[str, Any]] = []
+    section: dict[bytes, Any] = {}  # the boot configuration, after every interface
     for raw in body:
         key, sep, value = raw.partition(b"\t")
         if not sep:
+            raise ProbeError(f"unexpected probe line: {excerpt(text_of(raw))}")
+        if section and key not in _BOOT_KEYS and key != b"boot_begin":
             raise ProbeError(f"unexpected probe line: {excerpt(text_of(raw))}")
         if key == b"iface":
             blocks.append({"iface": value})
         elif key == b"ethtool_begin" and blocks and "ethtool" not in blocks[-1] and not value:
             blocks[-1]["ethtool"] = list(_until(body, ETHTOOL_END))
+        elif key == b"parent" and blocks:
+            blocks[-1].setdefault("parents", []).append(value)
         elif key in _IFACE_KEYS and blocks and key.decode() not in blocks[-1]:
             blocks[-1][key.decode()] = value
         elif key in _HOST_KEYS and not blocks and key not in host:
             host[key] = value
+        elif key in _BOOT_KEYS and key not in section:
+            section[key] = value
+        elif key == b"boot_begin" and section and b"lines" not in section and not value:
+            section[b"lines"] = list(_until(body, BOOT_END))
         else:
             raise ProbeError(f"unexpected probe line: {excerpt(text_of(raw))}")
     missing = [k.decode() for k in _HOST_KEYS if k not in host]
@@ -305,7 +416,8 @@ def parse_probe(stdout: bytes) -> HostFacts:
     names = [b["iface"] for b in blocks]
     if len(set(names)) != len(names):
         raise ProbeError("probe output lists an interface twice")
-    interfaces = [_interface(b) for b in blocks]
+    files = boot_files(section)
+    interfaces = [_with_boot(_interface(b), b, files) for b in blocks]
     if len({i.name for i in interfaces}) != len(interfaces):
         raise ProbeError("two interface names look alike once escaped")
     return HostFacts(
@@ -324,4 +436,5 @@ def _until(lines: Any, marker: bytes) -> Any:
         if raw == marker:
             return
         yield raw
-    raise ProbeError("ethtool -k output is not closed: the probe output is truncated")
+    what = "ethtool -k output" if marker == ETHTOOL_END else "the boot configuration"
+    raise ProbeError(f"{what} is not closed: the probe output is truncated")

@@ -38,12 +38,25 @@ from compliance.waivers import ACTIVE, Waivers
 from compliance.workaround import REMEDIATED, added_verdicts
 
 SCHEMA = 2  # summary.json; 2 added error_kind and natural host order (see CHANGELOG.md)
-JUNIT_PROPERTIES = ("host", "interface", "driver", "mtu", "scatter_gather", "sg_fixed", "verdict", "kernel")
+JUNIT_PROPERTIES = (
+    "host",
+    "interface",
+    "driver",
+    "mtu",
+    "scatter_gather",
+    "sg_fixed",
+    "boot_sg",
+    "boot_sg_source",
+    "boot_sg_problem",
+    "verdict",
+    "kernel",
+)
 TAGS = {
     Verdict.SG_ON.value: "SUCCESS",
     Verdict.JUMBO_MTU.value: "SUCCESS",
     Verdict.SUSCEPTIBLE.value: "WARN",
     Verdict.NONE_APPLICABLE.value: "WARN",
+    Verdict.NOT_PERSISTENT.value: "WARN",
     Verdict.ERROR.value: "ERROR",
     REMEDIATED: "SUCCESS",
 }
@@ -156,6 +169,13 @@ def workaround_text(record: Row) -> str:
     return text + (f"; persisted: {', '.join(map(str, files))}" if files else "")
 
 
+def boot_text(record: Row) -> str:
+    """SG at the next boot, for a cell: ``off (/etc/…:3)``, ``default``, ``undetermined: why``; empty when not read."""
+    if record.boot_sg is None:
+        return f"undetermined: {record.boot_sg_problem}" if record.boot_sg_problem else ""
+    return f"{record.boot_sg} ({record.boot_sg_source})" if record.boot_sg_source else record.boot_sg
+
+
 @dataclasses.dataclass(frozen=True)
 class Column:
     """A column of the results table: pytest-html's report and the merged page are built from the same ones."""
@@ -175,6 +195,7 @@ COLUMNS = (
     Column("driver", "Driver", attrgetter("driver")),
     Column("mtu", "MTU", attrgetter("mtu")),
     Column("sg", "SG", attrgetter("scatter_gather")),
+    Column("boot", "Boot SG", boot_text),
     Column("verdict", "Verdict", attrgetter("verdict")),
 )
 # pytest-html shows a case's message as the case's own output; the merged page has no such place.
@@ -350,9 +371,10 @@ def case_label(record: Row) -> str:
 def shown_verdicts(workaround: str = "off", found: Iterable[str] = ()) -> tuple[str, ...]:
     """Verdicts every count lists: the rule's, then the workaround's (``remediated``) when it may act.
 
-    ``none-applicable`` (only --xennet-require-applicable gives it) is listed when ``found`` has it.
+    ``none-applicable`` and ``not-persistent`` (only --xennet-require-applicable and
+    --xennet-require-persistent give them) are listed when ``found`` has them.
     """
-    rare = {Verdict.NONE_APPLICABLE.value} - set(found)
+    rare = {Verdict.NONE_APPLICABLE.value, Verdict.NOT_PERSISTENT.value} - set(found)
     return tuple(v.value for v in Verdict if v.value not in rare) + added_verdicts(workaround)
 
 
@@ -387,6 +409,8 @@ def terminal_lines(
             enable, mtu = record.fixes
             lines.append(f"-- You can enable Scatter-Gather with '{printable(enable)}'")
             lines.append(f"-- You can set MTU with '{printable(mtu)}'")
+        if record.boot_sg == "off" and record.verdict != Verdict.NOT_PERSISTENT.value:
+            lines.append(f"-- at boot: {printable(boot_text(record))}")
         done = record.workaround
         if done:
             what = "would run" if done["result"] == "planned" else "ran"

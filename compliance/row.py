@@ -8,7 +8,7 @@ from an xdist worker to the controller as ``report.xennet``.
 
 >>> row = Row("web1", "eth0", driver="vif", mtu=1500, scatter_gather="off", verdict="susceptible")
 >>> list(row.to_dict())
-['host', 'interface', 'driver', 'virtual', 'mtu', 'scatter_gather', 'sg_fixed', 'verdict', 'error_kind', 'message', 'fixes', 'kernel']
+['host', 'interface', 'driver', 'virtual', 'mtu', 'scatter_gather', 'sg_fixed', 'boot_sg', 'boot_sg_source', 'boot_sg_problem', 'verdict', 'error_kind', 'message', 'fixes', 'kernel']
 >>> Row.from_dict(row.to_dict()) == row
 True
 >>> [r.interface for r in sorted([row, Row("web1", verdict="error")], key=Row.sort_key)]
@@ -25,7 +25,9 @@ from collections.abc import Mapping
 from typing import Any
 
 _DIGITS = re.compile(r"([0-9]+)")
-OPTIONAL_KEYS = ("workaround", "waiver")  # in a row's dict only when set
+SPARSE_KEYS = ("workaround", "waiver")  # in a row's dict only when set: a touched case, a waived one
+# Keys a row may lack: the sparse ones, and the boot_sg ones (rows written before 0.3.0 lack them).
+OPTIONAL_KEYS = frozenset({*SPARSE_KEYS, "boot_sg", "boot_sg_source", "boot_sg_problem"})
 
 
 def natural(text: str) -> tuple[tuple[str, int], ...]:
@@ -58,6 +60,11 @@ class Row:
     mtu: int | None = None
     scatter_gather: str | None = None  # "on", "off", or None when unknown
     sg_fixed: bool | None = None
+    # SG at the next boot (compliance.boot), for an interface judged in scope: "on", "off",
+    # "default", or None (not read, or undetermined: then boot_sg_problem says why).
+    boot_sg: str | None = None
+    boot_sg_source: str | None = None  # file:line that decides boot_sg ("on"/"off")
+    boot_sg_problem: str | None = None
     verdict: str = ""  # a rule.Verdict value, or one the workaround adds ("remediated")
     error_kind: str | None = None  # for an error: a key of gather.ERROR_KINDS (schema 2); else None
     message: str = ""
@@ -74,14 +81,17 @@ class Row:
         only for a case a waiver decided."""
         data = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
         data["fixes"] = list(self.fixes)
-        for key in OPTIONAL_KEYS:
+        for key in SPARSE_KEYS:
             if data[key] is None:
                 del data[key]
         return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Row:
-        """The inverse of :meth:`to_dict`. Refuses a missing or unknown key: that is another schema."""
+        """The inverse of :meth:`to_dict`. Refuses a missing or unknown key: that is another schema.
+
+        The boot_sg keys may be missing: rows written before they were added (0.2.0) lack them.
+        """
         if not isinstance(data, Mapping):
             raise ValueError(f"not a report row: {type(data).__name__}")
         names = [field.name for field in dataclasses.fields(cls)]

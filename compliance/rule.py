@@ -12,6 +12,7 @@ import enum
 import shlex
 
 from compliance.probe import InterfaceFacts, excerpt
+from compliance.row import Row
 
 JUMBO_MTU = 9001
 # Module name, ethtool -i's "driver: vif" (the xenbus driver), and its old alias.
@@ -51,6 +52,9 @@ class Verdict(str, enum.Enum):
     # Only with --xennet-require-applicable: a host none of whose interfaces is in scope
     # (an AMI validated on a Nitro builder would otherwise pass with nothing checked).
     NONE_APPLICABLE = "none-applicable"
+    # Only with --xennet-require-persistent: mitigated now, but the boot configuration turns SG
+    # off (or leaves it to a driver default the suite does not know).
+    NOT_PERSISTENT = "not-persistent"
     ERROR = "error"
 
     @property
@@ -96,4 +100,41 @@ def judge(iface: InterfaceFacts, scope: str = "xen") -> Judgement:
         f"Scatter-Gather is off and MTU is set below {JUMBO_MTU} on {name}. "
         "You are potentially susceptible to the bug.",
         fix_commands(iface.name),
+    )
+
+
+def persistent(judgement: Judgement, row: Row) -> Judgement:
+    """``--xennet-require-persistent``: a mitigated case must stay mitigated at the next boot.
+
+    At boot SG must be ``on`` (a configuration line turns it on), or ``default`` on
+    xen-netfront, whose driver turns SG on by itself (``xennet_create_dev``: ``NETIF_F_SG`` is in
+    ``hw_features`` and ``features |= hw_features``; only a backend without ``feature-sg`` takes
+    it away, and then it is off now too). Any other driver's default is not known here. SG
+    ``[fixed]`` on cannot be turned off. A boot state the suite could not determine is an error.
+
+    >>> on_now = Judgement(Verdict.SG_ON, "Scatter-Gather is enabled on eth0. This mitigates the bug.")
+    >>> row = Row("h", "eth0", driver="xen_netfront", scatter_gather="on", boot_sg="off", boot_sg_source="/etc/x:3")
+    >>> persistent(on_now, row).message
+    'Scatter-Gather is enabled on eth0 now, but /etc/x:3 turns it off at boot.'
+    >>> persistent(on_now, dataclasses.replace(row, boot_sg="default")).verdict
+    <Verdict.SG_ON: 'sg-on'>
+    """
+    if not judgement.verdict.mitigated or row.interface is None:
+        return judgement
+    name = excerpt(row.interface)
+    if row.sg_fixed and row.scatter_gather == "on":
+        return judgement
+    if row.boot_sg is None:
+        why = row.boot_sg_problem or "the boot configuration was not read"
+        return Judgement(Verdict.ERROR, f"cannot tell whether scatter-gather is on at boot on {name}: {why}")
+    if row.boot_sg == "on" or (row.boot_sg == "default" and row.driver in XEN_DRIVERS):
+        return judgement
+    now = "Scatter-Gather is enabled" if judgement.verdict is Verdict.SG_ON else "MTU is set to Jumbo-Frame size"
+    if row.boot_sg == "off":
+        return Judgement(Verdict.NOT_PERSISTENT, f"{now} on {name} now, but {row.boot_sg_source} turns it off at boot.")
+    driver = f"driver {excerpt(row.driver)}" if row.driver else "a virtual interface"
+    return Judgement(
+        Verdict.NOT_PERSISTENT,
+        f"{now} on {name} now, but no boot configuration turns scatter-gather on, and the default of {driver} "
+        "is not known to the suite.",
     )

@@ -26,4 +26,6 @@ def test_xennet_sg_mtu(xennet_judgement, xennet_workaround, xennet_waiver):
         pytest.fail(f"{expired}{xennet_judgement.message}\n{fixes}\n{CONTROL.remediation}", pytrace=False)
     if xennet_judgement.verdict is Verdict.NONE_APPLICABLE:  # --xennet-require-applicable
         pytest.fail(xennet_judgement.message, pytrace=False)
+    if xennet_judgement.verdict is Verdict.NOT_PERSISTENT:  # --xennet-require-persistent
+        pytest.fail(xennet_judgement.message, pytrace=False)
     assert xennet_judgement.verdict.mitigated, xennet_judgement

@@ -120,6 +120,7 @@ class Outcome:
     cause: str | None = None  # one line, when failed
     judgement: Judgement | None = None  # the rule's verdict on the final state
     remediated: bool = False  # the fix was verified by a re-read (persisting it may still fail)
+    final: InterfaceFacts | None = None  # the last read of the interface (boot_sg included), not in the reports' object
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -331,6 +332,7 @@ class Remediator:
             _, after = session.read(now.name)
             outcome.after = state(after)
             complaint = complaint_of(said)
+        outcome.final = after
         final = judge(after, self.scope)
         if not final.verdict.mitigated:
             raise WorkaroundError(f"{excerpt(now.name)} is still susceptible after the workaround: {complaint}")
@@ -340,6 +342,8 @@ class Remediator:
             if not after.scatter_gather:
                 raise WorkaroundError("MTU 9001 was set but is not persisted: only scatter-gather is")
             outcome.persisted = persist.persist(session, ethtool, now, outcome.commands, self._now)
+            # Read the boot configuration back: what the reports call boot_sg is what the host now says.
+            _, outcome.final = session.read(now.name)
 
     def _max_mtu(self, session: HostSession, name: str) -> int | None:
         result = session.sh(_IP_SCRIPT, "-d", "link", "show", "dev", name)
@@ -356,6 +360,11 @@ def apply_to_record(record: Row, outcome: Outcome) -> Row:
     changes: dict[str, Any] = {"workaround": outcome.to_dict()}
     if outcome.after is not None:
         changes.update(outcome.after)  # state()'s keys are row fields
+    final = outcome.final
+    if final is not None and (record.boot_sg is not None or record.boot_sg_problem is not None):
+        changes.update(
+            boot_sg=final.boot_sg, boot_sg_source=final.boot_sg_source, boot_sg_problem=final.boot_sg_problem
+        )
     if outcome.judgement is not None:
         changes.update(verdict=outcome.verdict, message=outcome.judgement.message, fixes=outcome.judgement.fixes)
         changes["error_kind"] = (record.error_kind or "probe") if outcome.verdict == "error" else None

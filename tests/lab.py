@@ -957,7 +957,8 @@ class Lab:
         (sys_dir / "module/xen_netfront/drivers/xen:vif").symlink_to("../../../bus/xen/drivers/vif")
         if os.path.isfile(BONDING_MASTERS):
             (class_net / "bonding_masters").write_text("")
-        attributes = sorted(set(os.listdir("/sys/class/net/lo")) - {"device", "mtu", "subsystem"})
+        # name_assign_type is the kernel's own for the Xen NIC (below); the others link to the veth's.
+        attributes = sorted(set(os.listdir("/sys/class/net/lo")) - {"device", "mtu", "subsystem", "name_assign_type"})
         xen = dict((iface.name, n) for n, iface in self._xen_ifaces(host))
         for name in ["lo", *(i.name for i in host.plan.ifaces)]:
             if name not in xen:
@@ -970,12 +971,17 @@ class Lab:
             (vif / "subsystem").symlink_to("../../bus/xen")
             (vif / "devtype").write_text("vif\n")
             (vif / "nodename").write_text(f"device/vif/{xen[name]}\n")
+            # A device's uevent: udev walks the parents that have one (KERNELS/DRIVERS==).
+            (vif / "uevent").write_text(f"DRIVER=vif\nXENBUS_TYPE=vif\nXENBUS_PATH=device/vif/{xen[name]}\n")
             (sys_dir / "bus/xen/drivers/vif" / vif.name).symlink_to(f"../../../../devices/{vif.name}")
             (netdir / "device").symlink_to("../../../" + vif.name)
             (netdir / "subsystem").symlink_to("/sys/class/net")
             (netdir / "mtu").write_text("")  # mount point of the live file
             for attr in attributes:
                 (netdir / attr).symlink_to(f"/sys/devices/virtual/net/{name}/{attr}")
+            # xen-netfront's eth%d comes from alloc_etherdev_mq: NET_NAME_ENUM, never renamed
+            # on a guest booted with net.ifnames=0 (Amazon Linux); a veth here was renamed (4).
+            (netdir / "name_assign_type").write_text("1\n")
             (class_net / name).symlink_to(netdir)
 
     def _is_xen(self, host: LabHost, iface: str) -> bool:

@@ -107,6 +107,9 @@ def test_junit_has_host_then_interface_then_check(lab, serial):
         "mtu": "1500",
         "scatter_gather": "on",
         "sg_fixed": "false",
+        "boot_sg": "default",  # nothing in this machine's configuration touches SG
+        "boot_sg_source": "",
+        "boot_sg_problem": "",
         "verdict": "sg-on",
         "kernel": props["kernel"],
     }

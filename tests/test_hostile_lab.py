@@ -29,7 +29,7 @@ PLAN = (
     HostPlan("flood", force_command="exec yes"),
     HostPlan("floodstderr", force_command="exec sh -c 'yes >&2'"),
     HostPlan("trickle", force_command="exec sh -c 'while :; do echo x; sleep 0.2; done'"),
-    HostPlan("truncated", force_command="printf 'XENNET-PROBE 2\\nkernel\\t6.1\\nhypervisor\\txen\\n'"),
+    HostPlan("truncated", force_command="printf 'XENNET-PROBE 3\\nkernel\\t6.1\\nhypervisor\\txen\\n'"),
     HostPlan("silent", silent=True),
 )
 TIMEOUT = 8  # long: the flooding hosts must be stopped by the output cap, not by the clock
@@ -73,7 +73,7 @@ def test_flooding_trickling_and_truncated_hosts_are_one_line_errors(lab, tmp_pat
         "truncated": (
             "error",
             "probe",
-            "probe output is truncated: XENNET-PROBE 2\\nkernel\\t6.1\\nhypervisor\\txen\\n",
+            "probe output is truncated: XENNET-PROBE 3\\nkernel\\t6.1\\nhypervisor\\txen\\n",
         ),
         # One wording for both backends: the phase, and the limit.
         "silent": ("error", "timeout", f"timed out connecting (limit {TIMEOUT}s)"),

@@ -94,7 +94,7 @@ def test_error_excerpts_are_bounded():
 
 
 def probe_output(*iface_blocks: str, ethtool: str = "/usr/sbin/ethtool", end: bool = True) -> bytes:
-    """A probe output (protocol 2) as the host sends it: bytes."""
+    """A probe output (protocol 3, without its boot section) as the host sends it: bytes."""
     head = [
         PROTOCOL.decode(),
         "kernel\t4.14.355-1.el7.x86_64",
@@ -121,7 +121,8 @@ def xen_iface(name="eth0", mtu="1500", rc="0", ethtool_lines=None, driver="xen_n
 
 
 def test_captured_probe_output_parses():
-    facts = parse_probe((DATA / "probe-local-virtio.txt").read_bytes())
+    # Captured with protocol 2; protocol 3 only added keys (the boot configuration among them).
+    facts = parse_probe((DATA / "probe-local-virtio.txt").read_bytes().replace(b"XENNET-PROBE 2", PROTOCOL, 1))
     assert facts.kernel == "6.18.44-fc-v669"
     assert facts.hypervisor is None and facts.ethtool == "/usr/sbin/ethtool"
     assert [(i.name, i.driver, i.virtual, i.mtu, i.scatter_gather) for i in facts.interfaces] == [

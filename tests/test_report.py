@@ -86,6 +86,7 @@ def test_html_columns_are_those_of_today():
             ("driver", "Driver"),
             ("mtu", "MTU"),
             ("sg", "SG"),
+            ("boot", "Boot SG"),
             ("verdict", "Verdict"),
         ]
     ]

@@ -17,13 +17,15 @@ from compliance.row import Row
 # summary.json's results entry, as users parse it: keys, their order and their JSON types.
 SUSCEPTIBLE_ROW_JSON = (
     '{"host": "10.0.0.5", "interface": "eth0", "driver": "vif", "virtual": false, "mtu": 1500, '
-    '"scatter_gather": "off", "sg_fixed": false, "verdict": "susceptible", "error_kind": null, '
+    '"scatter_gather": "off", "sg_fixed": false, "boot_sg": "off", "boot_sg_source": "/etc/x.rules:3", '
+    '"boot_sg_problem": null, "verdict": "susceptible", "error_kind": null, '
     '"message": "Scatter-Gather is off and MTU is set below 9001 on eth0. You are potentially susceptible to the bug.", '
     '"fixes": ["sudo ethtool -K eth0 sg on", "sudo ip link set dev eth0 mtu 9001"], "kernel": "4.14.355"}'
 )
 HOST_ROW_JSON = (
     '{"host": "web1", "interface": null, "driver": null, "virtual": null, "mtu": null, "scatter_gather": null, '
-    '"sg_fixed": null, "verdict": "error", "error_kind": "refused", "message": "connection refused", "fixes": [], '
+    '"sg_fixed": null, "boot_sg": null, "boot_sg_source": null, "boot_sg_problem": null, "verdict": "error", '
+    '"error_kind": "refused", "message": "connection refused", "fixes": [], '
     '"kernel": null}'
 )
 WORKAROUND = {
@@ -38,7 +40,10 @@ WORKAROUND = {
 
 
 def susceptible(host="10.0.0.5", name="eth0"):
-    case = Case(host, "4.14.355", InterfaceFacts(name, driver="vif", mtu=1500, scatter_gather=False))
+    facts = InterfaceFacts(
+        name, driver="vif", mtu=1500, scatter_gather=False, boot_sg="off", boot_sg_source="/etc/x.rules:3"
+    )
+    case = Case(host, "4.14.355", facts)
     return case.record(case.judge("xen"))
 
 
@@ -175,3 +180,17 @@ def test_the_merge_reads_schema_1_shards(tmp_path):
     assert merged["schema"] == 2
     assert [(r["host"], r["error_kind"]) for r in merged["results"]] == [("10.0.0.4", "refused"), ("10.0.0.10", None)]
     assert list(merged["results"][0]) == list(rows[0].to_dict())
+
+
+def test_the_merge_carries_boot_sg_and_reads_rows_written_before_it(tmp_path):
+    # 0.2.0's schema 2 rows have no boot_sg keys: read as null, written with the keys.
+    shard = write_shard(tmp_path / "s1", 1, 1, [susceptible("10.0.0.10"), susceptible("10.0.0.4")])
+    data = json.loads((shard / "summary.json").read_text())
+    for key in ("boot_sg", "boot_sg_source", "boot_sg_problem"):
+        del data["results"][0][key]
+    (shard / "summary.json").write_text(json.dumps(data))
+    merged = merge.merge(tmp_path / "out", [shard])
+    assert [(r["boot_sg"], r["boot_sg_source"]) for r in merged["results"]] == [(None, None), ("off", "/etc/x.rules:3")]
+    assert list(merged["results"][0])[7:10] == ["boot_sg", "boot_sg_source", "boot_sg_problem"]
+    assert "off (/etc/x.rules:3)" in (tmp_path / "out" / "report.html").read_text()
+    assert '<td class="boot">off (/etc/x.rules:3)</td>' in (tmp_path / "out" / "summary.html").read_text()

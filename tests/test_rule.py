@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from compliance.probe import InterfaceFacts
-from compliance.rule import JUMBO_MTU, Verdict, fix_commands, judge
+from compliance.row import Row
+from compliance.rule import JUMBO_MTU, Judgement, Verdict, fix_commands, judge, persistent
 
 
 def xen(name="eth0", **kw):
@@ -132,7 +133,7 @@ def test_only_sg_on_and_jumbo_mtu_are_mitigated():
 def test_the_rule_judges_states_and_knows_no_workaround():
     # "remediated" is the workaround's verdict (compliance.workaround), not a state's.
     assert [v.value for v in Verdict] == [
-        "sg-on", "jumbo-mtu", "susceptible", "not-applicable", "none-applicable", "error"
+        "sg-on", "jumbo-mtu", "susceptible", "not-applicable", "none-applicable", "not-persistent", "error"
     ]  # fmt: skip
 
 
@@ -156,3 +157,67 @@ def test_require_applicable_fails_a_host_with_nothing_in_scope_naming_its_driver
     assert judgement.verdict is Verdict.NONE_APPLICABLE
     assert judgement.message == "no interface in scope 'xen': drivers seen: ena, virtual"
     assert cases[0].record(judgement).verdict == "none-applicable"
+
+
+# ---- --xennet-require-persistent: mitigated now and at boot ---------------------------------
+
+SG_ON_NOW = Judgement(Verdict.SG_ON, "Scatter-Gather is enabled on eth0. This mitigates the bug.")
+JUMBO_NOW = Judgement(Verdict.JUMBO_MTU, "MTU is set to Jumbo-Frame size on eth0. This mitigates the bug.")
+
+
+def boot_row(boot_sg, driver="xen_netfront", source=None, problem=None, fixed=False):
+    return Row(
+        "h", "eth0", driver=driver, scatter_gather="on", sg_fixed=fixed,
+        boot_sg=boot_sg, boot_sg_source=source, boot_sg_problem=problem,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("now", "row", "verdict", "message"),
+    [
+        (SG_ON_NOW, boot_row("on", source="/etc/udev/rules.d/70-x.rules:2"), Verdict.SG_ON, None),
+        # xen-netfront turns SG on by itself (xennet_create_dev): its default passes.
+        (SG_ON_NOW, boot_row("default"), Verdict.SG_ON, None),
+        (
+            SG_ON_NOW,
+            boot_row("off", source="/etc/network/interfaces:7"),
+            Verdict.NOT_PERSISTENT,
+            "Scatter-Gather is enabled on eth0 now, but /etc/network/interfaces:7 turns it off at boot.",
+        ),
+        (
+            JUMBO_NOW,
+            boot_row("off", source="/etc/network/interfaces:7"),
+            Verdict.NOT_PERSISTENT,
+            "MTU is set to Jumbo-Frame size on eth0 now, but /etc/network/interfaces:7 turns it off at boot.",
+        ),
+        # Any other driver's default is not known to the suite: it fails, naming the driver.
+        (
+            SG_ON_NOW,
+            boot_row("default", driver="ena"),
+            Verdict.NOT_PERSISTENT,
+            "Scatter-Gather is enabled on eth0 now, but no boot configuration turns scatter-gather on, and the "
+            "default of driver ena is not known to the suite.",
+        ),
+        (
+            SG_ON_NOW,
+            boot_row(
+                None, problem="cannot read /etc/NetworkManager/system-connections/a (audit as root, or with --sudo)"
+            ),
+            Verdict.ERROR,
+            "cannot tell whether scatter-gather is on at boot on eth0: cannot read "
+            "/etc/NetworkManager/system-connections/a (audit as root, or with --sudo)",
+        ),
+        # SG [fixed] on: no configuration can turn it off.
+        (SG_ON_NOW, boot_row("off", driver="veth", source="/x:1", fixed=True), Verdict.SG_ON, None),
+    ],
+)
+def test_require_persistent_judges_the_next_boot(now, row, verdict, message):
+    found = persistent(now, row)
+    assert found.verdict is verdict
+    assert found.message == (message or now.message)
+
+
+@pytest.mark.parametrize("verdict", [Verdict.SUSCEPTIBLE, Verdict.ERROR, Verdict.NOT_APPLICABLE])
+def test_require_persistent_leaves_other_verdicts_alone(verdict):
+    judgement = Judgement(verdict, "as it was")
+    assert persistent(judgement, boot_row("off", source="/x:1")) is judgement

@@ -91,9 +91,9 @@ variable "xennet_audit" {
   description = "The audit command, e.g. /opt/xennet/bin/xennet-audit."
 }
 
-# More audit arguments, split on blanks, e.g. "--xennet-timeout=60". Once available
-# (boot-configuration probing, not an option yet): "--xennet-require-persistent", so that an
-# image whose configuration turns SG off at boot fails although SG is on now.
+# More audit arguments, split on blanks, e.g. "--xennet-timeout=60". For a release gate add
+# "--xennet-require-persistent --sudo": an image whose configuration turns SG off at boot then
+# fails although SG is on now (--sudo: NetworkManager keyfiles are readable by root only).
 variable "xennet_audit_args" {
   type    = string
   default = ""

@@ -82,9 +82,9 @@ esac
 mkdir -p "$reports"
 status=0
 # The suite's arguments for a freshly built instance. IdentitiesOnly: an ssh-agent's keys (a CI
-# agent's) are not offered before the instance's own key. Once available (boot-configuration
-# probing), add --xennet-require-persistent: an image whose configuration turns SG off at boot
-# then fails although SG is on now.
+# agent's) are not offered before the instance's own key. XENNET_AUDIT_ARGS may add
+# --xennet-require-persistent --sudo: an image whose configuration turns SG off at boot then
+# fails although SG is on now.
 # shellcheck disable=SC2086 # XENNET_AUDIT_ARGS is split on blanks on purpose
 "$audit" \
     "--hosts=ssh://$XENNET_USER@$XENNET_HOST:$port" \
