@@ -100,6 +100,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="YAML file of waivers (host and interface globs, justification, expires, owner): a susceptible "
         "interface one matches is xfail, with the justification as its reason, through its expiry date (UTC, "
         "inclusive); after it, the case fails naming the waiver. Errors are never waived",
+    )
+    add(
         "--xennet-require-persistent",
         action="store_true",
         help="a case passes only if it is mitigated now and at the next boot: a configuration line that turns "

@@ -31,7 +31,11 @@ from compliance.waivers import ACTIVE
 
 CSS_NAME = "summary.css"
 TEMPLATE = "summary.html.j2"
-FAILING = ("error", "susceptible", "not-persistent")  # a host with any such case is listed first (unless a waiver made it xfail)
+FAILING = (
+    "error",
+    "susceptible",
+    "not-persistent",
+)  # a host with any such case is listed first (unless a waiver made it xfail)
 # Run facts shown on the page, in this order (summary.json keys; absent ones are left out).
 FACTS = ("generated", "scope", "target", "complete", "host_key_policy", "workaround", "shard", "shards", "error")
 
