@@ -65,7 +65,10 @@ def visible(text: Any) -> str:
     >>> visible("eth0\x1b[2J \u202etxt.exe caf\u00e9")
     'eth0\\x1b[2J \\u202etxt.exe café'
     """
-    return "".join(printable(c) if unicodedata.category(c) in _INVISIBLE else c for c in str(text))
+    text = str(text)
+    if text.isascii() and text.isprintable():  # the common case, at C speed: nothing to escape
+        return text
+    return "".join(printable(c) if unicodedata.category(c) in _INVISIBLE else c for c in text)
 
 
 def html_text(value: Any) -> str:
