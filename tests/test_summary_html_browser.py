@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from compliance import summary_html
-from tests.test_summary_html import hostile_summary
+from tests.test_summary_html import Structure, hostile_summary
 
 JENKINS_CSP = "sandbox; default-src 'none'; img-src 'self'; style-src 'self';"
 CHROMIUM = "/usr/bin/chromium"
@@ -91,13 +91,14 @@ def test_the_page_renders_under_jenkins_csp(served, tmp_path):
     proc = chromium(tmp_path, "--dump-dom", url)
     assert proc.returncode == 0, proc.stderr
     dom = proc.stdout
-    assert '<span class="host-name">&lt;b&gt;h$(x)\\x1b[2J\\u202eexe.txt</span>' in dom
+    assert "<h3>&lt;b&gt;h$(x)\\x1b[2J\\u202eexe.txt</h3>" in dom
     assert "<b>" not in dom
     for verdict, count in data["counts"].items():
-        assert f'<td class="count" id="count-{verdict}">{count}</td>' in dom
-    assert dom.count('<tr class="row ') == len(data["results"])
-    hosts = [line for line in dom.splitlines() if '<section class="host ' in line]
-    assert [h.split('"')[1] for h in hosts] == ["host failing", "host failing", "host passing", "host passing"]
+        assert f'<td id="count-{verdict}">{count}</td>' in dom
+    page = Structure(dom)
+    assert [h["kind"] for h in page.hosts] == ["failing", "failing", "passing", "passing"]
+    assert sum(len(h["rows"]) for h in page.hosts) == len(data["results"])
+    assert [href for href, _ in page.index] == [f"#{h['id']}" for h in page.hosts[:2]]
     assert "/summary.html" in requested and "/summary.css" in requested  # the stylesheet is loaded, not blocked
 
 
@@ -148,6 +149,6 @@ def test_a_screenshot_shows_the_stylesheet_applied(served, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert shot.is_file() and shot.stat().st_size > 0
     colours = png_pixels(shot)
-    # summary.css: a failing host's border (#c33) and an error row's background (#fbb)
-    assert (0xCC, 0x33, 0x33) in colours and (0xFF, 0xBB, 0xBB) in colours
+    # summary.css: a failing host's border (#c33) and a failing row's background (#fdd)
+    assert (0xCC, 0x33, 0x33) in colours and (0xFF, 0xDD, 0xDD) in colours
     assert "/summary.css" in requested

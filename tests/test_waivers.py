@@ -391,12 +391,12 @@ def test_the_terminal_tags_waived_cases_and_names_expired_waivers():
 def test_summary_html_shows_waivers_and_does_not_list_a_waived_host_as_failing():
     ws = Waivers((waiver(1, host="web[12]"), waiver(2, host="<gone>")), as_of=DAY, sha256="ab")
     data = report.summary(ROWS, scope="xen", target="remote", complete=True, waivers=ws)
-    groups = {g["host"]: g for g in summary_html.host_groups(data["results"])}
-    assert (groups["web1"]["failing"], groups["web2"]["failing"], groups["web3"]["failing"]) == (False, True, True)
-    assert groups["web1"]["counts"] == {"susceptible": 1, "sg-on": 1, "waived": 1}
+    hosts = {h.name: h for h in summary_html.host_groups(data["results"])}
+    assert (hosts["web1"].failing, hosts["web2"].failing, hosts["web3"].failing) == (False, True, True)
+    assert hosts["web1"].counts == "2 cases: susceptible 1, sg-on 1, waived 1"
     page = summary_html.render(data)
-    assert '<div class="waiver waiver-active">Waived #1 (w.yml:2, ops, expires 2027-03-31): reason 1</div>' in page
-    assert '<div class="waiver waiver-expired">Expired waiver #1' in page
+    assert "; Waived: #1 (w.yml:2, ops, expires 2027-03-31): reason 1</li>" in page  # web1 passes: one line
+    assert "<dt>Expired waiver</dt><dd>#1" in page
     assert "Unmatched waivers" in page and "<code>&lt;gone&gt;</code>" in page and "<gone>" not in page
     assert 'id="count-waived">1<' in page
 
