@@ -43,6 +43,7 @@ ERROR_KINDS = {
     "probe": "the probe ran but its output, or an interface in it, cannot be judged",
     "output-limit": "the host printed more than --xennet-max-output",
     "ssh": "OpenSSH failed for another reason (its last line is the message)",
+    "bastion": "a bastion (jump host) on the way failed: refused, timed out, its host key, lost, or would not forward",
     "worker-crash": "the xdist worker running the case died",
     "interrupted": "the run was interrupted before the host was gathered",
     "other": "any other failure (the message names its type)",
@@ -82,9 +83,11 @@ def error_kind(exc: BaseException) -> str:
     """
     import paramiko
 
-    from compliance import backends
+    from compliance import backends, bastion
 
     kinds: tuple[tuple[Any, str], ...] = (
+        (bastion.BastionError, "bastion"),  # whatever its cause: the bastion is what to fix
+        (bastion.ForwardFailed, "unreachable"),
         ((backends.HostTimeout, TimeoutError, socket.timeout), "timeout"),
         (backends.OutputLimit, "output-limit"),
         ((ConnectionRefusedError, paramiko.ssh_exception.NoValidConnectionsError), "refused"),
@@ -109,8 +112,14 @@ def describe_error(exc: BaseException, target: Target, doing: str = "running the
     """
     import paramiko  # only runs that connect pay for it
 
-    from compliance import backends
+    from compliance import backends, bastion
 
+    if isinstance(exc, bastion.BastionError):
+        return f"bastion {exc.hop}: {describe_error(exc.cause, target, 'connecting')}"
+    if isinstance(exc, bastion.ConfigRefused):
+        return str(exc)  # the suite's own words, naming the file and line: whole
+    if isinstance(exc, (bastion.HopFailure, bastion.ForwardFailed)):
+        return excerpt(str(exc))  # may quote the bastion's words
     if isinstance(exc, backends.HostTimeout):
         # One wording for both backends: the phase, and the limit it ran into.
         return f"timed out {'connecting' if exc.phase == 'connecting' else doing} (limit {exc.limit:g}s)"
@@ -224,8 +233,16 @@ def gather(
         for target in targets:
             target.close()
         raise GatherInterrupted(sorted(results, key=_host_order)) from None
+    finally:
+        close_bastions(targets)
     pool.shutdown()
     return sorted(results, key=_host_order)
+
+
+def close_bastions(targets: Sequence[Target]) -> None:
+    """The run's bastion connections end with gathering: every host behind them is done."""
+    for bastions in {id(t.bastions): t.bastions for t in targets if t.bastions is not None}.values():
+        bastions.close()
 
 
 def _host_order(result: HostResult) -> Any:
