@@ -15,6 +15,7 @@ registry is left alone, so other testinfra users in the same process get upstrea
 from __future__ import annotations
 
 import dataclasses
+import errno
 import getpass
 import logging
 import math
@@ -424,6 +425,85 @@ def close_client(client: paramiko.SSHClient, timeout: float) -> None:
         transport.join(timeout)
 
 
+class ChannelSocket:
+    """A channel through a bastion, as the socket of the SSH connection inside it.
+
+    paramiko builds a packet for a channel, then sends it without holding the channel's lock;
+    reading from a channel can send a window adjustment too. A host's connection closing its
+    channel while another thread writes could thus put data on the wire after the close, and
+    OpenSSH answers that by dropping the whole bastion connection ("data packet referred to
+    nonexistent channel"), every host on it with it: seen at 200 hosts. Here closing waits for
+    the read or write in progress, and none starts after it.
+    """
+
+    def __init__(self, chan: paramiko.Channel, peer: tuple[str, int]):
+        self._chan = chan
+        self._peer = peer
+        self._timeout: float | None = None
+        self._cond = threading.Condition()
+        self._busy = 0
+        self._closing = False
+        self._ready = chan.fileno()  # readable when data, or the end, is waiting
+
+    def settimeout(self, timeout: float | None) -> None:
+        self._timeout = timeout
+        self._chan.settimeout(timeout)
+
+    def gettimeout(self) -> float | None:
+        return self._timeout
+
+    def getpeername(self) -> tuple[str, int]:
+        return self._peer
+
+    @property
+    def _closed(self) -> bool:  # paramiko's Transport looks at it, as at a socket's
+        return self._closing or self._chan.closed
+
+    def _enter(self) -> bool:
+        with self._cond:
+            if self._closing:
+                return False
+            self._busy += 1
+            return True
+
+    def _leave(self) -> None:
+        with self._cond:
+            self._busy -= 1
+            if not self._busy:
+                self._cond.notify_all()
+
+    def send(self, data: bytes) -> int:
+        if not self._enter():
+            raise OSError(errno.EBADF, "Socket is closed")  # paramiko reads (errno, text)
+        try:
+            return self._chan.send(data)
+        finally:
+            self._leave()
+
+    def recv(self, size: int) -> bytes:
+        # Closed, it reads as the end of the stream (as a shut socket does), quietly.
+        try:
+            # Wait outside the busy section: a reader waiting for data must not hold up a close.
+            ready = self._closing or bool(select.select([self._ready], [], [], self._timeout)[0])
+        except (OSError, ValueError):  # closed (and its descriptor gone) meanwhile
+            return b""
+        if not ready:
+            raise socket.timeout()
+        if not self._enter():
+            return b""
+        try:
+            return self._chan.recv(size)
+        finally:
+            self._leave()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closing = True
+            while self._busy:
+                self._cond.wait()
+        self._chan.close()
+
+
 @dataclasses.dataclass(frozen=True)
 class HopPlan:
     """How paramiko reaches one bastion of a chain: from its ProxyJump element and its ssh_config."""
@@ -451,7 +531,7 @@ class ParamikoHop:
         transport = self.client.get_transport()
         return transport is not None and transport.is_active()
 
-    def open(self, dest: tuple[str, int], shared: Shared) -> tuple[paramiko.Channel, Callable[[], None]]:
+    def open(self, dest: tuple[str, int], shared: Shared) -> tuple[ChannelSocket, Callable[[], None]]:
         """A channel to ``dest`` through this bastion, and the function that frees its slot."""
         if not self._slots.acquire(timeout=self.timeout):
             raise HostTimeout("connecting", self.timeout)
@@ -467,7 +547,8 @@ class ParamikoHop:
         try:
             if transport is None:
                 raise paramiko.SSHException("SSH session not active")
-            return transport.open_channel("direct-tcpip", dest, ("127.0.0.1", 0), timeout=self.timeout), release
+            chan = transport.open_channel("direct-tcpip", dest, ("127.0.0.1", 0), timeout=self.timeout)
+            return ChannelSocket(chan, dest), release
         except paramiko.ChannelException as exc:
             release()
             if exc.code == paramiko.common.OPEN_FAILED_CONNECT_FAILED:
@@ -809,7 +890,7 @@ class ParamikoBackend(NonInteractiveSudo, testinfra.backend.paramiko.ParamikoBac
         self._closed = True
         connecting = self.__dict__.pop("_connecting", None)
         _shut(connecting)
-        if isinstance(connecting, paramiko.Channel):
+        if isinstance(connecting, ChannelSocket):
             connecting.close()  # a host behind a bastion: its channel is its socket
         client = self.__dict__.pop("client", None)
         if client is not None:

@@ -37,7 +37,7 @@ ERROR_KINDS = {
     "timeout": "the host did not answer in time (connecting, or running the probe)",
     "auth": "the host refused every credential offered",
     "host-key": "the host key is not the recorded one, or is not recorded",
-    "unreachable": "no route to the host, or the network is down",
+    "unreachable": "no route to the host, or the network is down, or a bastion cannot connect to it",
     "dns": "the host name does not resolve",
     "sudo": "sudo wants a password, or refuses the user",
     "probe": "the probe ran but its output, or an interface in it, cannot be judged",

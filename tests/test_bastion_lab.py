@@ -12,6 +12,7 @@ import os
 import socket
 import stat
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -48,6 +49,9 @@ PLAN = (
     HostPlan("muted2", behind="mute"),
     HostPlan("gate", sshd_options=("AllowTcpForwarding no",)),
     HostPlan("fenced", behind="gate"),
+    # Full as soon as one connection has not logged in yet.
+    HostPlan("crowded", sshd_options=("MaxStartups 1:100:1",)),
+    HostPlan("crowd", behind="crowded"),
 )
 VERDICT = {0: "sg-on", 1: "susceptible", 2: "jumbo-mtu"}
 
@@ -114,7 +118,7 @@ def logins(lab, names):
 
 
 def control_dirs():
-    return set(glob.glob("/tmp/xennet-ssh-*"))
+    return set(glob.glob(os.path.join(tempfile.gettempdir(), "xennet-ssh-*")))
 
 
 def masters_running():
@@ -275,6 +279,25 @@ def test_a_bastion_that_will_not_forward_is_named(lab, tmp_path, home, scheme):
         f"bastion root@{addr(lab, 'gate')}: refused to forward to {addr(lab, 'fenced')}:22: administratively "
         "prohibited (see its AllowTcpForwarding and PermitOpen)",
     )
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_a_bastion_past_its_maxstartups_is_named(lab, tmp_path, home, scheme):
+    extra = f"--ssh-extra-args=-o ProxyJump=root@{addr(lab, 'crowded')}"
+    log = lab.sshd_log("crowded")
+    seen = log.read_text().count("Connection from ")
+    # Someone else's connection that has not logged in (it never speaks) fills the bastion.
+    with socket.create_connection((addr(lab, "crowded"), 22), timeout=5):
+        deadline = time.monotonic() + 30
+        while log.read_text().count("Connection from ") == seen and time.monotonic() < deadline:
+            time.sleep(0.05)  # until sshd has it
+        row = rows(lab, audit(lab, tmp_path, home, ["crowd"], scheme, extra))["crowd"]
+    assert (row["error_kind"], row["message"]) == (
+        "bastion",
+        f"bastion root@{addr(lab, 'crowded')}: closed the connection during the SSH handshake "
+        "(its MaxStartups may be reached)",
+    )
+    assert "past MaxStartups" in lab.sshd_log("crowded").read_text()
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
