@@ -531,6 +531,14 @@ class ParamikoHop:
         transport = self.client.get_transport()
         return transport is not None and transport.is_active()
 
+    def dies_within(self, seconds: float) -> bool:
+        """True if the connection is gone, or goes within ``seconds`` (a host saw its channel end:
+        paramiko ends a dying connection's channels before it marks the connection inactive)."""
+        transport = self.client.get_transport()
+        if transport is not None and transport.is_alive() and transport is not threading.current_thread():
+            transport.join(seconds)
+        return not self.alive()
+
     def open(self, dest: tuple[str, int], shared: Shared) -> tuple[ChannelSocket, Callable[[], None]]:
         """A channel to ``dest`` through this bastion, and the function that frees its slot."""
         if not self._slots.acquire(timeout=self.timeout):
@@ -695,6 +703,13 @@ class ParamikoBackend(NonInteractiveSudo, testinfra.backend.paramiko.ParamikoBac
             client.close()
             self._blame_bastion()
             raise HostTimeout("connecting", self.timeout) from None
+        except (EOFError, OSError, paramiko.SSHException) as exc:
+            client.close()
+            # The connection ended under the handshake; refused keys and credentials are the host's.
+            self._blame_bastion(
+                ended=not isinstance(exc, (paramiko.AuthenticationException, paramiko.BadHostKeyException))
+            )
+            raise
         except BaseException:
             client.close()
             self._blame_bastion()
@@ -806,9 +821,14 @@ class ParamikoBackend(NonInteractiveSudo, testinfra.backend.paramiko.ParamikoBac
             raise
         return ParamikoHop(client, self.timeout, release)
 
-    def _blame_bastion(self) -> None:
-        """When this host's bastion has died, that is the cause (BastionError), whatever the symptom here."""
-        if self._bastion is not None:
+    def _blame_bastion(self, ended: bool = False) -> None:
+        """When this host's bastion has died, that is the cause (BastionError), whatever the symptom
+        here. ``ended``: this host's connection ended under it; if the bastion's goes too, within a
+        second, it went first."""
+        if self._bastion is None:
+            return
+        hop = self._bastion.get(self.timeout)  # raises if the bastion is known gone
+        if ended and hop.dies_within(1.0):
             self._bastion.check()
 
     def _connect_socket(self, hostname: str, port: int) -> socket.socket:
@@ -826,11 +846,14 @@ class ParamikoBackend(NonInteractiveSudo, testinfra.backend.paramiko.ParamikoBac
             rc, stdout, stderr = self._exec_once(command, stdin)
         except (BastionError, ForwardFailed, OutputLimit):
             raise
-        except Exception:
+        except HostTimeout:
             self._blame_bastion()
             raise
+        except Exception:
+            self._blame_bastion(ended=True)
+            raise
         if rc == -1:  # the channel closed without an exit status: the connection ended
-            self._blame_bastion()
+            self._blame_bastion(ended=True)
         return rc, stdout, stderr
 
     def _exec_once(self, command: bytes, stdin: bytes) -> tuple[int, bytes, bytes]:
@@ -970,20 +993,9 @@ class OpenSshMaster:
                 start_new_session=True,
             )
         # ProxyCommand=false: should the socket be gone, the client fails rather than log in itself.
-        self.proxy_command = shlex.join(
-            [
-                "ssh",
-                "-F",
-                "/dev/null",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "ControlMaster=no",
-                "-o",
-                f"ControlPath={control_path}",
-            ]
-            + ["-o", "ProxyCommand=false", "-W", "[%h]:%p", hop_host]
-        )
+        client = ["ssh", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "ControlMaster=no"]
+        client += ["-o", f"ControlPath={control_path}", "-o", "ProxyCommand=false"]
+        self.proxy_command = shlex.join([*client, "-W", "[%h]:%p", hop_host])
 
     def wait_ready(self) -> None:
         """Until its control socket answers; the master's own failure, typed, if it exits first."""
