@@ -720,9 +720,6 @@ class ParamikoBackend(NonInteractiveSudo, testinfra.backend.paramiko.ParamikoBac
         """~/.ssh/known_hosts first, as OpenSSH reads it, then ssh_config's and the user's files."""
         return _expand(USER_KNOWN_HOSTS) + self._config_known_hosts + list(more) + _expand(self.known_hosts)
 
-    def _load_known_keys(self, client: paramiko.SSHClient, hostname: str, port: int) -> None:
-        load_known_keys(client, hostname, port, self._known_hosts_files())
-
     # ---- routes: directly, a ProxyCommand, or bastions -------------------------------
 
     def _route(self, lookup: dict[str, Any], config_path: str | None, cfg: dict[str, Any]) -> bastion.Route:
