@@ -24,7 +24,7 @@ from _pytest import timing  # the clock LogXML times its suite with
 
 from compliance import report, rule, shard, targets, waivers, workaround
 from compliance.cases import Case, build_cases
-from compliance.gather import GatherInterrupted, HostResult, gather, processes_for
+from compliance.gather import GatherInterrupted, HostResult, gather, may_jump, processes_for
 from compliance.options import Settings, UsageProblem, report_paths
 from compliance.report import AuditReporter
 from compliance.row import Row
@@ -276,7 +276,7 @@ class AuditPlugin:
                 shown[0] = now
 
         try:
-            processes = processes_for(len(chosen), self.settings.processes)
+            processes = processes_for(len(chosen), self.settings.processes, may_jump=may_jump(chosen))
             results = gather(chosen, workers=self.settings.workers, progress=progress, processes=processes)
         except GatherInterrupted as exc:
             self._say(f"interrupted while gathering: {len(exc.results)}/{len(chosen)} hosts finished")

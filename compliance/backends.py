@@ -15,16 +15,20 @@ registry is left alone, so other testinfra users in the same process get upstrea
 from __future__ import annotations
 
 import dataclasses
+import errno
+import getpass
 import logging
 import math
 import os
 import select
 import selectors
+import shlex
 import signal
 import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import paramiko
@@ -33,9 +37,14 @@ import testinfra.backend.paramiko
 import testinfra.backend.ssh
 from testinfra.backend import base
 
-from compliance.options import DEFAULT_MAX_OUTPUT, DEFAULT_TIMEOUT
+from compliance import bastion, hostkeys
+from compliance.bastion import BastionError, Bastions, ForwardFailed, Shared
+from compliance.options import DEFAULT_MAX_OUTPUT, DEFAULT_TIMEOUT, UsageProblem
 
 USER_KNOWN_HOSTS = "~/.ssh/known_hosts"
+# Hosts connected through one bastion connection at a time, at most (each a channel on it);
+# more wait for a free one within their own connecting time.
+BASTION_CHANNELS = 32
 # paramiko's transport threads log their own failures (a banner cut short by an interrupt, say)
 # with a traceback; each becomes the host's one-line error instead. Handlers up the tree
 # (pytest's log capture) still receive them.
@@ -67,6 +76,7 @@ def connect(target: Any) -> base.BaseBackend:
             target.hostspec, ssh_config=options.get("ssh_config"), ssh_identity_file=identity,
             sudo=bool(options.get("sudo")), sudo_user=options.get("sudo_user"), timeout=timeout,
             known_hosts=options.get("known_hosts"), host_key_policy=policy, max_output=max_output,
+            ssh_extra_args=options.get("ssh_extra_args"), bastions=getattr(target, "bastions", None),
         )  # fmt: skip
     if target.connection == "ssh":
         return SshBackend(
@@ -74,7 +84,7 @@ def connect(target: Any) -> base.BaseBackend:
             sudo=bool(options.get("sudo")), sudo_user=options.get("sudo_user"), timeout=timeout,
             known_hosts=options.get("known_hosts"), host_key_policy=policy,
             ssh_extra_args=options.get("ssh_extra_args"), controlpersist=0,  # leave no master connection behind
-            max_output=max_output,
+            max_output=max_output, bastions=getattr(target, "bastions", None),
         )  # fmt: skip
     raise ValueError(f"unknown connection {target.connection!r}")
 
@@ -345,11 +355,240 @@ class InsecurePolicy(paramiko.MissingHostKeyPolicy):
         return None
 
 
+def host_key_policy(policy: str, known_hosts: str | None) -> paramiko.MissingHostKeyPolicy:
+    """The run's ``--ssh-host-key-policy`` for a key that is not recorded, as paramiko applies it."""
+    if policy == "accept-new":
+        return AcceptNewPolicy(record_file(known_hosts))
+    if policy == "insecure":
+        return InsecurePolicy()
+    if policy != "strict":
+        raise ValueError(f"unknown host key policy {policy!r}")
+    return RejectPolicy()
+
+
+def load_known_keys(client: paramiko.SSHClient, hostname: str, port: int, files: Sequence[str]) -> None:
+    """A host's known keys, as paramiko's connect() looks them up (``host``, or ``[host]:port``
+    when not 22), from ``files`` in order; the first key of each type wins."""
+    name = hostname if port == 22 else f"[{hostname}]:{port}"
+    known = client.get_host_keys()
+    for path in files:
+        known_hosts = parsed_file(path, KnownHosts)
+        for key in known_hosts.lookup(name) if known_hosts else ():
+            if key.get_name() not in (known.lookup(name) or {}):
+                known.add(name, key.get_name(), key)
+
+
+def handshake(client: paramiko.SSHClient, cfg: dict[str, Any], timeout: float, bastion_hop: bool = False) -> None:
+    """``client.connect(**cfg)``, its failures typed; the client is closed when it fails.
+
+    paramiko says a banner or an authentication ran out of time only in words, and a silent
+    server can surface as "No existing session": the clock says what happened. A bastion that
+    closes the connection during the handshake, well within the time, is HandshakeClosed.
+    """
+    started = time.monotonic()
+    try:
+        client.connect(**cfg)
+    except (socket.timeout, TimeoutError):
+        client.close()
+        raise HostTimeout("connecting", timeout) from None
+    except paramiko.SSHException as exc:
+        transport = client.get_transport()
+        cause = f"{exc} {getattr(transport, 'saved_exception', None) or ''}".lower()
+        client.close()
+        elapsed = time.monotonic() - started
+        if bastion_hop and "banner" in cause and elapsed < timeout:
+            raise bastion.HandshakeClosed() from None
+        if "banner" in cause or "timeout" in cause or elapsed >= timeout:
+            raise HostTimeout("connecting", timeout) from None
+        raise
+    except BaseException:
+        client.close()
+        raise
+
+
+def _shut(sock: Any) -> None:
+    """Wake paramiko's reader thread at once: after close() it would sit in recv() on a real socket."""
+    if isinstance(sock, socket.socket):
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+def close_client(client: paramiko.SSHClient, timeout: float) -> None:
+    """Close a client's connection for good: on return its transport thread has ended."""
+    transport = client.get_transport()
+    if transport is not None:
+        _shut(transport.sock)
+    client.close()
+    if transport is not None and transport is not threading.current_thread():
+        transport.join(timeout)
+
+
+class ChannelSocket:
+    """A channel through a bastion, as the socket of the SSH connection inside it.
+
+    paramiko builds a packet for a channel, then sends it without holding the channel's lock;
+    reading from a channel can send a window adjustment too. A host's connection closing its
+    channel while another thread writes could thus put data on the wire after the close, and
+    OpenSSH answers that by dropping the whole bastion connection ("data packet referred to
+    nonexistent channel"), every host on it with it: seen at 200 hosts. Here closing waits for
+    the read or write in progress, and none starts after it.
+    """
+
+    def __init__(self, chan: paramiko.Channel, peer: tuple[str, int]):
+        self._chan = chan
+        self._peer = peer
+        self._timeout: float | None = None
+        self._cond = threading.Condition()
+        self._busy = 0
+        self._closing = False
+        self._ready = chan.fileno()  # readable when data, or the end, is waiting
+
+    def settimeout(self, timeout: float | None) -> None:
+        self._timeout = timeout
+        self._chan.settimeout(timeout)
+
+    def gettimeout(self) -> float | None:
+        return self._timeout
+
+    def getpeername(self) -> tuple[str, int]:
+        return self._peer
+
+    @property
+    def _closed(self) -> bool:  # paramiko's Transport looks at it, as at a socket's
+        return self._closing or self._chan.closed
+
+    def _enter(self) -> bool:
+        with self._cond:
+            if self._closing:
+                return False
+            self._busy += 1
+            return True
+
+    def _leave(self) -> None:
+        with self._cond:
+            self._busy -= 1
+            if not self._busy:
+                self._cond.notify_all()
+
+    def send(self, data: bytes) -> int:
+        if not self._enter():
+            raise OSError(errno.EBADF, "Socket is closed")  # paramiko reads (errno, text)
+        try:
+            return self._chan.send(data)
+        finally:
+            self._leave()
+
+    def recv(self, size: int) -> bytes:
+        # Closed, it reads as the end of the stream (as a shut socket does), quietly.
+        try:
+            # Wait outside the busy section: a reader waiting for data must not hold up a close.
+            ready = self._closing or bool(select.select([self._ready], [], [], self._timeout)[0])
+        except (OSError, ValueError):  # closed (and its descriptor gone) meanwhile
+            return b""
+        if not ready:
+            raise socket.timeout()
+        if not self._enter():
+            return b""
+        try:
+            return self._chan.recv(size)
+        finally:
+            self._leave()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closing = True
+            while self._busy:
+                self._cond.wait()
+        self._chan.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class HopPlan:
+    """How paramiko reaches one bastion of a chain: from its ProxyJump element and its ssh_config."""
+
+    label: str  # user@bastion[:port], as errors name it
+    hostname: str
+    port: int
+    user: str
+    key_files: tuple[str, ...]
+    known_hosts: tuple[str, ...]  # its ssh_config's UserKnownHostsFile
+    command: str | None = None  # its own ProxyCommand (first hop only, as OpenSSH)
+
+
+class ParamikoHop:
+    """A bastion's paramiko connection, its host key verified by the run's policy; each host
+    behind it is a ``direct-tcpip`` channel on it, at most BASTION_CHANNELS at a time."""
+
+    def __init__(self, client: paramiko.SSHClient, timeout: float, release: Callable[[], None] | None = None):
+        self.client = client
+        self.timeout = timeout
+        self._release = release  # the channel this connection runs in, on the bastion before it
+        self._slots = threading.BoundedSemaphore(BASTION_CHANNELS)
+
+    def alive(self) -> bool:
+        transport = self.client.get_transport()
+        return transport is not None and transport.is_active()
+
+    def dies_within(self, seconds: float) -> bool:
+        """True if the connection is gone, or goes within ``seconds`` (a host saw its channel end:
+        paramiko ends a dying connection's channels before it marks the connection inactive)."""
+        transport = self.client.get_transport()
+        if transport is not None and transport.is_alive() and transport is not threading.current_thread():
+            transport.join(seconds)
+        return not self.alive()
+
+    def open(self, dest: tuple[str, int], shared: Shared) -> tuple[ChannelSocket, Callable[[], None]]:
+        """A channel to ``dest`` through this bastion, and the function that frees its slot."""
+        if not self._slots.acquire(timeout=self.timeout):
+            raise HostTimeout("connecting", self.timeout)
+        freed = threading.Event()
+
+        def release() -> None:
+            if not freed.is_set():
+                freed.set()
+                self._slots.release()
+
+        shown = f"{dest[0]}:{dest[1]}"
+        transport = self.client.get_transport()
+        try:
+            if transport is None:
+                raise paramiko.SSHException("SSH session not active")
+            chan = transport.open_channel("direct-tcpip", dest, ("127.0.0.1", 0), timeout=self.timeout)
+            return ChannelSocket(chan, dest), release
+        except paramiko.ChannelException as exc:
+            release()
+            if exc.code == paramiko.common.OPEN_FAILED_CONNECT_FAILED:
+                raise ForwardFailed(shared.label, shown, str(exc.text).lower()) from None
+            raise BastionError(shared.label, bastion.ChannelRefused(_refusal(shown, str(exc.text)))) from None
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            release()
+            if "timeout opening channel" in str(exc).lower():
+                shared.fail(bastion.Unresponsive(f"did not answer a channel request within {self.timeout:g}s"))
+            shared.check()
+            raise BastionError(
+                shared.label, bastion.ChannelRefused(f"could not open a channel to {shown}: {exc}")
+            ) from None
+
+    def close(self) -> None:
+        close_client(self.client, self.timeout)
+        if self._release is not None:
+            self._release()
+
+
+def _refusal(dest: str, reason: str) -> str:
+    hint = " (see its AllowTcpForwarding and PermitOpen)" if "prohibited" in reason.lower() else ""
+    return f"refused to forward to {dest}: {reason.lower()}{hint}"
+
+
 class ParamikoBackend(NonInteractiveSudo, testinfra.backend.paramiko.ParamikoBackend):
-    """paramiko with host key checking, deadlines, TCP_NODELAY and close().
+    """paramiko with host key checking, deadlines, TCP_NODELAY, close() and bastions.
 
     Known host keys come from ``~/.ssh/known_hosts``, ssh_config's
-    ``UserKnownHostsFile`` and ``known_hosts`` (space-separated paths).
+    ``UserKnownHostsFile`` and ``known_hosts`` (space-separated paths). A ``ProxyJump``
+    (from ``ssh_extra_args`` or the ssh_config) goes through the run's shared bastion
+    connections (``bastions``); a ``ProxyCommand`` runs as paramiko's ProxyCommand.
     """
 
     def __init__(
@@ -360,6 +599,8 @@ class ParamikoBackend(NonInteractiveSudo, testinfra.backend.paramiko.ParamikoBac
         known_hosts: str | None = None,
         host_key_policy: str = "strict",
         max_output: int = DEFAULT_MAX_OUTPUT,
+        ssh_extra_args: str | None = None,
+        bastions: Bastions | None = None,
         **kwargs: Any,
     ):
         super().__init__(hostspec, *args, **kwargs)
@@ -367,12 +608,44 @@ class ParamikoBackend(NonInteractiveSudo, testinfra.backend.paramiko.ParamikoBac
         self.max_output = max_output
         self.known_hosts = known_hosts
         self.host_key_policy = host_key_policy
+        self.ssh_extra_args = ssh_extra_args
+        self._own_bastions = bastions is None  # a backend built alone closes its own
+        self.bastions = bastions if bastions is not None else Bastions()
+        self._bastion: Shared | None = None  # the bastion this host is reached through
+        self._release: Callable[[], None] | None = None  # frees this host's channel on it
         self._config_known_hosts: list[str] = []
 
-    def _load_ssh_config(self, client: paramiko.SSHClient, cfg: dict[str, Any], ssh_config: Any, *args: Any) -> None:
-        super()._load_ssh_config(client, cfg, ssh_config, *args)
-        files = ssh_config.lookup(self.host.name).get("userknownhostsfile")
-        self._config_known_hosts.extend(_expand(files))
+    def _load_ssh_config(
+        self, client: paramiko.SSHClient, cfg: dict[str, Any], ssh_config: Any, ssh_config_dir: str = "~/.ssh"
+    ) -> dict[str, Any]:
+        """testinfra's reading of the host's ssh_config, without its ProxyCommand (the route is
+        chosen in _route; testinfra would start the command here, and choke on ``none``) and
+        StrictHostKeyChecking (the run's policy decides); plus UserKnownHostsFile. Returns the lookup."""
+        lookup: dict[str, Any] = dict(ssh_config.lookup(self.host.name))
+        for key, value in lookup.items():
+            if key == "hostname":
+                cfg[key] = value
+            elif key == "user":
+                cfg["username"] = value
+            elif key == "port":
+                cfg[key] = int(value)
+            elif key == "identityfile":
+                cfg["key_filename"] = os.path.expanduser(value[0])
+            elif key == "requesttty":
+                self.get_pty = value in ("yes", "force")
+            elif key == "gssapikeyexchange":
+                cfg["gss_auth"] = value == "yes"
+            elif key == "gssapiauthentication":
+                cfg["gss_kex"] = value == "yes"
+            elif key == "userknownhostsfile":
+                self._config_known_hosts.extend(_expand(value))
+            elif key == "include":
+                path = os.path.join(os.path.expanduser(ssh_config_dir), value)
+                included = parsed_file(path, paramiko.SSHConfig.from_path)
+                if included is None:
+                    raise FileNotFoundError(2, "ssh_config Include not found", path)
+                self._load_ssh_config(client, cfg, included, ssh_config_dir)
+        return lookup
 
     def _ssh_config_path(self) -> str | None:
         if self.ssh_config:
@@ -381,13 +654,7 @@ class ParamikoBackend(NonInteractiveSudo, testinfra.backend.paramiko.ParamikoBac
         return default if os.path.exists(default) else None
 
     def _policy(self) -> paramiko.MissingHostKeyPolicy:
-        if self.host_key_policy == "accept-new":
-            return AcceptNewPolicy(record_file(self.known_hosts))
-        if self.host_key_policy == "insecure":
-            return InsecurePolicy()
-        if self.host_key_policy != "strict":
-            raise ValueError(f"unknown host key policy {self.host_key_policy!r}")
-        return RejectPolicy()
+        return host_key_policy(self.host_key_policy, self.known_hosts)
 
     @property
     def client(self) -> paramiko.SSHClient:
@@ -412,50 +679,154 @@ class ParamikoBackend(NonInteractiveSudo, testinfra.backend.paramiko.ParamikoBac
         }
         config_path = self._ssh_config_path()
         ssh_config = parsed_file(config_path, paramiko.SSHConfig.from_path) if config_path else None
+        lookup: dict[str, Any] = {}
         if ssh_config is not None and config_path is not None:
-            self._load_ssh_config(client, cfg, ssh_config, os.path.dirname(config_path))
+            lookup = self._load_ssh_config(client, cfg, ssh_config, os.path.dirname(config_path))
         # Our policy, set after ssh_config: `StrictHostKeyChecking no` there must not
         # silently turn checking off; --ssh-host-key-policy=insecure does that, visibly.
         client.set_missing_host_key_policy(self._policy())
         if self.ssh_identity_file:
             cfg["key_filename"] = os.path.expanduser(self.ssh_identity_file)
         if self.host_key_policy != "insecure":
-            self._load_known_keys(client, cfg["hostname"], cfg["port"])
-        started = time.monotonic()
+            load_known_keys(client, cfg["hostname"], cfg["port"], self._known_hosts_files())
+        route = self._route(lookup, config_path, cfg)
         try:
-            if "sock" not in cfg:
-                cfg["sock"] = self._connect_socket(cfg["hostname"], cfg["port"])
+            cfg["sock"] = self._open_sock(route, ssh_config, cfg)
             self._connecting = cfg["sock"]  # so that close() can abort a handshake in progress
             if self.__dict__.get("_closed"):  # closed before the socket was there to shut
                 raise ConnectionAbortedError("connection closed")
-            client.connect(**cfg)
+            handshake(client, cfg, self.timeout)
+        except (BastionError, ForwardFailed):
+            client.close()
+            raise
         except (socket.timeout, TimeoutError):
             client.close()
+            self._blame_bastion()
             raise HostTimeout("connecting", self.timeout) from None
-        except paramiko.SSHException as exc:
-            transport = client.get_transport()
-            cause = f"{exc} {getattr(transport, 'saved_exception', None) or ''}".lower()
+        except (EOFError, OSError, paramiko.SSHException) as exc:
             client.close()
-            # paramiko says a banner or an authentication ran out of time only in words, and a
-            # silent server can surface as "No existing session": the clock says what happened.
-            if "banner" in cause or "timeout" in cause or time.monotonic() - started >= self.timeout:
-                raise HostTimeout("connecting", self.timeout) from None
+            # The connection ended under the handshake; refused keys and credentials are the host's.
+            self._blame_bastion(
+                ended=not isinstance(exc, (paramiko.AuthenticationException, paramiko.BadHostKeyException))
+            )
             raise
         except BaseException:
             client.close()
+            self._blame_bastion()
             raise
         return client
 
-    def _load_known_keys(self, client: paramiko.SSHClient, hostname: str, port: int) -> None:
-        """This host's known keys, as paramiko's connect() looks them up: ~/.ssh/known_hosts
-        first, as OpenSSH does, then the user's files; the first key of each type wins."""
-        name = hostname if port == 22 else f"[{hostname}]:{port}"
-        known = client.get_host_keys()
-        for path in _expand(USER_KNOWN_HOSTS) + self._config_known_hosts + _expand(self.known_hosts):
-            known_hosts = parsed_file(path, KnownHosts)
-            for key in known_hosts.lookup(name) if known_hosts else ():
-                if key.get_name() not in (known.lookup(name) or {}):
-                    known.add(name, key.get_name(), key)
+    def _known_hosts_files(self, more: Sequence[str] = ()) -> list[str]:
+        """~/.ssh/known_hosts first, as OpenSSH reads it, then ssh_config's and the user's files."""
+        return _expand(USER_KNOWN_HOSTS) + self._config_known_hosts + list(more) + _expand(self.known_hosts)
+
+    # ---- routes: directly, a ProxyCommand, or bastions -------------------------------
+
+    def _route(self, lookup: dict[str, Any], config_path: str | None, cfg: dict[str, Any]) -> bastion.Route:
+        """OpenSSH's order: the ssh arguments' ProxyJump/-J/ProxyCommand, then the ssh_config's."""
+        settings = hostkeys.parse_args(self.ssh_extra_args, "ssh arguments")[0] if self.ssh_extra_args else []
+        route = bastion.settings_route([(s.keyword, s.value) for s in settings])
+        if route is not None and route.command:
+            user = cfg["username"] or getpass.getuser()
+            return bastion.Route(
+                command=bastion.expand_tokens(route.command, cfg["hostname"], cfg["port"], user, self.host.name)
+            )
+        if route is not None:
+            return route
+        return bastion.config_route(lookup, lambda: _proxy_keywords(config_path, self.host.name))
+
+    def _open_sock(self, route: bastion.Route, ssh_config: Any, cfg: dict[str, Any]) -> Any:
+        if route.command:
+            return paramiko.ProxyCommand(route.command)
+        if route.hops:
+            chain = self._plan_chain(route.hops, ssh_config, ())
+            self._bastion = shared = self._shared(chain)
+            hop = shared.get(self.timeout)
+            chan, self._release = hop.open((cfg["hostname"], cfg["port"]), shared)
+            return chan
+        return self._connect_socket(cfg["hostname"], cfg["port"])
+
+    def _plan_chain(self, hops: Sequence[bastion.Hop], ssh_config: Any, seen: tuple[str, ...]) -> tuple[HopPlan, ...]:
+        """Each bastion of a ProxyJump as paramiko reaches it; the first one's own ssh_config
+        ProxyJump (or ProxyCommand) is followed, as OpenSSH does."""
+        first = hops[0]
+        if first.host in seen or len(seen) >= bastion.MAX_HOPS:
+            raise BastionError(str(first), bastion.RouteError(f"the ssh_config's ProxyJumps loop through {first.host}"))
+        lookup = dict(ssh_config.lookup(first.host)) if ssh_config is not None else {}
+        own = bastion.config_route(lookup, lambda: _proxy_keywords(self._ssh_config_path(), first.host))
+        before = self._plan_chain(own.hops, ssh_config, (*seen, first.host)) if own.hops else ()
+        plans = [self._hop_plan(first, lookup, own.command)]
+        for hop in hops[1:]:
+            plans.append(self._hop_plan(hop, dict(ssh_config.lookup(hop.host)) if ssh_config is not None else {}))
+        return before + tuple(plans)
+
+    def _hop_plan(self, hop: bastion.Hop, lookup: dict[str, Any], command: str | None = None) -> HopPlan:
+        port = hop.port or int(lookup.get("port", 22))
+        user = hop.user or lookup.get("user") or getpass.getuser()
+        # The bastion is offered the host's identity too (OpenSSH's own ProxyJump would not).
+        keys = [os.path.expanduser(k) for k in lookup.get("identityfile", [])]
+        if self.ssh_identity_file:
+            keys.append(os.path.expanduser(self.ssh_identity_file))
+        return HopPlan(
+            label=f"{user}@{hop.host}" + (f":{port}" if port != 22 else ""),
+            hostname=lookup.get("hostname", hop.host),
+            port=port,
+            user=user,
+            key_files=tuple(keys),
+            known_hosts=tuple(_expand(lookup.get("userknownhostsfile"))),
+            command=command,
+        )
+
+    def _shared(self, chain: tuple[HopPlan, ...]) -> Shared:
+        key = ("paramiko", chain, self.host_key_policy, self.known_hosts)
+        return self.bastions.shared(key, lambda: chain[-1].label, lambda shared: self._open_hop(chain))
+
+    def _open_hop(self, chain: tuple[HopPlan, ...]) -> ParamikoHop:
+        """Connect to the last bastion of ``chain``, through the ones before it."""
+        hop = chain[-1]
+        release = None
+        if len(chain) > 1:
+            upstream = self._shared(chain[:-1])
+            sock, release = upstream.get(self.timeout).open((hop.hostname, hop.port), upstream)
+        elif hop.command:
+            sock = paramiko.ProxyCommand(hop.command)
+        else:
+            try:
+                sock = self._connect_socket(hop.hostname, hop.port)
+            except (socket.timeout, TimeoutError):
+                raise HostTimeout("connecting", self.timeout) from None
+        client = paramiko.SSHClient()
+        client.set_missing_host_key_policy(self._policy())
+        if self.host_key_policy != "insecure":
+            load_known_keys(client, hop.hostname, hop.port, self._known_hosts_files(hop.known_hosts))
+        cfg = {
+            "hostname": hop.hostname,
+            "port": hop.port,
+            "username": hop.user,
+            "key_filename": list(hop.key_files) or None,
+            "sock": sock,
+            "timeout": self.timeout,
+            "banner_timeout": self.timeout,
+            "auth_timeout": self.timeout,
+            "channel_timeout": self.timeout,
+        }
+        try:
+            handshake(client, cfg, self.timeout, bastion_hop=True)
+        except BaseException:
+            if release is not None:
+                release()
+            raise
+        return ParamikoHop(client, self.timeout, release)
+
+    def _blame_bastion(self, ended: bool = False) -> None:
+        """When this host's bastion has died, that is the cause (BastionError), whatever the symptom
+        here. ``ended``: this host's connection ended under it; if the bastion's goes too, within a
+        second, it went first."""
+        if self._bastion is None:
+            return
+        hop = self._bastion.get(self.timeout)  # raises if the bastion is known gone
+        if ended and hop.dies_within(1.0):
+            self._bastion.check()
 
     def _connect_socket(self, hostname: str, port: int) -> socket.socket:
         sock = socket.create_connection((hostname, port), timeout=self.timeout)
@@ -468,6 +839,21 @@ class ParamikoBackend(NonInteractiveSudo, testinfra.backend.paramiko.ParamikoBac
         return ScriptResult(*self._exec_command(self.encode(self.get_command(command)), stdin=script))
 
     def _exec_command(self, command: bytes, stdin: bytes = b"") -> tuple[int, bytes, bytes]:
+        try:
+            rc, stdout, stderr = self._exec_once(command, stdin)
+        except (BastionError, ForwardFailed, OutputLimit):
+            raise
+        except HostTimeout:
+            self._blame_bastion()
+            raise
+        except Exception:
+            self._blame_bastion(ended=True)
+            raise
+        if rc == -1:  # the channel closed without an exit status: the connection ended
+            self._blame_bastion(ended=True)
+        return rc, stdout, stderr
+
+    def _exec_once(self, command: bytes, stdin: bytes) -> tuple[int, bytes, bytes]:
         transport = self.client.get_transport()
         assert transport is not None
         deadline = time.monotonic() + self.timeout
@@ -523,29 +909,166 @@ class ParamikoBackend(NonInteractiveSudo, testinfra.backend.paramiko.ParamikoBac
         """Close the connection; a handshake or a command in flight on another thread then fails at once."""
         self._closed = True
         connecting = self.__dict__.pop("_connecting", None)
-        if isinstance(connecting, socket.socket):
-            try:
-                connecting.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        _shut(connecting)
+        if isinstance(connecting, ChannelSocket):
+            connecting.close()  # a host behind a bastion: its channel is its socket
         client = self.__dict__.pop("client", None)
-        transport = client.get_transport() if client is not None else None
-        if transport is not None and isinstance(transport.sock, socket.socket):
-            # paramiko's reader thread holds the socket open in recv() after close();
-            # shutdown wakes it at once, so the connection is really gone on return.
-            try:
-                transport.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
         if client is not None:
-            client.close()
-        if transport is not None and transport is not threading.current_thread():
-            transport.join(self.timeout)
+            close_client(client, self.timeout)
+        release, self._release = self._release, None
+        if release is not None:
+            release()
+        if self._own_bastions:
+            self.bastions.close()
+
+
+def _proxy_keywords(config_path: str | None, host: str) -> list[str]:
+    """ProxyJump and ProxyCommand as the ssh_config gives them to ``host``, in file order."""
+    if not config_path:
+        return []
+    found = hostkeys.config_settings(config_path, host, config_path, watched=("proxyjump", "proxycommand"))
+    return [s.keyword for s in found]
+
+
+def openssh_host_key_options(policy: str, known_hosts: str | None) -> list[str]:
+    """The policy's OpenSSH options, as argv. CheckHostIP=no: the key is checked for the name
+    connected to, as paramiko does; OpenSSH's extra IP check would also write IP entries to known_hosts."""
+    if policy == "insecure":
+        return ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "CheckHostIP=no"]
+    checking = {"strict": "yes", "accept-new": "accept-new"}[policy]
+    options = ["-o", f"StrictHostKeyChecking={checking}", "-o", "CheckHostIP=no"]
+    if known_hosts:
+        # OpenSSH records accept-new keys in the first file listed.
+        options += ["-o", f"UserKnownHostsFile={known_hosts} {USER_KNOWN_HOSTS}"]
+    return options
+
+
+# Runs an OpenSSH master ("$@") until the suite closes this shell's standard input, or dies
+# (the kernel closes it then): a master never outlives the run. Exits when the master does.
+_MASTER_WATCHDOG = (
+    'exec 3<&0; "$@" </dev/null 3<&- & master=$!; '
+    '(read -r _ <&3; kill "$master" 2>/dev/null) & watcher=$!; '
+    'wait "$master"; status=$?; kill "$watcher" 2>/dev/null; exit "$status"'
+)
+# What a host's ssh says when the connection it ran through ended under it.
+_CLOSED_UNDER_IT = ("Connection closed by", "closed by remote host", "Broken pipe", "kex_exchange_identification")
+# What a `ssh -W` through a master says when the bastion did not open the channel; the master's
+# own log says why ("channel 3: open failed: connect failed: Connection refused").
+_FORWARD_REFUSED = "Stdio forwarding request failed"
+
+
+def forward_failure(said: str, label: str, dest: str) -> BaseException | None:
+    """The master's words (``said``) on a channel the bastion ``label`` did not open to ``dest``:
+    a refusal (the bastion's error), or the host unreachable from it (the host's)."""
+    reasons = [line.split("open failed:", 1)[1].strip() for line in said.splitlines() if "open failed:" in line]
+    if any("prohibited" in r for r in reasons):
+        return BastionError(label, bastion.ChannelRefused(_refusal(dest, "administratively prohibited")))
+    failed = [r for r in reasons if r.startswith("connect failed")]
+    if failed:
+        # Hosts failing at the same moment share the log: one reason only if they agree.
+        return ForwardFailed(label, dest, failed[0] if len(set(failed)) == 1 else "connect failed")
+    if reasons:
+        return BastionError(label, bastion.ChannelRefused(_refusal(dest, reasons[-1])))
+    return None
+
+
+class OpenSshMaster:
+    """An OpenSSH ControlMaster to one bastion (``argv`` holds the run's host-key options); hosts
+    behind it reach it with :attr:`proxy_command`, a ``ssh -W`` that uses its control socket
+    and never connects on its own."""
+
+    def __init__(self, argv: Sequence[str], control_path: str, hop_host: str, timeout: float):
+        self.control_path = control_path
+        self.timeout = timeout
+        self.log_path = control_path + ".log"
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                ["sh", "-c", _MASTER_WATCHDOG, "sh", *argv],
+                stdin=subprocess.PIPE,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        # ProxyCommand=false: should the socket be gone, the client fails rather than log in itself.
+        client = ["ssh", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "ControlMaster=no"]
+        client += ["-o", f"ControlPath={control_path}", "-o", "ProxyCommand=false"]
+        self.proxy_command = shlex.join([*client, "-W", "[%h]:%p", hop_host])
+
+    def wait_ready(self) -> None:
+        """Until its control socket answers; the master's own failure, typed, if it exits first."""
+        deadline = time.monotonic() + self.timeout
+        while not self._answers():
+            if self.proc.poll() is not None:
+                raise self.failure()
+            if time.monotonic() > deadline:
+                self.close()
+                raise HostTimeout("connecting", self.timeout)
+            time.sleep(0.02)
+
+    def _answers(self) -> bool:
+        if not os.path.exists(self.control_path):
+            return False
+        with socket.socket(socket.AF_UNIX) as probe:
+            try:
+                probe.connect(self.control_path)
+            except OSError:
+                return False
+        return True
+
+    def failure(self) -> BaseException:
+        """Why the master ended, from what it said."""
+        said = self.said()
+        failure = openssh_failure(said)
+        if isinstance(failure, TimeoutError):
+            return HostTimeout("connecting", self.timeout)
+        if isinstance(failure, SshFailed) and "kex_exchange_identification" in said:
+            return bastion.HandshakeClosed()
+        return failure
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None and os.path.exists(self.control_path)
+
+    def said(self, since: int = 0) -> str:
+        """What the master has logged, from byte ``since`` (see :meth:`log_size`)."""
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(since)
+                return log.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def log_size(self) -> int:
+        try:
+            return os.path.getsize(self.log_path)
+        except OSError:
+            return 0
+
+    def dies_within(self, seconds: float) -> bool:
+        """True if the master is gone, or goes within ``seconds`` (a host saw its connection end)."""
+        try:
+            self.proc.wait(seconds)
+        except subprocess.TimeoutExpired:
+            return not self.alive()
+        return True
+
+    def close(self) -> None:
+        """Stop the master: the watchdog ends it when its standard input closes; SIGKILL if it lingers."""
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(2)
+        except subprocess.TimeoutExpired:
+            kill(self.proc)
+            self.proc.wait()
 
 
 class SshBackend(NonInteractiveSudo, testinfra.backend.ssh.SshBackend):
     """OpenSSH with BatchMode (never prompts), a host key policy, a process deadline,
-    extra known_hosts, and sshpass reading the password from its environment (not argv)."""
+    extra known_hosts, sshpass reading the password from its environment (not argv), and
+    bastions: a ``ProxyJump`` OpenSSH would take (``ssh -G`` says) goes through the run's
+    ControlMaster for that bastion, verified with the run's policy."""
+
+    ssh_extra_args: str | None  # testinfra's; without its -J once the route is the suite's
 
     def __init__(
         self,
@@ -555,6 +1078,7 @@ class SshBackend(NonInteractiveSudo, testinfra.backend.ssh.SshBackend):
         known_hosts: str | None = None,
         host_key_policy: str = "strict",
         max_output: int = DEFAULT_MAX_OUTPUT,
+        bastions: Bastions | None = None,
         **kwargs: Any,
     ):
         # testinfra formats timeout into ConnectTimeout, which takes whole seconds.
@@ -562,20 +1086,26 @@ class SshBackend(NonInteractiveSudo, testinfra.backend.ssh.SshBackend):
         self.max_output = max_output
         self.known_hosts = known_hosts
         self.host_key_policy = host_key_policy
+        self._own_bastions = bastions is None  # a backend built alone closes its own
+        self.bastions = bastions if bastions is not None else Bastions()
         self._procs: set[subprocess.Popen] = set()
         self._closed = False
+        self._routed = False
+        self._proxy: str | None = None  # ProxyCommand through the bastion's master
+        self._bastion: Shared | None = None
+        self._dest = self.host.name
 
     def _host_key_options(self) -> tuple[list[str], list[str]]:
-        """The policy's options. CheckHostIP=no: the key is checked for the name connected to,
-        as paramiko does; OpenSSH's extra IP check would also write IP entries to known_hosts."""
-        if self.host_key_policy == "insecure":
-            return ["-o StrictHostKeyChecking=no", "-o UserKnownHostsFile=/dev/null", "-o CheckHostIP=no"], []
-        checking = {"strict": "yes", "accept-new": "accept-new"}[self.host_key_policy]
-        options = [f"-o StrictHostKeyChecking={checking}", "-o CheckHostIP=no"]
-        if not self.known_hosts:
-            return options, []
-        # OpenSSH records accept-new keys in the first file listed.
-        return options + ["-o UserKnownHostsFile=%s"], [f"{self.known_hosts} {USER_KNOWN_HOSTS}"]
+        """The policy's options as testinfra's command template takes them (values apart)."""
+        argv = openssh_host_key_options(self.host_key_policy, self.known_hosts)
+        options, values = [], []
+        for name, value in zip(argv[::2], argv[1::2]):
+            if value.startswith("UserKnownHostsFile=") and self.host_key_policy != "insecure":  # user's paths
+                options.append(f"{name} UserKnownHostsFile=%s")
+                values.append(value.split("=", 1)[1])
+            else:
+                options.append(f"{name} {value}")
+        return options, values
 
     def _build_ssh_command(self, command: str) -> tuple[list[str], list[str]]:
         cmd, cmd_args = super()._build_ssh_command(command)
@@ -583,6 +1113,10 @@ class SshBackend(NonInteractiveSudo, testinfra.backend.ssh.SshBackend):
             # testinfra passes `sshpass -p PASSWORD`, visible to every user in ps.
             cmd, cmd_args = ["sshpass", "-e", "ssh", *cmd[4:]], cmd_args[1:]
         options, values = self._host_key_options()
+        if self._proxy is not None:
+            # First, so that no ProxyJump or ProxyCommand after it (arguments, ssh_config) applies.
+            options.append("-o %s")
+            values.append(f"ProxyCommand={self._proxy}")
         if not self.host.password:
             options.append("-o BatchMode=yes")
         # One command per host needs no master connection, and a master left behind (an
@@ -593,6 +1127,139 @@ class SshBackend(NonInteractiveSudo, testinfra.backend.ssh.SshBackend):
         at = cmd.index("ssh") + 1
         return cmd[:at] + options + cmd[at:], values + cmd_args
 
+    # ---- bastions ---------------------------------------------------------------------
+
+    def _route(self) -> None:
+        """Once: what OpenSSH would do for this host (``ssh -G``); a ProxyJump goes through the
+        run's master for that bastion instead of a login of its own to it."""
+        if self._routed:
+            return
+        cmd, args = testinfra.backend.ssh.SshBackend._build_ssh_command(self, "true")
+        if cmd[0] == "sshpass":
+            cmd, args = cmd[3:], args[1:]
+        said = self._settings_of(self.quote(" ".join([*cmd[:-1], "-G %s"]), *args[:-1]))
+        self._dest = f"{said.get('hostname', self.host.name)}:{said.get('port', '22')}"
+        jump = said.get("proxyjump", "none")
+        if jump.lower() != "none":
+            self._bastion = self._master(bastion.parse_jump(jump), ())
+            self._proxy = self._bastion.get(self.timeout).proxy_command
+            if self.ssh_extra_args:
+                self.ssh_extra_args = hostkeys.without_jump(self.ssh_extra_args)
+        self._routed = True
+
+    def _settings_of(self, command: str) -> dict[str, str]:
+        """``ssh -G``'s settings (lowercase keywords), from a shell command line."""
+        try:
+            proc = subprocess.run(
+                command, shell=True, capture_output=True, timeout=self.timeout, stdin=subprocess.DEVNULL
+            )
+        except subprocess.TimeoutExpired:
+            raise HostTimeout("connecting", self.timeout) from None
+        if proc.returncode != 0:
+            raise SshFailed(last_words(proc.stderr.decode("utf-8", "replace")))
+        pairs = (line.split(" ", 1) for line in proc.stdout.decode("utf-8", "replace").splitlines())
+        return {p[0].lower(): p[1] for p in pairs if len(p) == 2}
+
+    def _config_file(self) -> str | None:
+        """The one ssh_config OpenSSH reads here: --ssh-config, else the last -F in the arguments."""
+        if self.ssh_config:
+            return self.ssh_config
+        files = hostkeys.parse_args(self.ssh_extra_args, "ssh arguments")[1] if self.ssh_extra_args else []
+        return files[-1] if files else None
+
+    def _master(self, hops: Sequence[bastion.Hop], seen: tuple[str, ...]) -> Shared:
+        """The run's master for the last of ``hops``, reached through the ones before it."""
+        last, before = hops[-1], tuple(hops[:-1])
+        key = (
+            "openssh",
+            tuple(hops),
+            self._config_file(),
+            self.ssh_identity_file,
+            self.host_key_policy,
+            self.known_hosts,
+        )
+        return self.bastions.shared(
+            key, lambda: str(last), lambda shared: self._start_master(shared, last, before, (*seen, last.host))
+        )
+
+    def _start_master(
+        self, shared: Shared, hop: bastion.Hop, before: tuple[bastion.Hop, ...], seen: tuple[str, ...]
+    ) -> OpenSshMaster:
+        config = self._config_file()
+        where = (["-F", config] if config else []) + (["-l", hop.user] if hop.user else [])
+        where += ["-p", str(hop.port)] if hop.port else []
+        said = self._settings_of(shlex.join(["ssh", *where, "-G", "--", hop.host]))
+        port = int(said.get("port", "22"))
+        shared.label = f"{said.get('user', getpass.getuser())}@{hop.host}" + (f":{port}" if port != 22 else "")
+        try:
+            # What the suite does not set for the master, OpenSSH reads from the ssh_config.
+            hostkeys.check(hop.host, [], config, self.known_hosts, self.host_key_policy)
+        except UsageProblem as exc:
+            raise bastion.ConfigRefused(str(exc)) from None
+        own = said.get("proxyjump", "none")
+        upstream = before or (bastion.parse_jump(own) if own.lower() != "none" else ())
+        options = []
+        through: Shared | None = None
+        if upstream:
+            if upstream[-1].host in seen or len(seen) > bastion.MAX_HOPS:
+                raise bastion.RouteError(f"the ssh_config's ProxyJumps loop through {upstream[-1].host}")
+            through = self._master(upstream, seen)
+            options += ["-o", f"ProxyCommand={through.get(self.timeout).proxy_command}"]
+        control_path = self.bastions.control_path()
+        seconds = str(whole_seconds(self.timeout))
+        argv = ["ssh", *openssh_host_key_options(self.host_key_policy, self.known_hosts), *options]
+        for option in (
+            "BatchMode=yes",
+            f"ConnectTimeout={seconds}",
+            "ControlMaster=yes",
+            f"ControlPath={control_path}",
+            "ControlPersist=no",
+            "LogLevel=INFO",  # its log says why a channel was not opened (the client is only told "refused")
+            # A bastion that stops answering is given up after about twice the timeout.
+            f"ServerAliveInterval={seconds}",
+            "ServerAliveCountMax=2",
+            # Only forwarding: nothing an ssh_config adds for the bastion runs here.
+            "ClearAllForwardings=yes",
+            "PermitLocalCommand=no",
+            "ForkAfterAuthentication=no",
+        ):
+            argv += ["-o", option]
+        argv += ["-N", *where, *(["-i", self.ssh_identity_file] if self.ssh_identity_file else []), "--", hop.host]
+        before_log = through.get(self.timeout).log_size() if through is not None else 0
+        master = OpenSshMaster(argv, control_path, hop.host, self.timeout)
+        try:
+            master.wait_ready()
+        except BaseException:
+            master.close()
+            if through is not None and _FORWARD_REFUSED in master.said():
+                # The bastion before it did not open the channel to this one: its words say why.
+                said_there = through.get(self.timeout).said(before_log)
+                raise forward_failure(said_there, through.label, f"{hop.host}:{port}") or bastion.ChannelRefused(
+                    f"{through.label} did not open a channel to it"
+                ) from None
+            raise
+        return master
+
+    def _blame_bastion(self, stderr: str, log_from: int) -> None:
+        """When this host failed through a bastion, the bastion's part, if any, as its own error."""
+        if self._bastion is None:
+            return
+        master = self._bastion.get(self.timeout)  # raises if the bastion is known gone
+        if _FORWARD_REFUSED in stderr:
+            said = master.said(log_from)
+            raise forward_failure(said, self._bastion.label, self._dest) or BastionError(
+                self._bastion.label, bastion.ChannelRefused(f"did not open a channel to {self._dest}")
+            )
+        # The connection ended under the host: if the master goes too, it was the bastion's.
+        if any(s in stderr for s in _CLOSED_UNDER_IT) and master.dies_within(1.0):
+            self._bastion.check()
+
+    # ---- running ----------------------------------------------------------------------
+
+    def run(self, command: str, *args: str, **kwargs: Any) -> base.CommandResult:
+        self._route()
+        return super().run(command, *args, **kwargs)
+
     def run_local(self, command: str, *args: str) -> base.CommandResult:
         cmd = self.encode(self.quote(command, *args))
         rc, stdout, stderr = self._ssh(cmd, b"")
@@ -600,11 +1267,15 @@ class SshBackend(NonInteractiveSudo, testinfra.backend.ssh.SshBackend):
 
     def run_script(self, command: str, script: bytes) -> ScriptResult:
         """Run ``command`` (through sudo when asked) with ``script`` on its standard input."""
+        self._route()
         cmd, cmd_args = self._build_ssh_command(self.get_command(command))
         return ScriptResult(*self._ssh(self.encode(self.quote(" ".join(cmd), *cmd_args)), script))
 
     def _ssh(self, cmd: bytes, stdin: bytes) -> tuple[int, bytes, bytes]:
         """One ssh process: its deadline, its input, and OpenSSH's own failures as typed errors."""
+        log_from = 0
+        if self._bastion is not None:
+            log_from = self._bastion.get(self.timeout).log_size()  # raises for a bastion known gone
         env = dict(os.environ, SSHPASS=self.host.password) if self.host.password else None
         # ConnectTimeout bounds connecting; the process deadline adds `timeout` for the command.
         limit = 2 * self.timeout
@@ -630,7 +1301,9 @@ class SshBackend(NonInteractiveSudo, testinfra.backend.ssh.SshBackend):
         if self._closed:
             raise ConnectionAbortedError("connection closed")
         if proc.returncode == 255:  # OpenSSH's own failure, not the remote command's
-            failure = openssh_failure(stderr.decode("utf-8", "replace"))
+            said = stderr.decode("utf-8", "replace")
+            self._blame_bastion(said, log_from)
+            failure = openssh_failure(said)
             raise HostTimeout("connecting", self.timeout) if isinstance(failure, TimeoutError) else failure
         return proc.returncode, stdout, stderr
 
@@ -639,6 +1312,14 @@ class SshBackend(NonInteractiveSudo, testinfra.backend.ssh.SshBackend):
         self._closed = True
         for proc in list(self._procs):
             kill(proc)
+        if self._own_bastions:
+            self.bastions.close()
+
+
+def last_words(stderr: str) -> str:
+    """OpenSSH's last non-empty line."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    return lines[-1] if lines else "no output"
 
 
 class LocalBackend(NonInteractiveSudo, testinfra.backend.local.LocalBackend):

@@ -13,6 +13,7 @@ import dataclasses
 import multiprocessing
 import multiprocessing.connection
 import os
+import re
 import signal
 import socket
 import threading
@@ -42,12 +43,13 @@ ERROR_KINDS = {
     "timeout": "the host did not answer in time (connecting, or running the probe)",
     "auth": "the host refused every credential offered",
     "host-key": "the host key is not the recorded one, or is not recorded",
-    "unreachable": "no route to the host, or the network is down",
+    "unreachable": "no route to the host, or the network is down, or a bastion cannot connect to it",
     "dns": "the host name does not resolve",
     "sudo": "sudo wants a password, or refuses the user",
     "probe": "the probe ran but its output, or an interface in it, cannot be judged",
     "output-limit": "the host printed more than --xennet-max-output",
     "ssh": "OpenSSH failed for another reason (its last line is the message)",
+    "bastion": "a bastion (jump host) on the way failed: refused, timed out, its host key, lost, or would not forward",
     "worker-crash": "the xdist worker running the case died",
     "interrupted": "the run was interrupted before the host was gathered",
     "other": "any other failure (the message names its type)",
@@ -87,9 +89,11 @@ def error_kind(exc: BaseException) -> str:
     """
     import paramiko
 
-    from compliance import backends
+    from compliance import backends, bastion
 
     kinds: tuple[tuple[Any, str], ...] = (
+        (bastion.BastionError, "bastion"),  # whatever its cause: the bastion is what to fix
+        (bastion.ForwardFailed, "unreachable"),
         ((backends.HostTimeout, TimeoutError, socket.timeout), "timeout"),
         (backends.OutputLimit, "output-limit"),
         ((ConnectionRefusedError, paramiko.ssh_exception.NoValidConnectionsError), "refused"),
@@ -114,8 +118,14 @@ def describe_error(exc: BaseException, target: Target, doing: str = "running the
     """
     import paramiko  # only runs that connect pay for it
 
-    from compliance import backends
+    from compliance import backends, bastion
 
+    if isinstance(exc, bastion.BastionError):
+        return f"bastion {exc.hop}: {describe_error(exc.cause, target, 'connecting')}"
+    if isinstance(exc, bastion.ConfigRefused):
+        return str(exc)  # the suite's own words, naming the file and line: whole
+    if isinstance(exc, (bastion.HopFailure, bastion.ForwardFailed)):
+        return excerpt(str(exc))  # may quote the bastion's words
     if isinstance(exc, backends.HostTimeout):
         # One wording for both backends: the phase, and the limit it ran into.
         return f"timed out {'connecting' if exc.phase == 'connecting' else doing} (limit {exc.limit:g}s)"
@@ -186,17 +196,20 @@ def probe_host(target: Target) -> HostResult:
         target.close()
 
 
-def processes_for(hosts: int, asked: int | None, cores: int | None = None) -> int:
+def processes_for(hosts: int, asked: int | None, cores: int | None = None, may_jump: bool = False) -> int:
     """How many processes gather ``hosts``: ``asked`` (None: auto), never more than the hosts.
 
     Auto is one process per core, for every HOSTS_PER_PROCESS hosts: below that, a second
-    process costs more than it saves.
+    process costs more than it saves. Auto is one process when a host may be behind a bastion
+    (``may_jump``): each process would open its own connection to it, and a run shares one.
 
     >>> processes_for(1000, None, cores=2), processes_for(150, None, cores=2), processes_for(1, 4)
     (2, 1, 1)
+    >>> processes_for(1000, None, cores=2, may_jump=True), processes_for(1000, 2, may_jump=True)
+    (1, 2)
     """
     if asked is None:
-        asked = min(cores or os.cpu_count() or 1, max(1, hosts // HOSTS_PER_PROCESS))
+        asked = 1 if may_jump else min(cores or os.cpu_count() or 1, max(1, hosts // HOSTS_PER_PROCESS))
     return max(1, min(asked, hosts))
 
 
@@ -267,6 +280,8 @@ def _gather_threads(
         for target in targets:
             target.close()
         raise GatherInterrupted(results) from None
+    finally:
+        close_bastions(targets)  # each process closes the bastion connections it opened
     pool.shutdown()
     return results
 
@@ -323,6 +338,20 @@ def _child(share: list[tuple[int, Target]], workers: int, writer: Any) -> None:
         _gather_threads(targets, workers, None, each=lambda t, r: writer.send((index[id(t)], r)))
     finally:
         writer.close()
+
+
+def may_jump(targets: Sequence[Target]) -> bool:
+    """Whether a host may be reached through a bastion: an ssh_config (given, or ~/.ssh/config) or
+    ssh arguments that could name one. A guess on the safe side, for --xennet-processes=auto."""
+    if any(t.options.get("ssh_config") for t in targets) or os.path.exists(os.path.expanduser("~/.ssh/config")):
+        return any(t.connection != "local" for t in targets)
+    return any(re.search(r"(?i)proxy|(^|\s)-J", str(t.options.get("ssh_extra_args") or "")) for t in targets)
+
+
+def close_bastions(targets: Sequence[Target]) -> None:
+    """The run's bastion connections end with gathering: every host behind them is done."""
+    for bastions in {id(t.bastions): t.bastions for t in targets if t.bastions is not None}.values():
+        bastions.close()
 
 
 def _host_order(result: HostResult) -> Any:

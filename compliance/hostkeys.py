@@ -77,10 +77,13 @@ def _words(value: str) -> list[str]:
 
 
 def parse_args(args: str, where: str) -> tuple[list[Setting], list[str]]:
-    """The ``-o`` settings (in order) and ``-F`` files of an ssh argument string.
+    """The ``-o`` settings (in order) and ``-F`` files of an ssh argument string; ``-J HOPS`` is
+    read as the setting ``ProxyJump`` it stands for.
 
     >>> parse_args("-C -o 'UserKnownHostsFile /dev/null' -F cfg -oCheckHostIP=no", "x")[1]
     ['cfg']
+    >>> parse_args("-CJ root@bastion", "x")[0]
+    [Setting(keyword='ProxyJump', value='root@bastion', where='x')]
     """
     try:
         tokens = shlex.split(args)
@@ -103,8 +106,44 @@ def parse_args(args: str, where: str) -> tuple[list[Setting], list[str]]:
                     settings.append(Setting(option[0], option[1], where))
             elif letter == "F":
                 files.append(os.path.expanduser(value))
+            elif letter == "J":
+                settings.append(Setting("ProxyJump", value, where))
             break
     return settings, files
+
+
+def without_jump(args: str) -> str:
+    """``args`` without its ``-J HOPS`` (the suite then routes through the bastion itself; OpenSSH
+    refuses ``-J`` after a ProxyCommand). Arguments without ``-J`` come back unchanged.
+
+    >>> without_jump("-C -J root@b1,root@b2 -o Foo=bar")
+    '-C -o Foo=bar'
+    >>> without_jump("-CJroot@b1 -o 'ProxyCommand ssh -W %h:%p b' -v")
+    "-C -o 'ProxyCommand ssh -W %h:%p b' -v"
+    """
+    try:
+        tokens = shlex.split(args)
+    except ValueError:
+        return args  # refused with its own words by parse_args
+    kept: list[str] = []
+    removed = False
+    tokens.reverse()
+    while tokens:
+        token = tokens.pop()
+        if token.startswith("-") and token not in ("-", "--"):
+            for index, letter in enumerate(token[1:], 1):
+                if letter not in _TAKES_ARG:
+                    continue
+                value = [] if index + 1 < len(token) or not tokens else [tokens.pop()]
+                if letter == "J":
+                    removed, token, value = True, token[:index], []
+                kept += ([token] if token != "-" else []) + value
+                break
+            else:
+                kept.append(token)
+            continue
+        kept.append(token)
+    return shlex.join(kept) if removed else args
 
 
 def _host_matches(patterns: Sequence[str], host: str) -> bool:
@@ -120,8 +159,10 @@ def _host_matches(patterns: Sequence[str], host: str) -> bool:
     return matched
 
 
-def config_settings(path: str, host: str, label: str, note: str = "", depth: int = 0) -> Iterator[Setting]:
-    """The watched options a config file gives ``host``, in file order, each with its file and line.
+def config_settings(
+    path: str, host: str, label: str, note: str = "", depth: int = 0, watched: Sequence[str] = WATCHED
+) -> Iterator[Setting]:
+    """The ``watched`` options a config file gives ``host``, in file order, each with its file and line.
 
     ``Host`` blocks are matched against the host name; a ``Match`` block is assumed to apply
     (its criteria are not evaluated here: the check errs towards refusing). ``Include``d files
@@ -154,8 +195,8 @@ def config_settings(path: str, host: str, label: str, note: str = "", depth: int
                 if not os.path.isabs(full):
                     full = os.path.join(os.path.expanduser("~/.ssh"), full)
                 for included in sorted(glob.glob(full)):
-                    yield from config_settings(included, host, included, f" (included by {label})", depth + 1)
-        elif key in WATCHED:
+                    yield from config_settings(included, host, included, f" (included by {label})", depth + 1, watched)
+        elif key in watched:
             yield Setting(keyword, value, f"{label} line {number}{note}")
 
 

@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from compliance.bastion import Bastions, parse_jump
 from compliance.options import DEFAULT_MAX_OUTPUT, DEFAULT_TIMEOUT, UsageProblem
 
 SCHEMES = ("paramiko", "ssh", "local", "ansible")
@@ -53,6 +54,7 @@ class Target:
     ``source`` is the ``--hosts`` entry it came from (password removed), for messages.
     ``hostspec`` is testinfra's ``[user[:password]@]host[:port]``; ``options`` the keyword
     arguments of the backend (identity file, ssh_config, sudo, deadline, host keys).
+    ``bastions`` are the run's bastion connections, shared by the targets of one expansion.
     """
 
     label: str
@@ -63,6 +65,7 @@ class Target:
     backend: Any = dataclasses.field(default=None, repr=False, compare=False)  # set by connect()
     started: float | None = dataclasses.field(default=None, repr=False, compare=False)  # when gathering began
     overdue: bool = dataclasses.field(default=False, repr=False, compare=False)  # closed for using up its budget
+    bastions: Bastions | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def timeout(self) -> float:
@@ -246,6 +249,7 @@ def expand(
     found: dict[str, Target] = {}
     warnings: list[str] = []
     inventories: dict[str | None, dict[str, Any]] = {}
+    bastions = Bastions()  # nothing is contacted until a host behind a bastion is
     for spec in specs if specs is not None else ["local://"]:
         scheme, hostspec, query = _scheme_of(spec, connection)
         base = {
@@ -264,10 +268,13 @@ def expand(
             warnings += [warning] if warning else []
         else:
             made = [Target(label_of(scheme, hostspec), redact(spec), scheme, hostspec, {**base, **run})]
+            extra = [("--ssh-extra-args", ssh_extra_args)] if ssh_extra_args else []
             if scheme == "ssh":
-                extra = [("--ssh-extra-args", ssh_extra_args)] if ssh_extra_args else []
                 _check_host_keys(made[0], extra)
+            if scheme != "local":
+                _check_jumps(extra)
         for target in made:
+            target.bastions = bastions
             if target.label in found:
                 raise UsageProblem(
                     f"host {target.label} is given twice: by {found[target.label].source!r} and {target.source!r}"
@@ -431,19 +438,38 @@ def _from_backend(
         hostspec += f":{spec.port}"
     if spec.user:
         hostspec = f"{spec.user}{':' + spec.password if spec.password else ''}@{hostspec}"
+    # testinfra gives the paramiko backend no ssh arguments; the suite reads their ProxyJump and
+    # ProxyCommand for it (as Ansible's paramiko_ssh reads ProxyCommand from them).
+    inventory_extra = getattr(backend, "ssh_extra_args", None) if kind == "ssh" else None
+    if kind == "paramiko":
+        inventory_extra = " ".join(args for _, args in inventory_args) or None
     options = {
         **base,
         "ssh_config": getattr(backend, "ssh_config", base["ssh_config"]),
         "ssh_identity_file": getattr(backend, "ssh_identity_file", base["ssh_identity_file"]),
-        "ssh_extra_args": " ".join(a for a in (base["ssh_extra_args"], getattr(backend, "ssh_extra_args", None)) if a)
-        or None,
+        "ssh_extra_args": " ".join(a for a in (base["ssh_extra_args"], inventory_extra) if a) or None,
         # --sudo applies to every host; an inventory's ansible_become adds to it.
         "sudo": bool(base["sudo"] or backend.sudo),
         "sudo_user": base["sudo_user"] or backend.sudo_user,
         **run,
     }
     target = Target(name, source, kind, "local" if kind == "local" else hostspec, options)
+    extra = [("--ssh-extra-args", base["ssh_extra_args"])] if base["ssh_extra_args"] else []
     if kind == "ssh":
-        extra = [("--ssh-extra-args", base["ssh_extra_args"])] if base["ssh_extra_args"] else []
         _check_host_keys(target, [*extra, *inventory_args])
+    if kind != "local":
+        _check_jumps([*extra, *inventory_args])
     return target
+
+
+def _check_jumps(args: Sequence[tuple[str, str]]) -> None:
+    """A ProxyJump (or -J) in the ssh arguments must be readable, on either backend."""
+    from compliance import hostkeys
+
+    for where, text in args:
+        for setting in hostkeys.parse_args(text or "", where)[0]:
+            if setting.key == "proxyjump":
+                try:
+                    parse_jump(setting.value)
+                except ValueError as exc:
+                    raise UsageProblem(f"{exc} in {where}") from None

@@ -11,6 +11,14 @@ Typical use::
     with Lab([HostPlan("web1"), HostPlan("db1", sshd=False)]) as lab:
         lab.spec("web1")   # "paramiko://root@198.18.0.10"
 
+A host planned ``behind`` another (a bastion) has no link to the bridge: its
+management veth's peer sits in the bastion's namespace, which routes the host's
+address to it.  Only the bastion reaches it (namespaces do not forward), as a
+fleet behind a jump host::
+
+    with Lab([HostPlan("bastion"), HostPlan("web1", behind="bastion")]) as lab:
+        lab.ssh_config   # web1's block says ProxyJump root@BASTION
+
 Everything the lab creates is named after ``prefix`` (namespaces
 ``PREFIX-h000``..., ``PREFIX-park``, links ``PREFIX-br``/``PREFIX-vN``), which
 is also how leftovers of a killed run are found and removed.
@@ -40,6 +48,7 @@ from typing import Callable, TypeVar
 
 __all__ = [
     "ETHTOOL_REFUSING_SG",
+    "SILENT_ACCEPTED",
     "HostPlan",
     "IfacePlan",
     "Lab",
@@ -227,6 +236,11 @@ class HostPlan:
     root_shell: str | None = None
     # A shell bind-mounted over /bin/sh in the host's sessions (e.g. /usr/bin/posh).
     sh: str | None = None
+    # Reachable only through this other lab host (a bastion, which may itself be behind
+    # another): no link to the bridge; the bastion's namespace routes this host's address.
+    behind: str | None = None
+    port: int = 22  # sshd's port (and the silent listener's)
+    sshd_options: tuple[str, ...] = ()  # more sshd_config lines, e.g. "AllowTcpForwarding no"
 
     @property
     def needs_private_etc(self) -> bool:
@@ -249,7 +263,8 @@ class LabHost:
     address: str
     plan: HostPlan
     index: int = 0
-    root_veth: str = ""  # root-namespace end of the management veth
+    root_veth: str = ""  # root-namespace end of the management veth ("" behind a bastion)
+    bastion_veth: str = ""  # for a host behind a bastion: the end of its management veth in the bastion's netns
     # (source, target) bind mounts applied in the host's mount namespace, for
     # sshd and for Lab.exec alike.  Add per-host private mounts here.
     mounts: tuple[tuple[Path, Path], ...] = ()
@@ -532,20 +547,51 @@ class Lab:
             for rel, _ in hp.etc_files:
                 if Path(rel).is_absolute() or ".." in Path(rel).parts:
                     raise ValueError(f"host {hp.name!r}: etc_files paths are relative to /etc: {rel!r}")
+            if not 0 < hp.port < 65536:
+                raise ValueError(f"host {hp.name!r}: bad port {hp.port}")
+            self._bastions_of(hp)  # an unknown bastion or a loop is refused here
             if hp.networkmanager and not re.fullmatch(r"[A-Za-z0-9_.-]+", ifnames[0]):
                 # it goes into NetworkManager.conf as the one unmanaged device
                 raise ValueError(f"host {hp.name!r}: a NetworkManager host needs a plain management interface name")
 
+    def _bastions_of(self, hp: HostPlan) -> list[str]:
+        """The bastions on the way to a host, outermost first (empty for a host on the bridge)."""
+        by_name = {h.name: h for h in self.plan}
+        chain: list[str] = []
+        while hp.behind is not None:
+            if hp.behind not in by_name:
+                raise ValueError(f"host {hp.name!r} is behind {hp.behind!r}, which is not in the plan")
+            if hp.behind in chain or hp.behind == hp.name:
+                raise ValueError(f"host {hp.name!r}: a loop of bastions through {hp.behind!r}")
+            chain.insert(0, hp.behind)
+            hp = by_name[hp.behind]
+        return chain
+
     def _make_host(self, idx: int, hp: HostPlan) -> LabHost:
         address = self.network.network_address + 10 + idx
+        behind = hp.behind is not None
         return LabHost(
             name=hp.name,
             netns=f"{self.prefix}-h{idx:03d}",
             address=str(address),
             plan=hp,
             index=idx,
-            root_veth=f"{self.prefix}-v{idx}",
+            root_veth="" if behind else f"{self.prefix}-v{idx}",
+            bastion_veth=f"j{idx}" if behind else "",
         )
+
+    def behind(self, name: str) -> list[str]:
+        """The hosts whose bastion is ``name`` (directly)."""
+        return [h.name for h in self.hosts.values() if h.plan.behind == name]
+
+    def jump(self, name: str, user: str = "root") -> str:
+        """The OpenSSH ``ProxyJump`` value that reaches ``name`` (``root@A,root@B:2222``); "" if direct."""
+        return ",".join(self.endpoint(b, user) for b in self._bastions_of(self.hosts[name].plan))
+
+    def endpoint(self, name: str, user: str = "root") -> str:
+        """``user@address``, with ``:port`` when not 22 (a ProxyJump element)."""
+        host = self.hosts[name]
+        return f"{user}@{host.address}" + (f":{host.plan.port}" if host.plan.port != 22 else "")
 
     @staticmethod
     def _tmp_names(hp: HostPlan) -> list[str]:
@@ -648,7 +694,7 @@ class Lab:
         hosts = list(self.hosts.values())
         _remove(
             [h.netns for h in hosts] + [self.park_netns],
-            [h.root_veth for h in hosts] + [self.bridge],
+            [h.root_veth for h in hosts if h.root_veth] + [self.bridge],
         )
         for proc in [*self._sshd.values(), *self._daemons]:
             proc.wait(timeout=10)  # reap the SIGKILLed sshds and daemons: no zombies
@@ -661,8 +707,21 @@ class Lab:
         atexit.unregister(self.stop)
 
     def spec(self, name: str, scheme: str = "paramiko", user: str = "root") -> str:
-        """testinfra host spec, e.g. ``paramiko://root@198.18.0.10``."""
-        return f"{scheme}://{user}@{self.hosts[name].address}"
+        """testinfra host spec, e.g. ``paramiko://root@198.18.0.10`` (``:PORT`` when not 22)."""
+        return f"{scheme}://{self.endpoint(name, user)}"
+
+    def kill_host(self, name: str) -> None:
+        """The host goes down: SIGKILL every process in its network namespace (sshd and its
+        sessions; their connections close). Its namespace and links stay until the lab stops."""
+        _kill_netns_processes([self.hosts[name].netns])
+
+    def logins_from(self, name: str) -> list[str]:
+        """The source address of each login this host's sshd has logged, in order."""
+        try:
+            text = self.sshd_log(name).read_text(errors="replace")
+        except FileNotFoundError:
+            return []
+        return re.findall(r"Accepted publickey for \S+ from (\S+) port", text)
 
     def exec(self, name: str, argv: Sequence[str], check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run argv inside the host's namespaces (network namespace, its own
@@ -1036,14 +1095,28 @@ class Lab:
             f"address add {self.network.network_address + 1}/{plen} dev {self.bridge}",
             f"link set dev {self.bridge} up",
         ]
+        lines += [f"netns add {host.netns}" for host in self.hosts.values()]  # bastions' before their hosts' links
         park_up = []
+        in_bastion: dict[str, list[str]] = {}  # bastion netns -> its `ip` lines for the hosts behind it
         for host in self.hosts.values():
             tmps = self._tmp_names(host.plan)
-            lines += [
-                f"netns add {host.netns}",
-                f"link add name {host.root_veth} type veth peer name {tmps[0]} netns {host.netns}",
-                f"link set dev {host.root_veth} master {self.bridge} up",
-            ]
+            if host.plan.behind is not None:
+                bastion = self.hosts[host.plan.behind]
+                lines.append(
+                    f"link add name {tmps[0]} netns {host.netns} type veth peer name {host.bastion_veth} "
+                    f"netns {bastion.netns}"
+                )
+                # The host's address is in the lab's network, which the bastion has on its own
+                # management link: a host route wins. The host reaches the bastion's address on
+                # its link (the bastion answers ARP for its addresses on any interface).
+                in_bastion.setdefault(bastion.netns, []).extend(
+                    [f"link set dev {host.bastion_veth} up", f"route add {host.address}/32 dev {host.bastion_veth}"]
+                )
+            else:
+                lines += [
+                    f"link add name {host.root_veth} type veth peer name {tmps[0]} netns {host.netns}",
+                    f"link set dev {host.root_veth} master {self.bridge} up",
+                ]
             for k in range(1, len(tmps)):
                 peer = self._park_peer(host, k)
                 lines.append(
@@ -1052,6 +1125,8 @@ class Lab:
                 park_up.append(f"link set dev {peer} up")
         _ip_batch(lines)
         _ip_batch(park_up, netns=self.park_netns)
+        for netns, bastion_lines in in_bastion.items():
+            _ip_batch(bastion_lines, netns=netns)
 
     def _configure_host(self, host: LabHost) -> None:
         """Address, names, SG and MTU of one host's interfaces, then verify."""
@@ -1074,17 +1149,25 @@ class Lab:
         (self._wd() / "authorized_keys").write_text(pub)
         (self._wd() / "authorized_keys").chmod(0o644)  # lab users' sshd reads it as the user
         known = []
-        for name, host in self.hosts.items():
+        for name in self.hosts:
             keytype, key = (self.host_dir(name) / "ssh_host_ed25519_key.pub").read_text().split()[:2]
-            known.append(f"{host.address} {keytype} {key}\n")
+            known.append(f"{self.known_hosts_name(name)} {keytype} {key}\n")
         self.known_hosts.write_text("".join(known))
         self.ssh_config.write_text("".join(self._ssh_config_block(h) for h in self.hosts.values()))
 
+    def known_hosts_name(self, name: str) -> str:
+        """How known_hosts names this host: its address, as ``[address]:port`` when not 22."""
+        host = self.hosts[name]
+        return host.address if host.plan.port == 22 else f"[{host.address}]:{host.plan.port}"
+
     def _ssh_config_block(self, host: LabHost) -> str:
+        jump = self.jump(host.name)
         return (
             f"Host {host.address} {host.name}\n"
             f"    HostName {host.address}\n"
-            "    User root\n"
+            + (f"    Port {host.plan.port}\n" if host.plan.port != 22 else "")
+            + (f"    ProxyJump {jump}\n" if jump else "")
+            + "    User root\n"
             f"    IdentityFile {self.key_file}\n"
             "    IdentitiesOnly yes\n"
             f"    UserKnownHostsFile {self.known_hosts}\n"
@@ -1101,7 +1184,7 @@ class Lab:
         hdir = self.host_dir(host.name)
         lines = [
             f"ListenAddress {host.address}",
-            "Port 22",
+            f"Port {host.plan.port}",
             f"HostKey {hdir / 'ssh_host_ed25519_key'}",
             f"PidFile {hdir / 'sshd.pid'}",
             f"AuthorizedKeysFile {self._wd() / 'authorized_keys'}",
@@ -1118,6 +1201,7 @@ class Lab:
             "MaxSessions 100",
             "LogLevel VERBOSE",  # logs each login and each session's command: tests count them
             "Subsystem sftp internal-sftp",  # ansible transfers files over sftp
+            *host.plan.sshd_options,
         ]
         if host.plan.force_command is not None:
             lines.append(f"ForceCommand {host.plan.force_command}")
@@ -1134,7 +1218,7 @@ class Lab:
             cfg.write_text(self._sshd_config(host))
             argv = [SSHD, "-D", "-e", "-f", str(cfg)]
             if host.plan.silent:
-                argv = [sys.executable, "-c", _SILENT_LISTENER, host.address]
+                argv = [sys.executable, "-c", _SILENT_LISTENER, host.address, str(host.plan.port)]
             with open(self.sshd_log(host.name), "wb") as log:
                 self._sshd[host.name] = subprocess.Popen(
                     self._ns_argv(host, argv),
@@ -1153,7 +1237,7 @@ class Lab:
                 rc = self._sshd[name].poll()
                 if rc is not None:
                     self._sshd_failed(name, f"sshd exited with status {rc}")
-                if _listening(self._sshd[name].pid, host.address):
+                if _listening(self._sshd[name].pid, host.address, host.plan.port):
                     del pending[name]
             if pending and time.monotonic() > deadline:
                 self._sshd_failed(next(iter(pending)), f"sshd not accepting after {timeout:.0f}s")
@@ -1189,7 +1273,10 @@ class Lab:
     def _verify_host(self, host: LabHost) -> None:
         """The kernel state must be exactly the plan: names, MTUs and SG."""
         links = {link["ifname"]: link for link in _ip_json(["link", "show"], netns=host.netns)}
-        planned = {i.name for i in host.plan.ifaces} | {"lo"}
+        # A bastion also holds the ends of the management links of the hosts behind it.
+        planned = (
+            {i.name for i in host.plan.ifaces} | {"lo"} | {self.hosts[b].bastion_veth for b in self.behind(host.name)}
+        )
         if set(links) != planned:
             raise LabError(f"{host.name}: interfaces {sorted(links)} != planned {sorted(planned)}")
         for iface in host.plan.ifaces:
@@ -1219,12 +1306,14 @@ def _unique_real_files(paths: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(os.path.realpath(p) for p in paths if os.path.isfile(p)))
 
 
-# Accepts every connection on ADDRESS:22 and keeps it open without a word.
+# Accepts every connection on ADDRESS:PORT and keeps it open without a word; logs each one
+# (SILENT_ACCEPTED in its sshd log: tests count the connection attempts).
+SILENT_ACCEPTED = "silent listener: accepted a connection"
 _SILENT_LISTENER = (
     "import socket, sys\n"
     "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
-    "s.bind((sys.argv[1], 22)); s.listen(64); held = []\n"
-    "while True: held.append(s.accept())\n"
+    "s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(64); held = []\n"
+    f"while True: held.append(s.accept()); print({SILENT_ACCEPTED!r}, flush=True)\n"
 )
 
 

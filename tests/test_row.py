@@ -193,4 +193,4 @@ def test_the_merge_carries_boot_sg_and_reads_rows_written_before_it(tmp_path):
     assert [(r["boot_sg"], r["boot_sg_source"]) for r in merged["results"]] == [(None, None), ("off", "/etc/x.rules:3")]
     assert list(merged["results"][0])[7:10] == ["boot_sg", "boot_sg_source", "boot_sg_problem"]
     assert "off (/etc/x.rules:3)" in (tmp_path / "out" / "report.html").read_text()
-    assert '<dt>Boot SG</dt><dd>off (/etc/x.rules:3)</dd>' in (tmp_path / "out" / "summary.html").read_text()
+    assert "<dt>Boot SG</dt><dd>off (/etc/x.rules:3)</dd>" in (tmp_path / "out" / "summary.html").read_text()
