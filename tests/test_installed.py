@@ -69,9 +69,8 @@ def reports_of(directory: Path) -> dict:
     reports = ["junit.xml", "report.html", "summary.css", "summary.html", "summary.json"]
     assert sorted(p.name for p in (directory / "reports").iterdir()) == reports
     # The template and the stylesheet are package data: the page is whole, and styled.
-    assert (
-        "summary_html" not in str(directory) and 'class="host"' in (directory / "reports" / "summary.html").read_text()
-    )
+    assert "summary_html" not in str(directory)
+    assert 'class="host"' in (directory / "reports" / "summary.html").read_text()
     assert "section.host" in (directory / "reports" / "summary.css").read_text()
     return json.loads((directory / "reports" / "summary.json").read_text())
 
