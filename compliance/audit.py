@@ -183,15 +183,20 @@ class AuditPlugin:
             if hasattr(option, "htmlpath"):
                 option.htmlpath = None
             return
+        # pytest-html's page only when asked (--html): at fleet scale it costs more per case than the
+        # rest of the run, and it is blank under Jenkins' CSP. summary.html is the fleet page.
+        stale = self.paths.pop("html") if getattr(option, "htmlpath", None) is None else None
         _distinct_report_paths(self.paths)
         for path in self.paths.values():
             _writable_dir(path.parent)
             if path.is_dir():
                 raise UsageProblem(f"report path {path} is a directory")
+        if stale is not None and stale.is_file():
+            stale.unlink()  # an older run's page at the default path would look current
         option.xmlpath = str(self.paths["junit"])
-        if hasattr(option, "htmlpath"):
+        if "html" in self.paths:
             option.htmlpath = str(self.paths["html"])
-        option.self_contained_html = True  # one file to archive and to mail, wherever it goes
+            option.self_contained_html = True  # one file to archive and to mail, wherever it goes
 
     def _discard_stale_reports(self, error: str) -> None:
         if not self.config.option.collectonly:
@@ -201,6 +206,11 @@ class AuditPlugin:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_configure(self, config: pytest.Config) -> None:
+        if config.option.tbstyle == "auto":
+            # pytest's FAILURES section would repeat each failing case's message, which the
+            # Diagnostic Results block already shows, at a cost quadratic in the cases. --tb=short
+            # (or long, line, native) brings it back.
+            config.option.tbstyle = "no"
         if self.worker:
             return
         reporter = AuditReporter(

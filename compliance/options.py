@@ -118,8 +118,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--reports-dir",
         default=OPTION_DEFAULTS["reports_dir"],
         metavar="DIR",
-        help="where junit.xml, report.html, summary.json and summary.html are written, relative to the current "
-        "directory (default reports/); --junitxml, --html, --xennet-summary and --xennet-summary-html move one report",
+        help="where junit.xml, summary.json and summary.html are written, relative to the current "
+        "directory (default reports/); --junitxml, --xennet-summary and --xennet-summary-html move one report; "
+        "pytest-html's page only with --html PATH",
     )
     add(
         "--xennet-summary",

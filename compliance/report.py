@@ -346,7 +346,7 @@ def discard_stale(paths: dict[str, Path], error: str) -> None:
                 paths[key].unlink(missing_ok=True)
         if "summary_html" in paths:
             paths["summary_html"].with_name("summary.css").unlink(missing_ok=True)  # the page's stylesheet
-        if paths["summary"].parent.is_dir() and paths["summary"] not in (paths["junit"], paths["html"]):
+        if paths["summary"].parent.is_dir() and paths["summary"] not in (paths["junit"], paths.get("html")):
             stopped = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
             data = {
                 "schema": SCHEMA,

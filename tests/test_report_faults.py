@@ -48,13 +48,13 @@ def pages(path) -> int:
 def test_a_full_disk_costs_one_report_not_the_others(tmpfs, tmp_path):
     # Room for junit.xml, summary.json and summary.html with its CSS (as large as a first run made
     # them), not for report.html.
-    sizes = audit(f"--reports-dir={tmp_path / 'first'}")
+    sizes = audit(f"--reports-dir={tmp_path / 'first'}", f"--html={tmp_path / 'first' / 'report.html'}")
     assert sizes.returncode == 0, sizes.stdout
     small = ("junit.xml", "summary.json", "summary.html", "summary.css")
     room = sum(pages(tmp_path / "first" / name) for name in small) + 1
     assert room < pages(tmp_path / "first" / "report.html")
     full = tmpfs(f"size={room * 4}k")
-    proc = audit(f"--reports-dir={full}")
+    proc = audit(f"--reports-dir={full}", f"--html={full / 'report.html'}")
     out = proc.stdout + proc.stderr
     assert proc.returncode == 6, out
     assert f"cannot write {full / 'report.html'}: No space left on device" in proc.stdout
@@ -68,7 +68,12 @@ def test_a_full_disk_costs_one_report_not_the_others(tmpfs, tmp_path):
 def test_a_summary_that_cannot_be_written_does_not_stop_the_html_report(tmpfs, tmp_path):
     full = tmpfs("size=4k")
     (full / "filler").write_bytes(b"x" * 4096)
-    proc = audit(f"--reports-dir={tmp_path / 'reports'}", f"--xennet-summary={full / 'summary.json'}")
+    reports_dir = tmp_path / "reports"
+    proc = audit(
+        f"--reports-dir={reports_dir}",
+        f"--html={reports_dir / 'report.html'}",
+        f"--xennet-summary={full / 'summary.json'}",
+    )
     assert proc.returncode == 6, proc.stdout + proc.stderr
     assert f"cannot write {full / 'summary.json'}: No space left on device" in proc.stdout
     reports = ["junit.xml", "report.html", "summary.css", "summary.html"]
@@ -79,11 +84,11 @@ def test_a_summary_that_cannot_be_written_does_not_stop_the_html_report(tmpfs, t
 def test_a_summary_page_that_cannot_be_written_costs_only_itself(tmpfs, tmp_path):
     full = tmpfs("size=4k")
     (full / "filler").write_bytes(b"x" * 4096)
-    proc = audit(f"--reports-dir={tmp_path / 'reports'}", f"--xennet-summary-html={full / 'summary.html'}")
+    proc = audit(f"--reports-dir={tmp_path / 'reports'}", f"--xennet-summary-html={full / 'summary.html'}")  # no --html
     assert proc.returncode == 6, proc.stdout + proc.stderr
     assert f"cannot write {full / 'summary.css'}: No space left on device" in proc.stdout
     assert f"cannot write {full / 'summary.html'}: No space left on device" in proc.stdout
-    assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == ["junit.xml", "report.html", "summary.json"]
+    assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == ["junit.xml", "summary.json"]
     assert sorted(p.name for p in full.iterdir()) == ["filler"]
 
 

@@ -191,9 +191,23 @@ def test_reports_dir_holds_every_report(tmp_path):
         env=dict(os.environ),
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    reports = ["junit.xml", "report.html", "summary.css", "summary.html", "summary.json"]
+    reports = ["junit.xml", "summary.css", "summary.html", "summary.json"]
     assert sorted(p.name for p in out.iterdir()) == reports
     assert f"summary: {out / 'summary.json'}" in proc.stdout
+
+
+def test_pytest_html_writes_only_when_asked_and_an_older_page_goes(tmp_path):
+    """pytest-html's page costs more per case than every other report (see the README's Large
+    fleets): only --html writes it; an older run's page at the default path would look current."""
+    asked = run_audit(tmp_path, "--hosts=local://")  # with --html=tmp_path/report.html
+    assert asked.returncode == 0 and "<html" in (tmp_path / "report.html").read_text()[:500]
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--hosts=local://", f"--reports-dir={tmp_path}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["junit.xml", "summary.css", "summary.html", "summary.json"]
+    assert "Generated html report" not in proc.stdout
 
 
 def test_summary_html_option_moves_the_page_and_its_stylesheet(tmp_path):
