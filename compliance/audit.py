@@ -206,11 +206,6 @@ class AuditPlugin:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_configure(self, config: pytest.Config) -> None:
-        if config.option.tbstyle == "auto":
-            # pytest's FAILURES section would repeat each failing case's message, which the
-            # Diagnostic Results block already shows, at a cost quadratic in the cases. --tb=short
-            # (or long, line, native) brings it back.
-            config.option.tbstyle = "no"
         if self.worker:
             return
         reporter = AuditReporter(
