@@ -359,7 +359,18 @@ def test_a_nitro_instance_type_is_refused_before_anything_is_launched(aws, recor
     assert [c[1] for c in aws.calls()] == ["describe-instance-types"]
 
 
+@pytest.fixture
+def default_disposition(signum):
+    """The signal at its default in the processes the test starts: a run under nohup (or started in
+    the background by a shell) hands them HUP (or INT) ignored, and sh cannot trap a signal ignored
+    on entry. A CI job's abort arrives at a script whose signals are not ignored."""
+    previous = signal.signal(signum, signal.SIG_DFL)
+    yield
+    signal.signal(signum, previous)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+@pytest.mark.usefixtures("default_disposition")
 def test_an_interrupted_launch_still_terminates_the_instance(signum, aws, recorder, tmp_path):
     aws.configure(boot_seconds=60)
     proc = px.after_build(tmp_path, str(recorder)).start(env(aws, tmp_path), tmp_path, tmp_path)
