@@ -252,6 +252,18 @@ class ConfFile:
         return self.path.startswith(RUNTIME_PREFIX)
 
 
+def overridden(files: Sequence[ConfFile], directories: Sequence[str]) -> list[ConfFile]:
+    """udev's and systemd's file set: one file per name (the earliest of ``directories`` wins),
+    in lexical order of names. Masked files stay in: the caller decides what a mask means."""
+    chosen: dict[str, tuple[int, ConfFile]] = {}
+    for file in files:
+        directory = file.path.rsplit("/", 1)[0]
+        rank = directories.index(directory) if directory in directories else len(directories)
+        if file.name not in chosen or rank < chosen[file.name][0]:
+            chosen[file.name] = (rank, file)
+    return [chosen[name][1] for name in sorted(chosen)]
+
+
 @dataclasses.dataclass(frozen=True)
 class BootFiles:
     """The probe's boot section, parsed: the files, the ones it could not read, and any doubt."""

@@ -27,7 +27,7 @@ import re
 import shlex
 from collections.abc import Sequence
 
-from compliance.boot import LINK_DIRS, ConfFile, Device, Outcome, Setting, glob_any
+from compliance.boot import LINK_DIRS, ConfFile, Device, Outcome, Setting, glob_any, overridden
 
 SCATTER_GATHER_SINCE = 260  # the systemd version that knows ScatterGather=
 TRUE = frozenset({"1", "yes", "y", "true", "t", "on"})
@@ -80,13 +80,7 @@ def parse(file: ConfFile) -> LinkFile:
 
 def ordered(files: Sequence[ConfFile]) -> list[LinkFile]:
     """One file per name (the earliest directory wins; an empty one masks the name), in lexical order."""
-    chosen: dict[str, tuple[int, ConfFile]] = {}
-    for file in files:
-        directory = file.path.rsplit("/", 1)[0]
-        rank = LINK_DIRS.index(directory) if directory in LINK_DIRS else len(LINK_DIRS)
-        if file.name not in chosen or rank < chosen[file.name][0]:
-            chosen[file.name] = (rank, file)
-    return [parse(f) for _, f in (chosen[n] for n in sorted(chosen)) if not f.masked]
+    return [parse(f) for f in overridden(files, LINK_DIRS) if not f.masked]
 
 
 def _mac(text: str) -> str:

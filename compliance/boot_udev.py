@@ -26,7 +26,17 @@ import functools
 import re
 from collections.abc import Sequence
 
-from compliance.boot import UDEV_DIRS, ConfFile, Device, Level, Outcome, Setting, command_effect, name_matcher
+from compliance.boot import (
+    UDEV_DIRS,
+    ConfFile,
+    Device,
+    Level,
+    Outcome,
+    Setting,
+    command_effect,
+    name_matcher,
+    overridden,
+)
 
 # udev's own names for the device in RUN: $name, %k, $kernel, $env{INTERFACE}, %E{INTERFACE}.
 NAME_WORDS = ("$name", "$kernel", "%k", "$env{INTERFACE}", "%E{INTERFACE}")
@@ -128,13 +138,7 @@ def parse(file: ConfFile) -> tuple[Rule, ...]:
 
 def ordered(files: Sequence[ConfFile]) -> list[ConfFile]:
     """udev's file set: one file per name (the earliest directory wins), in lexical order of names."""
-    chosen: dict[str, tuple[int, ConfFile]] = {}
-    for file in files:
-        directory = file.path.rsplit("/", 1)[0]
-        rank = UDEV_DIRS.index(directory) if directory in UDEV_DIRS else len(UDEV_DIRS)
-        if file.name not in chosen or rank < chosen[file.name][0]:
-            chosen[file.name] = (rank, file)
-    return [chosen[name][1] for name in sorted(chosen)]
+    return overridden(files, UDEV_DIRS)
 
 
 # --------------------------------------------------------------------------- matching
