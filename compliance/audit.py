@@ -16,6 +16,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +27,12 @@ from compliance import report, rule, shard, targets, waivers, workaround
 from compliance.cases import Case, build_cases
 from compliance.gather import GatherInterrupted, HostResult, gather, may_jump, processes_for
 from compliance.options import Settings, UsageProblem, report_paths
+from compliance.plugin import is_audit_module
 from compliance.report import AuditReporter
 from compliance.row import Row
 from compliance.rule import Judgement, Verdict
 
-RECORD = pytest.StashKey[dict]()  # this item's record
-OUTCOME = pytest.StashKey[Any]()  # this item's workaround.Outcome, when it was touched
-WAIVER = pytest.StashKey[waivers.Decision]()  # this item's waiver decision, when a waiver matched it
+CHECK = "test_xennet_sg_mtu"  # the audit module's check: one CaseItem per case
 WORKERINPUT_KEY = "xennet_results"
 WAIVERS_KEY = "xennet_waivers"  # workerinput: the checked waivers, so workers never read the file
 
@@ -103,12 +103,6 @@ def at_boot(judgement: Judgement, record: Row) -> tuple[Judgement, Row]:
     return found, dataclasses.replace(
         record, verdict=found.verdict.value, message=found.message, fixes=found.fixes, error_kind=kind
     )
-
-
-def _has_case(item: pytest.Item) -> bool:
-    """Whether ``item`` is a real case (pytest makes one skipped item of an empty parameter set)."""
-    callspec = getattr(item, "callspec", None)
-    return callspec is not None and isinstance(callspec.params.get("xennet_case"), Case)
 
 
 class AuditPlugin:
@@ -307,22 +301,17 @@ class AuditPlugin:
         if self.waivers is not None:
             node.workerinput[WAIVERS_KEY] = self.waivers.to_dict()
 
-    # ---- collection and fixtures ----------------------------------------------
+    # ---- collection ------------------------------------------------------------
 
-    def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
-        if "xennet_case" in metafunc.fixturenames:
-            cases = build_cases(self.results, self._require())
-            metafunc.parametrize("xennet_case", cases, ids=[c.id for c in cases])
-
-    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
-        # A shard with no host (more shards than hosts) audits nothing, and that is valid: its
-        # reports hold zero cases, not pytest's "empty parameter set" skip, so that it merges.
-        if self.results or self.interrupted or self.settings.shard is None:
-            return
-        empty = [item for item in items if "xennet_case" in getattr(item, "fixturenames", ()) and not _has_case(item)]
-        if empty:
-            items[:] = [item for item in items if item not in empty]
-            config.hook.pytest_deselected(items=empty)
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_pycollect_makeitem(self, collector: pytest.Collector, name: str, obj: object) -> list[CaseItem] | None:
+        """The audit module's check becomes one :class:`CaseItem` per case, in report order."""
+        if name != CHECK or not isinstance(collector, pytest.Module) or not is_audit_module(collector.path):
+            return None
+        return [
+            CaseItem.from_parent(collector, name=f"{CHECK}[{case_id(case)}]", case=case, check=obj, audit=self)
+            for case in build_cases(self.results, self._require())
+        ]
 
     def empty_shard(self) -> bool:
         """This run is a shard that holds no host: nothing to audit, and a valid (empty) result."""
@@ -365,37 +354,37 @@ class AuditPlugin:
         if self.empty_shard() and session.exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
             session.exitstatus = pytest.ExitCode.OK  # an empty shard passed: it had nothing to audit
 
-    @pytest.fixture
-    def xennet_judgement(self, xennet_case: Case, request: pytest.FixtureRequest) -> Any:
-        """Judge this case (then apply the workaround, if asked); a host or interface in doubt errors here, in setup."""
-        judgement = xennet_case.judge(self.settings.scope)
-        record = xennet_case.record(judgement)
-        waiver = self._waiver(xennet_case, judgement)
+    def settle(self, item: CaseItem) -> None:
+        """Judge a case (then apply the workaround, if asked); a host or interface in doubt errors here, in setup."""
+        case = item.case
+        judgement = case.judge(self.settings.scope)
+        record = case.record(judgement)
+        waiver = self._waiver(case, judgement)
         # An active waiver is a person's decision about this interface: the workaround leaves it alone.
-        if xennet_case.interface is not None and not (waiver is not None and waiver.active):
-            outcome = self.remediator().act(xennet_case.host, xennet_case.interface, xennet_case.ethtool, judgement)
+        if case.interface is not None and not (waiver is not None and waiver.active):
+            outcome = self.remediator().act(case.host, case.interface, case.ethtool, judgement)
             if outcome is not None:
-                request.node.stash[OUTCOME] = outcome
+                item.outcome = outcome
                 record = workaround.apply_to_record(record, outcome)
                 judgement = outcome.judgement or judgement
-                waiver = self._waiver(xennet_case, judgement)  # a remediated interface needs no waiver
-        if self.settings.require_persistent and xennet_case.interface is not None:
+                waiver = self._waiver(case, judgement)  # a remediated interface needs no waiver
+        if self.settings.require_persistent and case.interface is not None:
             judgement, record = at_boot(judgement, record)
         if waiver is not None:
-            request.node.stash[WAIVER] = waiver
+            item.waiver = waiver
             record = dataclasses.replace(record, waiver=waiver.to_dict())
             if waiver.active:
                 # pytest's own xfail, so that JUnit, pytest-html and the terminal show it as such. Strict, and
                 # only for the case's own failure (pytest.fail): anything else stays an error.
                 mark = pytest.mark.xfail(reason=waiver.reason(), strict=True, raises=pytest.fail.Exception)
-                request.node.add_marker(mark)
-        request.node.stash[RECORD] = record.to_dict()  # the row's dict form: it travels to the xdist controller
+                item.add_marker(mark)
+        item.judgement = judgement
+        item.record = record.to_dict()  # the row's dict form: it travels to the xdist controller
         if judgement.verdict is Verdict.ERROR:
             # Failing in setup makes the case an error, never a pass; the cause is one line, no traceback.
             pytest.fail(judgement.message, pytrace=False)
         if judgement.verdict is Verdict.NOT_APPLICABLE:
             pytest.skip(judgement.message)
-        return judgement
 
     def _waiver(self, case: Case, judgement: Any) -> waivers.Decision | None:
         """The waiver deciding a case: only a susceptible interface is waived; an error never is (fail closed)."""
@@ -403,23 +392,60 @@ class AuditPlugin:
             return None
         return self.waivers.decide(case.host, case.interface.name)
 
-    @pytest.fixture
-    def xennet_workaround(self, xennet_judgement: Any, request: pytest.FixtureRequest) -> Any:
-        """What the workaround did to this case (a workaround.Outcome), or None when untouched."""
-        return request.node.stash.get(OUTCOME, None)
-
-    @pytest.fixture
-    def xennet_waiver(self, xennet_judgement: Any, request: pytest.FixtureRequest) -> waivers.Decision | None:
-        """The waiver that decides this susceptible case (active: xfail; expired: fail), or None."""
-        return request.node.stash.get(WAIVER, None)
-
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo) -> Any:
         test_report = yield
-        record = item.stash.get(RECORD, None)
-        if record is not None:
-            test_report.xennet = record  # travels to the xdist controller with the report
-        if _has_case(item):
+        if isinstance(item, CaseItem):
+            if item.record is not None:
+                test_report.xennet = item.record  # travels to the xdist controller with the report
             # The host's gathering time, for the JUnit case: gathering happens before any test phase.
-            test_report.xennet_seconds = getattr(item, "callspec").params["xennet_case"].seconds  # noqa: B009
+            test_report.xennet_seconds = item.case.seconds
         return test_report
+
+
+def case_id(case: Case) -> str:
+    """The case's id in its nodeid, escaped as pytest escapes a parameter id (non-ASCII, control bytes).
+
+    >>> case_id(Case("web1", interface=None))
+    'web1'
+    >>> case_id(Case("h\u00e9\n"))
+    'h\\xe9\\n'
+    """
+    return case.id.encode("unicode_escape").decode("ascii")
+
+
+class CaseItem(pytest.Item):
+    """One case of XENNET-01: a host's interface, or a host that could not be judged.
+
+    Collected from the audit module's ``test_xennet_sg_mtu`` as pytest's pattern for tests
+    that are not Python functions: judged in :meth:`setup` (an error or an out-of-scope
+    interface ends there, as pytest's error or skip), checked in :meth:`runtest`. A
+    fixture-parametrized function did the same with pytest's fixture and traceback
+    machinery per case: at fleet scale, most of the run's client CPU (bench/RESULTS.md).
+    Node ids are those of the parametrized function: ``compliance/test_xennet.py::test_xennet_sg_mtu[web1|eth0]``.
+    """
+
+    def __init__(self, *, case: Case, check: Callable[..., None], audit: AuditPlugin, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.case = case
+        self.check = check
+        self.audit = audit
+        self.judgement: Judgement | None = None
+        self.outcome: workaround.Outcome | None = None  # what the workaround did, when it touched the case
+        self.waiver: waivers.Decision | None = None  # the waiver deciding the case, when one matched it
+        self.record: dict[str, Any] | None = None  # the case's row, once judged
+
+    def setup(self) -> None:
+        self.audit.settle(self)
+
+    def runtest(self) -> None:
+        self.check(self.judgement, self.outcome, self.waiver)
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
+        # The check's own failure is its message: no traceback to build and filter.
+        if isinstance(excinfo.value, pytest.fail.Exception) and not excinfo.value.pytrace:
+            return excinfo.value.msg
+        return super().repr_failure(excinfo, style)
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.path, self.check.__code__.co_firstlineno - 1, self.name

@@ -9,9 +9,12 @@ import ipaddress
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -86,6 +89,18 @@ EXPECTED = {
     ("hostile", "<b>x<b>"): "susceptible",
 }
 LAB_TIMEOUT = 3
+
+
+@contextmanager
+def signal_at_default(signum: int) -> Iterator[None]:
+    """The signal at its default in the processes started meanwhile: a run under nohup (or started in
+    the background by a shell) hands them HUP (or INT) ignored, and neither sh nor Python takes over a
+    signal ignored on entry. A CI job's abort, or Ctrl-C, reaches processes whose signals are not ignored."""
+    previous = signal.signal(signum, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        signal.signal(signum, previous)
 
 
 def make_lab(plan, index: int = 0) -> Lab:

@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from tests import packer_example as px
+from tests.conftest import signal_at_default
 
 CONSOLE_KEYS = [
     "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBPpr+er3f3udgTXl6EPI+7KGx6TXD6uSDR2iwHifbA/rgJqMHVg8Ziq+0dQ1jn6Upu1OgReLw+OG91rLAB+lHNY=",
@@ -361,12 +362,8 @@ def test_a_nitro_instance_type_is_refused_before_anything_is_launched(aws, recor
 
 @pytest.fixture
 def default_disposition(signum):
-    """The signal at its default in the processes the test starts: a run under nohup (or started in
-    the background by a shell) hands them HUP (or INT) ignored, and sh cannot trap a signal ignored
-    on entry. A CI job's abort arrives at a script whose signals are not ignored."""
-    previous = signal.signal(signum, signal.SIG_DFL)
-    yield
-    signal.signal(signum, previous)
+    with signal_at_default(signum):
+        yield
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])

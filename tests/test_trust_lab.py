@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, audit_argv, lab_args, make_lab, run_audit
+from tests.conftest import ROOT, audit_argv, lab_args, make_lab, run_audit, signal_at_default
 from tests.lab import HostPlan, IfacePlan
 
 NAMES = ["sgon", "exposed", "multi"]
@@ -172,13 +172,14 @@ def test_interrupted_run_still_writes_every_report(lab, tmp_path, sig, xdist, to
     # The hung host keeps gathering busy (for up to 600 s); sgon finishes first. The run
     # must stop on the signal, whichever thread the kernel hands it to, not at the timeout.
     args = [a for a in lab_args(lab, ["sgon", "hung"]) if not a.startswith("--xennet-timeout")]
-    proc = subprocess.Popen(
-        audit_argv(tmp_path, *args, "--xennet-timeout=600", *xdist),
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    with signal_at_default(sig):
+        proc = subprocess.Popen(
+            audit_argv(tmp_path, *args, "--xennet-timeout=600", *xdist),
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
     seen = read_until(proc, "gathering 1/2 hosts", deadline=60)  # sgon gathered, the hung host not
     if to_thread:
         send_to_a_thread_that_is_not_main(proc.pid, sig)
