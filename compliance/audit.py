@@ -404,7 +404,7 @@ class AuditPlugin:
 
 
 def case_id(case: Case) -> str:
-    """The case's id in its nodeid, escaped as pytest escapes a parameter id (non-ASCII, control bytes).
+    r"""The case's id in its nodeid, escaped as pytest escapes a parameter id (non-ASCII, control bytes).
 
     >>> case_id(Case("web1", interface=None))
     'web1'
