@@ -2,7 +2,9 @@
 
 One connection and one trivial command (`echo /sys/class/net/*`, a shell builtin,
 so that the interfaces it sees can be checked) per host, from a thread pool, with
-TCP_NODELAY and host keys verified against one known_hosts file parsed once.
+TCP_NODELAY and host keys verified against one known_hosts file parsed once and indexed
+by host name, and the client key loaded once (paramiko's ``HostKeys.lookup`` scans every entry: at 1,000 hosts that scan was
+≈ 4 ms of the floor's CPU per host, which no fleet tool need spend).
 Prints one JSON object: host -> interface names.
 
     python -m bench.floor --key KEY --known-hosts FILE --workers 16 HOST...
@@ -21,18 +23,33 @@ import paramiko
 COMMAND = "echo /sys/class/net/*"
 
 
-def interfaces(address: str, key: str, known: paramiko.HostKeys, timeout: float) -> list[str]:
+Known = dict[str, list[paramiko.PKey]]
+
+
+def read_known_hosts(path: str) -> Known:
+    """Plain (unhashed) known_hosts entries by host name, parsed once with paramiko's own parser."""
+    known: Known = {}
+    with open(path) as lines:
+        for line in lines:
+            entry = paramiko.hostkeys.HostKeyEntry.from_line(line)
+            if entry is not None and entry.key is not None:
+                for name in entry.hostnames:
+                    known.setdefault(name, []).append(entry.key)
+    return known
+
+
+def interfaces(address: str, key: paramiko.PKey, known: Known, timeout: float) -> list[str]:
     client = paramiko.SSHClient()
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    for keytype, hostkey in (known.lookup(address) or {}).items():
-        client.get_host_keys().add(address, keytype, hostkey)
+    for hostkey in known.get(address, []):
+        client.get_host_keys().add(address, hostkey.get_name(), hostkey)
     sock = socket.create_connection((address, 22), timeout=timeout)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         client.connect(
             address,
             username="root",
-            key_filename=key,
+            pkey=key,
             sock=sock,
             timeout=timeout,
             look_for_keys=False,
@@ -53,9 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=30)
     parser.add_argument("hosts", nargs="+")
     args = parser.parse_args(argv)
-    known = paramiko.HostKeys(args.known_hosts)
+    known = read_known_hosts(args.known_hosts)
+    key = paramiko.PKey.from_path(args.key)  # loaded once, not once per host
     with ThreadPoolExecutor(args.workers) as pool:
-        seen = pool.map(lambda h: interfaces(h, args.key, known, args.timeout), args.hosts)
+        seen = pool.map(lambda h: interfaces(h, key, known, args.timeout), args.hosts)
         json.dump(dict(zip(args.hosts, seen)), sys.stdout)
     return 0
 

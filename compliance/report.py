@@ -514,10 +514,12 @@ class AuditReporter:
             self.crashed.add(report.nodeid)
         elif report.nodeid in self.crashed:
             return  # the crash decides this case's row
+        elif report.nodeid in self.records:
+            return  # the row is final after setup, where the case is judged (and acted on)
         record = row_of(report)
         if record is None:
             return
-        first = report.nodeid not in self.records
+        first = report.nodeid not in self.records  # not so only for a crash after setup
         self.records[report.nodeid] = record
         xml = self.config.stash.get(xml_key, None)
         if xml is not None:
@@ -527,7 +529,7 @@ class AuditReporter:
             reporter = xml.node_reporter(report)
             reporter.add_attribute("classname", classname)
             reporter.add_attribute("name", name)
-            if first:  # the row is final after setup, where the case is judged (and acted on)
+            if first:
                 # The case's time is its host's gathering time (plus its own phases, which LogXML adds).
                 reporter.duration += float(getattr(report, "xennet_seconds", 0.0) or 0.0)
                 for prop, value in junit_properties(record):

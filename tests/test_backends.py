@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import paramiko
 import pytest
 
-from compliance.backends import KnownHosts, ParamikoBackend, SshBackend, record_file
+from compliance.backends import KnownHosts, ParamikoBackend, SshBackend, record_file, with_loaded_key
 
 
 @pytest.fixture(scope="module")
@@ -118,3 +120,34 @@ def test_closing_aborts_a_paramiko_handshake_in_progress():
     finally:
         accepted.close()
         listener.close()
+
+
+def keygen(path, *extra: str) -> str:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path), *extra], check=True)
+    return str(path)
+
+
+def test_one_identity_file_is_loaded_once_for_every_host(tmp_path):
+    path = keygen(tmp_path / "id")
+    first = with_loaded_key({"hostname": "a", "key_filename": path})
+    second = with_loaded_key({"hostname": "b", "key_filename": [path]})
+    assert first["key_filename"] is None and isinstance(first["pkey"], paramiko.Ed25519Key)
+    assert second["pkey"] is first["pkey"]  # parsed once, shared
+    assert first["pkey"].get_base64() == paramiko.PKey.from_path(path).get_base64()
+
+
+def test_identity_files_paramiko_reads_otherwise_are_left_to_it(tmp_path):
+    plain = keygen(tmp_path / "plain")
+    other = keygen(tmp_path / "other")
+    encrypted = tmp_path / "encrypted"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "secret", "-f", str(encrypted)], check=True)
+    certified = keygen(tmp_path / "certified")
+    (tmp_path / "certified-cert.pub").write_text("ssh-ed25519-cert-v01@openssh.com AAAA\n")
+    for cfg in (
+        {"key_filename": [plain, other]},  # paramiko tries each in turn
+        {"key_filename": str(encrypted)},  # needs a passphrase
+        {"key_filename": certified},  # paramiko loads the certificate beside it
+        {"key_filename": str(tmp_path / "missing")},
+        {"key_filename": None},
+    ):
+        assert with_loaded_key(cfg) == cfg

@@ -144,8 +144,10 @@ def test_xdist_gives_the_same_waivers(waived_serial, waived_xdist):
 
 def test_expired_waiver_fails_its_case_naming_it(lab, tmp_path):
     path = waiver_file(tmp_path / "w.yml", (lab.hosts["exposed"].address, "eth*", PAST, "OPS-1"))
-    audit = run_audit(tmp_path / "r", *lab_args(lab, ["exposed"]), f"--xennet-waivers={path}")
+    # --tb=short: pytest's FAILURES section (off by default in an audit) shows the failure's whole text.
+    audit = run_audit(tmp_path / "r", *lab_args(lab, ["exposed"]), f"--xennet-waivers={path}", "--tb=short")
     assert audit.returncode == 1, audit.stdout
+    assert "= FAILURES =" in audit.stdout
     row = rows(audit, lab)[("exposed", "eth0")]
     assert (row["verdict"], row["waiver"]["status"], row["waiver"]["source"]) == ("susceptible", "expired", f"{path}:2")
     assert audit.summary["counts"]["waived"] == 0 and audit.summary["unmatched_waivers"] == []
