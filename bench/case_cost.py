@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import pstats
 import shutil
 import statistics
@@ -28,7 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench.probe_cost import update
-from bench.run import NETWORK, PREFIX, ROOT, STATES, Approach, Bench, machine, missing, versions
+from bench.run import NETWORK, PREFIX, ROOT, STATES, Approach, Bench, machine, versions
 from tests.lab import HostPlan, Lab, require_root
 
 START, END = "<!-- case-cost:start -->", "<!-- case-cost:end -->"
@@ -64,7 +63,7 @@ PER_CASE = (
     ("output capture, per phase", [("_pytest/capture.py", "item_capture")]),
 )
 PER_RUN = (
-    ("start-up, options, plugins (imports)", [("_pytest/config/__init__.py", "_preparse")]),
+    ("start-up: options, plugins, their imports", [("_pytest/config/__init__.py", "_prepareconfig")]),
     ("gathering (the main thread waits; threads are not profiled)", [("compliance/gather.py", "gather")]),
     ("collection", [("_pytest/main.py", "perform_collect")]),
     ("JUnit writer, at the end", [("_pytest/junitxml.py", "pytest_sessionfinish")]),
@@ -94,27 +93,6 @@ class CaseCost:
         self.bench = bench
         self.hosts = hosts
         self.before = before
-
-    def gather_only(self) -> Approach:
-        bench, n = self.bench, self.hosts
-
-        def command(run_dir: Path):
-            argv = [
-                sys.executable,
-                "-m",
-                "bench.gather_only",
-                f"--key={bench.lab.key_file}",
-                f"--known-hosts={bench.lab.known_hosts}",
-                f"--workers={bench.workers}",
-                *bench.addresses(n),
-            ]
-            return argv, ROOT, bench.env
-
-        def check(run_dir: Path, stdout: str) -> str | None:
-            seen = {(h, i) for h, ifaces in json.loads(stdout or "{}").items() for i in ifaces}
-            return missing(seen, set(bench.expected(n)))
-
-        return Approach("g", "(g) the audit's gathering alone, no pytest", command, check)
 
     def audit(self, tree: Path, key: str, title: str, profile: Path | None = None) -> Approach:
         """The audit as bench/run.py runs it, from ``tree``'s copy of the project."""
@@ -168,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         with Lab(plan, prefix=PREFIX, network=NETWORK, workdir=workdir / "lab") as lab:
             bench = Bench(lab, workdir, args.workers)
             cost = CaseCost(bench, args.hosts, before)
-            approaches = [bench.floor(args.hosts), cost.gather_only(), *cost.audits()]
+            approaches = [bench.floor(args.hosts), bench.gather_only(args.hosts), *cost.audits()]
             for approach in approaches:  # a warm-up each: bytecode, page cache
                 bench.measure(approach, workdir / f"warm-{approach.key}")
             for r in range(args.repeat):
