@@ -25,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.results import update_section
 from bench.run import STATES, machine, verdict, versions
 from tests.lab import HostPlan, Lab
 
@@ -162,12 +163,7 @@ def write(
             END,
         ]
     )
-    old = args.out.read_text() if args.out.exists() else ""
-    if START in old and END in old:
-        new = old[: old.index(START)] + text + old[old.index(END) + len(END) :]
-    else:
-        new = old.rstrip("\n") + "\n\n" + text + "\n"
-    args.out.write_text(new)
+    update_section(args.out, text)
     print(text)
 
 

@@ -26,7 +26,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.probe_cost import update
+from bench.results import update_section
 from bench.run import NETWORK, PREFIX, ROOT, STATES, Approach, Bench, machine, versions
 from tests.lab import HostPlan, Lab, require_root
 
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         text = section(args, started, cpu, titles, stats, cases)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    update(args.out, text)
+    update_section(args.out, text)
     print(text)
     return 0
 

@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.results import update_section
 from tests.lab import HostPlan, Lab
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,12 +84,7 @@ def main() -> int:
             END,
         ]
     )
-    old = args.out.read_text() if args.out.exists() else ""
-    if START in old and END in old:
-        new = old[: old.index(START)] + text + old[old.index(END) + len(END) :]
-    else:
-        new = old.rstrip("\n") + "\n\n" + text + "\n"
-    args.out.write_text(new)
+    update_section(args.out, text)
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
 

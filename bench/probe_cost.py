@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from bench.results import update_section
 from compliance.probe import PROBE_COMMAND, PROBE_SCRIPT, parse_probe
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,15 +92,6 @@ def section(rows: list[tuple[int, float, float, int]], repeat: int) -> str:
     return "\n".join(lines)
 
 
-def update(results: Path, text: str) -> None:
-    old = results.read_text() if results.exists() else ""
-    if START in old and END in old:
-        new = old[: old.index(START)] + text + old[old.index(END) + len(END) :]
-    else:
-        new = old.rstrip("\n") + "\n\n" + text + "\n"
-    results.write_text(new)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.probe_cost", description=__doc__)
     parser.add_argument("--sizes", default="150,300,600")
@@ -115,7 +107,7 @@ def main() -> int:
         rows = measure(sorted(int(s) for s in args.sizes.split(",")), args.repeat)
     finally:
         subprocess.run(["ip", "netns", "del", NETNS], check=True)
-    update(args.out, section(rows, args.repeat))
+    update_section(args.out, section(rows, args.repeat))
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
 

@@ -537,6 +537,13 @@ def write_results(args, started, rows, scaling, fds, deltas, size) -> list[str]:
         *table(scaling, floor),
         "",
         f"Audit at {biggest} hosts: **{ratio:.2f} × the floor's wall time, {cpu_ratio:.2f} × its client CPU**, peak RSS {peak_rss:.0f} MiB (largest process of the run).",
+        "Spread of the runs behind those medians (client CPU, min–max): "
+        + "; ".join(
+            f"{r.approach.key} {min(x.cpu for x in r.runs):.2f}–{max(x.cpu for x in r.runs):.2f} s"
+            for r in scaling
+            if r.hosts == biggest
+        )
+        + ". The lab's sshds share the cores with the client: one busy moment moves a run by 10–50 %.",
         "Marginal cost per extra host (audit): "
         + ", ".join(f"{v:.1f} ms from {min(audit)} to {h}" for h, v in per_host.items())
         + ".",
@@ -627,6 +634,12 @@ NOTES = [
     "lock before Python 3.12 serialised every host's handshake; TCP_NODELAY. Run outside tox, in a Python",
     "with unrelated pytest plugins (hypothesis, pytest-benchmark) or `PYTHONDONTWRITEBYTECODE=1`, pytest's",
     "start-up alone costs 0.2-0.3 s more.",
+    "",
+    "Client CPU (issue 12): each case is a custom pytest Item instead of a fixture-parametrized function;",
+    "pytest's FAILURES section is off by default (`--tb=no`, quadratic in pytest); the gathering threads are",
+    "waited for on a completion queue, not with `concurrent.futures.wait` over every pending host (quadratic);",
+    "the identity file is loaded once per run; the suite's reporter reads each row once. The profile before",
+    "and after is the `case-cost` section below (`bench/case_cost.py`).",
 ]
 
 

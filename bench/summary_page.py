@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import cdp
+from bench.results import update_section
 from compliance import report, summary_html
 from compliance.row import Row
 
@@ -486,7 +487,7 @@ def main() -> int:
     text = section(fleets, args, started, where)
     print(text)
     if not args.no_write:
-        update(args.out, text)
+        update_section(args.out, text)
     return 0
 
 
@@ -613,15 +614,6 @@ def targets(fleets: list[Fleet]) -> list[str]:
             f"| scroll, open, jump: longest task under 200 ms | {fleet_.label} | {worst:.0f} ms | {'met' if worst < 200 else 'NOT met'} |"
         )
     return lines + [""]
-
-
-def update(results: Path, text: str) -> None:
-    old = results.read_text() if results.exists() else ""
-    if START in old and END in old:
-        new = old[: old.index(START)] + text + old[old.index(END) + len(END) :]
-    else:
-        new = old.rstrip("\n") + "\n\n" + text + "\n"
-    results.write_text(new)
 
 
 if __name__ == "__main__":
