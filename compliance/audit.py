@@ -16,6 +16,7 @@ import os
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,8 @@ from compliance.row import Row
 from compliance.rule import Judgement, Verdict
 
 CHECK = "test_xennet_sg_mtu"  # the audit module's check: one CaseItem per case
+# What a case ends with by design: a verdict (pytest.fail, pytest.skip), or the run being stopped.
+EXPECTED = (pytest.fail.Exception, pytest.skip.Exception, KeyboardInterrupt)
 WORKERINPUT_KEY = "xennet_results"
 WAIVERS_KEY = "xennet_waivers"  # workerinput: the checked waivers, so workers never read the file
 
@@ -313,9 +316,11 @@ class AuditPlugin:
         """The audit module's check becomes one :class:`CaseItem` per case, in report order."""
         if name != CHECK or not isinstance(collector, pytest.Module) or not is_audit_module(collector.path):
             return None
+        cases = build_cases(self.results, self._require())
+        ids = unique([case_id(case) for case in cases])
         return [
-            CaseItem.from_parent(collector, name=f"{CHECK}[{case_id(case)}]", case=case, check=obj, audit=self)
-            for case in build_cases(self.results, self._require())
+            CaseItem.from_parent(collector, name=f"{CHECK}[{i}]", case=case, check=obj, audit=self)
+            for i, case in zip(ids, cases)
         ]
 
     def empty_shard(self) -> bool:
@@ -405,6 +410,11 @@ class AuditPlugin:
                 test_report.xennet = item.record  # travels to the xdist controller with the report
             # The host's gathering time, for the JUnit case: gathering happens before any test phase.
             test_report.xennet_seconds = item.case.seconds
+            if call.excinfo is not None and not isinstance(call.excinfo.value, EXPECTED):
+                # A bug, not a verdict: its whole traceback goes to JUnit and to the terminal,
+                # whatever --tb says (pytest formats a setup error in the --tb style).
+                test_report.longrepr = item.repr_failure(call.excinfo)
+                test_report.xennet_bug = True
         return test_report
 
 
@@ -417,6 +427,29 @@ def case_id(case: Case) -> str:
     'h\\xe9\\n'
     """
     return case.id.encode("unicode_escape").decode("ascii")
+
+
+def unique(ids: list[str]) -> list[str]:
+    """Node ids made unique as pytest's parametrize makes them: a repeated id gets 0, 1, ...
+
+    >>> unique(["a", "b", "a", "h1", "h1"])
+    ['a0', 'b', 'a1', 'h1_0', 'h1_1']
+    """
+    counts = Counter(ids)
+    taken = set(ids)
+    next_suffix: Counter[str] = Counter()
+    out = []
+    for i in ids:
+        if counts[i] > 1:
+            sep = "_" if i[-1:].isdigit() else ""
+            while f"{i}{sep}{next_suffix[i]}" in taken:
+                next_suffix[i] += 1
+            new = f"{i}{sep}{next_suffix[i]}"
+            taken.add(new)
+            next_suffix[i] += 1
+            i = new
+        out.append(i)
+    return out
 
 
 class CaseItem(pytest.Item):
@@ -447,9 +480,10 @@ class CaseItem(pytest.Item):
         self.check(self.judgement, self.outcome, self.waiver)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
-        # The check's own failure is its message: no traceback to build and filter.
+        # The check's own failure is its message ("Failed: ..." as its crash line): only the
+        # last frame is looked at, none filtered. Anything else is a bug: its whole traceback.
         if isinstance(excinfo.value, pytest.fail.Exception) and not excinfo.value.pytrace:
-            return excinfo.value.msg
+            return excinfo.getrepr(style="value", tbfilter=False)
         return super().repr_failure(excinfo, style)
 
     def reportinfo(self) -> tuple[Path, int | None, str]:

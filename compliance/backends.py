@@ -381,16 +381,17 @@ def load_known_keys(client: paramiko.SSHClient, hostname: str, port: int, files:
 def _private_key(path: str) -> paramiko.PKey | None:
     try:
         return paramiko.PKey.from_path(path)
-    except (paramiko.SSHException, ValueError, TypeError):  # encrypted, or read differently by connect()
+    except Exception:  # encrypted, DSA, FIDO (-sk), ...: connect() reads it its own way
         return None
 
 
 def with_loaded_key(cfg: dict[str, Any]) -> dict[str, Any]:
     """``cfg`` with its one identity file as a key loaded once per run (``pkey``), not once per host.
 
-    paramiko's connect() reads ``key_filename`` again for every host, trying each key type
-    in turn (≈ 3 parses per host). A file it would read differently keeps ``key_filename``:
-    several files, a certificate beside the key, an encrypted key.
+    paramiko's connect() reads ``key_filename`` again for every host, once per key type it
+    tries. A file it would read differently keeps ``key_filename``: several files, a
+    certificate beside the key, and any key ``PKey.from_path`` cannot load by itself
+    (encrypted, DSA, FIDO ``-sk``), which paramiko skips or reports as it always did.
     """
     path = cfg.get("key_filename")
     if isinstance(path, list) and len(path) == 1:

@@ -495,6 +495,7 @@ class AuditReporter:
         self.writers: dict[str, tuple[Path, Any]] = {}  # "junit"/"html" -> (final path, the plugin that renders it)
         self.write_errors: list[str] = []
         self.crashed: set[str] = set()
+        self.bugs: list[Any] = []  # reports of cases that ended in an exception of the suite itself
         config.pluginmanager.register(CrashCloser(config, self), "xennet-crash-closer")
 
     @pytest.hookimpl(optionalhook=True)
@@ -504,6 +505,8 @@ class AuditReporter:
 
     @pytest.hookimpl(tryfirst=True)  # before LogXML and pytest-html see the report
     def pytest_runtest_logreport(self, report: Any) -> None:
+        if getattr(report, "xennet_bug", False):
+            self.bugs.append(report)
         if report.when == "???" and report.nodeid in self.case_of:
             # xdist's report for a case whose worker died: whatever it said before is void.
             worker = getattr(getattr(report, "node", None), "gateway", None)
@@ -644,6 +647,17 @@ class AuditReporter:
         if self.waivers is not None and not self.config.option.collectonly:
             for line in unmatched_lines(unmatched_waivers(self.waivers, self.records.values())):
                 terminalreporter.write_line(line, yellow=True)
+        if self.bugs and self.config.option.tbstyle == "no":
+            # pytest shows no traceback under --tb=no, the audit's default: a bug's must still be seen.
+            terminalreporter.write_line(
+                f"xennet: {len(self.bugs)} case(s) ended in an error of the suite itself (a bug: "
+                "please report it with the traceback below)",
+                red=True,
+            )
+            for bug in self.bugs:
+                terminalreporter.write_sep("_", f"{bug.nodeid} ({bug.when})", red=True)
+                for line in bug.longreprtext.splitlines():
+                    terminalreporter.write_line(printable(line))
         if int(exitstatus) == 2:
             terminalreporter.write_line("the run was interrupted: reports hold only what finished", red=True)
         if self.crashed:

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -307,3 +308,20 @@ def test_a_report_path_that_is_a_directory_is_refused_before_any_host(tmp_path):
     (tmp_path / "s").mkdir()
     error = one_line_error(run_audit(tmp_path / "r", f"--xennet-summary={tmp_path / 's'}"))
     assert error == f"report path {tmp_path / 's'} is a directory"
+
+
+def test_a_bug_in_the_suite_shows_its_traceback_whatever_tb_says(tmp_path):
+    """--tb=no is the audit's default; an exception that is no verdict is a bug, and its traceback is shown."""
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "buggy_setup.py").write_text(
+        "def pytest_runtest_setup(item):\n    raise KeyError('a bug in the suite')\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(plugins))
+    audit = run_audit(tmp_path, "--hosts=local://", "--xennet-scope=all", "-p", "buggy_setup", env=env)
+    assert audit.returncode == 1, audit.stdout
+    out = audit.stdout
+    assert "ended in an error of the suite itself (a bug" in out
+    assert "buggy_setup.py" in out and "KeyError: 'a bug in the suite'" in out  # the frame, then the error
+    errors = [e for case in ET.parse(tmp_path / "junit.xml").getroot().iter("testcase") for e in case.iter("error")]
+    assert errors and all("buggy_setup.py" in (e.text or "") for e in errors)
