@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from compliance.probe import ProbeError, parse_ethtool_features
+from compliance.probe import ProbeError, clean_sg, parse_ethtool_features, read_lines
 
 CORPUS = Path(__file__).parent / "data" / "ethtool"
 MANIFEST = list(csv.DictReader((CORPUS / "manifest.csv").open(newline="")))
@@ -40,6 +40,22 @@ def test_every_sample_reads_as_recorded(row):
         assert "\n" not in str(info.value)
     else:
         assert parse_ethtool_features(text, row["iface"]) == READINGS[expected]
+
+
+@pytest.mark.parametrize("row", MANIFEST, ids=[row["file"] for row in MANIFEST])
+def test_the_one_pass_reading_agrees_with_the_line_by_line_one(row):
+    """The fast path takes clean output only, and reads it as the line-by-line path does."""
+    text = (CORPUS / row["file"]).read_text()
+    fast = clean_sg(text, row["iface"])
+    if row["expected"].startswith("undetermined: "):
+        assert fast is None
+    else:
+        assert fast in (None, read_lines(text, row["iface"]))
+
+
+def test_the_one_pass_reading_takes_most_real_samples():
+    taken = [row for row in MANIFEST if clean_sg((CORPUS / row["file"]).read_text(), row["iface"]) is not None]
+    assert len(taken) >= 15
 
 
 @pytest.mark.parametrize("row", MANIFEST, ids=[row["file"] for row in MANIFEST])
