@@ -119,12 +119,14 @@ class Bench:
 
     # ---- the approaches ------------------------------------------------------
 
-    def floor(self, n: int) -> Approach:
+    def client(self, key: str, title: str, module: str, n: int) -> Approach:
+        """A bare client (bench.floor, bench.gather_only): key, known_hosts, workers, hosts; prints host -> interfaces."""
+
         def command(run_dir: Path):
             argv = [
                 sys.executable,
                 "-m",
-                "bench.floor",
+                module,
                 f"--key={self.lab.key_file}",
                 f"--known-hosts={self.lab.known_hosts}",
                 f"--workers={self.workers}",
@@ -136,26 +138,14 @@ class Bench:
             seen = {(h, i) for h, ifaces in json.loads(stdout or "{}").items() for i in ifaces}
             return missing(seen, set(self.expected(n)))
 
-        return Approach("a", f"(a) floor: paramiko, {self.workers} threads, one builtin command", command, check)
+        return Approach(key, title, command, check)
+
+    def floor(self, n: int) -> Approach:
+        title = f"(a) floor: paramiko, {self.workers} threads, one builtin command"
+        return self.client("a", title, "bench.floor", n)
 
     def gather_only(self, n: int) -> Approach:
-        def command(run_dir: Path):
-            argv = [
-                sys.executable,
-                "-m",
-                "bench.gather_only",
-                f"--key={self.lab.key_file}",
-                f"--known-hosts={self.lab.known_hosts}",
-                f"--workers={self.workers}",
-                *self.addresses(n),
-            ]
-            return argv, ROOT, self.env
-
-        def check(run_dir: Path, stdout: str) -> str | None:
-            seen = {(h, i) for h, ifaces in json.loads(stdout or "{}").items() for i in ifaces}
-            return missing(seen, set(self.expected(n)))
-
-        return Approach("g", "(g) the audit's gathering alone, one process, no pytest", command, check)
+        return self.client("g", "(g) the audit's gathering alone, one process, no pytest", "bench.gather_only", n)
 
     def audit(self, n: int, xdist: bool = False, html: bool = False, one_process: bool = False) -> Approach:
         def command(run_dir: Path):
