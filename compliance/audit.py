@@ -204,9 +204,10 @@ class AuditPlugin:
     @pytest.hookimpl(tryfirst=True)
     def pytest_configure(self, config: pytest.Config) -> None:
         if config.option.tbstyle == "auto":
-            # pytest's FAILURES section repeats each failing case's message, which the Diagnostic
-            # Results block already shows, at a cost quadratic in the cases (4.5 s of client CPU
-            # at 1,000 hosts, bench/RESULTS.md). --tb=short (or long, line, native) brings it back.
+            # pytest's FAILURES and ERRORS sections repeat each case's message, which the Diagnostic
+            # Results block already shows, at a cost quadratic in the cases (4.5 s of client CPU at
+            # 1,000 hosts, bench/RESULTS.md). --tb=short (or long, line, native) brings them back;
+            # a bug's traceback is shown whatever the style (pytest_runtest_makereport).
             config.option.tbstyle = "no"
         if self.worker:
             return

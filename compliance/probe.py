@@ -214,10 +214,8 @@ def last_line(text: str) -> str:
 # ethtool prints ``Cannot get ...`` on stderr for each legacy ioctl that fails, and prints
 # that flag as "off" anyway: a zero default, not a reading. The probe merges stderr in, and
 # with stdout on a pipe those lines can come before the header.
-_FEATURE = re.compile(
-    r"(\t?)([a-z0-9][a-z0-9_-]*(?: [a-z0-9_-]+)*): (on|off)"
-    r"(?: \[(fixed|requested on|requested off|not requested)\])?"
-)
+_NOTE = r"(?: \[(fixed|requested on|requested off|not requested)\])?"
+_FEATURE = re.compile(r"(\t?)([a-z0-9][a-z0-9_-]*(?: [a-z0-9_-]+)*): (on|off)" + _NOTE)
 _HEADER = re.compile(r"(?:Features|Offload parameters) for (.+):")
 _NOISE = re.compile(r"Cannot get .*")  # ethtool's stderr for optional features
 # A failed read of SG itself (``Cannot get device scatter-gather settings: ...``), or of all
@@ -229,15 +227,17 @@ _SG_UNREAD = re.compile(r"Cannot get (?:.*scatter-gather|device generic features
 # Output with nothing odd in it: the header, then only feature lines. Checked in one pass of the
 # regex engine, not a Python loop over ~60 lines per interface; anything else takes the line by
 # line path below, which says what is wrong.
-_CLEAN = re.compile(
-    r"\n*(?:Features|Offload parameters) for ([^\n]+):\n"
-    r"(?:\n*\t?[a-z0-9][a-z0-9_-]*(?: [a-z0-9_-]+)*: (?:on|off)"
-    r"(?: \[(?:fixed|requested on|requested off|not requested)\])?(?:\n|\Z))*\n*"
-)
-_SG_LINE = re.compile(
-    r"^(\t?)(scatter-gather|tx-scatter-gather): (on|off)(?: \[(fixed|requested on|requested off|not requested)\])?$",
-    re.M,
-)
+_CLEAN = re.compile(rf"\n*{_HEADER.pattern}\n(?:\n*{_FEATURE.pattern}(?:\n|\Z))*\n*")
+_SG_LINE = re.compile(rf"^(\t?)(scatter-gather|tx-scatter-gather): (on|off){_NOTE}$", re.M)
+Reading = list[tuple[bool, str | None]]  # (on, note) of each scatter-gather line of one kind
+
+
+def _decided(legacy: Reading, netdev: Reading) -> tuple[bool, bool] | None:
+    """tx-scatter-gather decides when shown, else the one legacy line; None when that is not so."""
+    if len(legacy) != 1 or len(netdev) > 1:
+        return None
+    state, note = netdev[0] if netdev else legacy[0]
+    return state, note == "fixed"
 
 
 def clean_sg(text: str, name: str) -> tuple[bool, bool] | None:
@@ -245,19 +245,16 @@ def clean_sg(text: str, name: str) -> tuple[bool, bool] | None:
     match = _CLEAN.fullmatch(text)
     if match is None or match.group(1) != name:
         return None
-    legacy = []
-    netdev = []
+    legacy: Reading = []
+    netdev: Reading = []
     for indent, feature, state, note in _SG_LINE.findall(text):
         if feature == "scatter-gather":
             if indent:  # the legacy flag is never a sub-feature
                 return None
-            legacy.append((state == "on", note))
+            legacy.append((state == "on", note or None))
         else:
-            netdev.append((state == "on", note))
-    if len(legacy) != 1 or len(netdev) > 1:
-        return None
-    state, note = netdev[0] if netdev else legacy[0]
-    return state, note == "fixed"
+            netdev.append((state == "on", note or None))
+    return _decided(legacy, netdev)
 
 
 def parse_ethtool_features(text: str, name: str) -> tuple[bool, bool]:
@@ -283,8 +280,8 @@ def read_lines(text: str, name: str) -> tuple[bool, bool]:
     header = None
     unread = None  # the first line saying SG was not read
     stray = None  # the first line that is not a feature
-    legacy: list[tuple[bool, str | None]] = []
-    netdev: list[tuple[bool, str | None]] = []
+    legacy: Reading = []
+    netdev: Reading = []
     for raw in text.split("\n"):  # not splitlines: names may hold \x1c, U+2028...
         if not raw:
             continue
@@ -317,10 +314,10 @@ def read_lines(text: str, name: str) -> tuple[bool, bool]:
         raise ProbeError(f"ethtool could not read scatter-gather of {excerpt(name)}: {excerpt(unread)}")
     if stray is not None:
         raise ProbeError(f"unexpected ethtool -k line: {excerpt(stray)}")
-    if len(legacy) != 1 or len(netdev) > 1:
+    decided = _decided(legacy, netdev)
+    if decided is None:
         raise ProbeError(f"no single scatter-gather line in ethtool -k output: {excerpt(text)}")
-    state, note = netdev[0] if netdev else legacy[0]
-    return state, note == "fixed"
+    return decided
 
 
 def text_of(raw: bytes) -> str:
