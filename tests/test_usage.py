@@ -314,8 +314,10 @@ def test_a_bug_in_the_suite_shows_its_traceback_whatever_tb_says(tmp_path):
     """--tb=no is the audit's default; an exception that is no verdict is a bug, and its traceback is shown."""
     plugins = tmp_path / "plugins"
     plugins.mkdir()
-    (plugins / "buggy_setup.py").write_text(
-        "def pytest_runtest_setup(item):\n    raise KeyError('a bug in the suite')\n"
+    (plugins / "buggy_setup.py").write_text(  # a bug in judging, which each case's setup does
+        "import compliance.cases\n\n"
+        "def judge(case, scope):\n    raise KeyError('a bug in the suite')\n\n"
+        "compliance.cases.Case.judge = judge\n"
     )
     env = dict(os.environ, PYTHONPATH=str(plugins))
     audit = run_audit(tmp_path, "--hosts=local://", "--xennet-scope=all", "-p", "buggy_setup", env=env)

@@ -275,3 +275,41 @@ def test_shards_merge_waivers_like_an_unsharded_run(lab, tmp_path):
     assert merged["waivers"] == whole.summary["waivers"]
     assert merged["unmatched_waivers"] == whole.summary["unmatched_waivers"] and len(merged["unmatched_waivers"]) == 1
     assert re.search(r"Waived(: |</dt><dd>)#1 ", (out / "summary.html").read_text())
+
+
+# ---- the lean protocol and pytest's own report alike ------------------------------------------
+
+
+def junit_outcomes(audit) -> list:
+    """Each <testcase>: its names, outcome elements (tag, type, message, text) and properties; no times."""
+    return [
+        (
+            case.get("classname"),
+            case.get("name"),
+            [(c.tag, c.get("type"), c.get("message"), (c.text or "").strip()) for c in case if c.tag != "properties"],
+            sorted((p.get("name"), p.get("value")) for p in case.iter("property") if "second" not in p.get("name")),
+        )
+        for case in audit.junit.iter("testcase")
+    ]
+
+
+def counts_line(audit) -> str:
+    """pytest's last line without its time: '3 failed, 9 passed, ... in'."""
+    return re.sub(r" in [0-9.]+s.*", "", audit.stdout.strip().splitlines()[-1])
+
+
+def test_cases_run_lean_report_as_pytests_own_protocol_does(lab, waived_file, tmp_path):
+    """A case that only judges facts skips pytest's per-phase runtest hooks (client CPU at fleet
+    scale); --setup-show sends every case through pytest's own protocol. Both must report every
+    case of the lab (pass, fail, error, skip, xfail) alike, in JUnit, summary.json and the terminal."""
+    args = [*lab_args(lab), f"--xennet-waivers={waived_file}"]
+    lean = run_audit(tmp_path / "lean", *args)
+    whole = run_audit(tmp_path / "whole", *args, "--setup-show")
+    assert lean.returncode == whole.returncode == 1, lean.stdout + lean.stderr
+    outcomes = {c.tag for case in lean.junit.iter("testcase") for c in case}
+    assert {"failure", "error", "skipped"} <= outcomes, outcomes
+    assert junit_outcomes(lean) == junit_outcomes(whole)
+    assert lean.summary["results"] == whole.summary["results"]
+    assert lean.summary["counts"] == whole.summary["counts"]
+    assert counts_line(lean) == counts_line(whole)
+    assert "xfailed" in counts_line(lean) and "error" in counts_line(lean)
