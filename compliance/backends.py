@@ -402,6 +402,26 @@ def with_loaded_key(cfg: dict[str, Any]) -> dict[str, Any]:
     return cfg if key is None else {**cfg, "pkey": key, "key_filename": None}
 
 
+def warm(targets: Sequence[Any]) -> None:
+    """Read once, before gathering forks, the files every paramiko host's connection reads:
+    the known_hosts files and the identity file the targets name. Each gathering process
+    inherits them parsed (and this module imported), instead of parsing them again.
+
+    >>> warm([])
+    """
+    seen: set[tuple[Any, Any]] = set()
+    for target in targets:
+        options = target.options
+        named = (options.get("known_hosts"), options.get("ssh_identity_file"))
+        if target.connection != "paramiko" or named in seen:
+            continue
+        seen.add(named)
+        for path in _expand(USER_KNOWN_HOSTS) + _expand(named[0]):
+            parsed_file(path, KnownHosts)
+        if named[1]:
+            with_loaded_key({"key_filename": os.path.expanduser(named[1])})
+
+
 def handshake(client: paramiko.SSHClient, cfg: dict[str, Any], timeout: float, bastion_hop: bool = False) -> None:
     """``client.connect(**cfg)``, its failures typed; the client is closed when it fails.
 

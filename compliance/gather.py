@@ -310,6 +310,10 @@ def _gather_processes(
 ) -> list[HostResult]:
     """Deal the targets to ``processes`` forked children; collect their results as they stream in."""
     context = multiprocessing.get_context("fork")
+    if any(t.connection == "paramiko" for t in targets):
+        from compliance import backends
+
+        backends.warm(targets)  # parsed here once, not once per process
     numbered = list(enumerate(targets))
     shares = [numbered[k::processes] for k in range(processes)]
     per_process = [len(share) * workers // len(targets) or 1 for share in shares]

@@ -154,3 +154,24 @@ def test_identity_files_paramiko_reads_otherwise_are_left_to_it(tmp_path):
         {"key_filename": None},
     ):
         assert with_loaded_key(cfg) == cfg
+
+
+def test_warm_parses_what_every_gathering_process_would_parse_and_fails_for_no_host(tmp_path):
+    """Before gathering forks, the targets' known_hosts and identity files are read once, in the
+    parent; a missing or unreadable file is left for each host's connection to report."""
+    from compliance import backends
+    from compliance.targets import expand
+
+    key = keygen(tmp_path / "id")
+    known = tmp_path / "known_hosts"
+    known.write_text(f"web1 {(tmp_path / 'id.pub').read_text()}")
+    good = expand(["paramiko://web1", "paramiko://web2"], ssh_identity_file=key, known_hosts=str(known)).targets
+    missing = expand(["paramiko://web3"], ssh_identity_file=str(tmp_path / "gone"), known_hosts="/nonexistent").targets
+    backends.warm([*good, *missing])
+
+    def parsed_again(path):
+        raise AssertionError(f"{path} parsed again")
+
+    assert backends.parsed_file(str(known), parsed_again).lookup("web1")  # the parent's parse, shared
+    assert isinstance(backends.parsed_file(key, parsed_again), paramiko.Ed25519Key)
+    assert backends.parsed_file("/nonexistent", parsed_again) is None
