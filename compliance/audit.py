@@ -118,6 +118,7 @@ class AuditPlugin:
         self.config = config
         self.worker = hasattr(config, "workerinput")
         self.results: list[HostResult] = []
+        self._cases: tuple[list[HostResult], list[Case]] | None = None  # built from these results
         self.interrupted = False
         self.previous_sigterm: Any = None
         self.warnings: list[str] = []
@@ -325,7 +326,7 @@ class AuditPlugin:
         """The audit module's check becomes one :class:`CaseItem` per case, in report order."""
         if name != CHECK or not isinstance(collector, pytest.Module) or not is_audit_module(collector.path):
             return None
-        cases = build_cases(self.results, self._require())
+        cases = self._built()
         ids = unique([case_id(case) for case in cases])
         return [
             CaseItem.from_parent(collector, name=f"{CHECK}[{i}]", case=case, check=obj, audit=self)
@@ -338,12 +339,18 @@ class AuditPlugin:
 
     def cases(self) -> list[Case]:
         """This run's cases; every chosen host yields at least one, so nothing gathered is never complete."""
-        cases = build_cases(self.results, self._require())
+        cases = self._built()
         gathered = {c.host for c in cases}
         missing = [t for t in self.chosen if t.label not in gathered]
         return cases + [
             Case(t.label, error="not gathered: the run was interrupted", error_kind="interrupted") for t in missing
         ]
+
+    def _built(self) -> list[Case]:
+        """The gathered hosts' cases, built once: collection and every report read them."""
+        if self._cases is None or self._cases[0] is not self.results:
+            self._cases = (self.results, build_cases(self.results, self._require()))
+        return self._cases[1]
 
     def _require(self) -> str | None:
         return self.settings.scope if self.settings.require_applicable else None
@@ -529,24 +536,26 @@ class CaseItem(pytest.Item):
         PYTEST_CURRENT_TEST: ≈ 0.6 ms of client CPU per case (bench/RESULTS.md), for a judgement
         of facts in memory that prints nothing.
         """
-        ihook = self.ihook
+        ihook = self.ihook  # looked up by path on each access
         ihook.pytest_runtest_logstart(nodeid=self.nodeid, location=self.location)
-        if self._phase("setup", self.setup).passed:
-            self._phase("call", self.runtest)
-        self._phase("teardown", self.teardown)
+        if self._phase(ihook, "setup", self.setup).passed:
+            self._phase(ihook, "call", self.runtest)
+        self._phase(ihook, "teardown", self.teardown)
         ihook.pytest_runtest_logfinish(nodeid=self.nodeid, location=self.location)
 
-    def _phase(self, when: Literal["setup", "call", "teardown"], run: Callable[[], None]) -> pytest.TestReport:
+    def _phase(
+        self, ihook: Any, when: Literal["setup", "call", "teardown"], run: Callable[[], None]
+    ) -> pytest.TestReport:
         """One phase as pytest's call_and_report makes it: timed, reported, and --pdb on an exception."""
         reraise: tuple[type[BaseException], ...] = (pytest.exit.Exception,)
         if not self.config.option.usepdb:
             reraise += (KeyboardInterrupt,)
         call = pytest.CallInfo.from_call(run, when=when, reraise=reraise)
-        report: pytest.TestReport = self.ihook.pytest_runtest_makereport(item=self, call=call)
-        self.ihook.pytest_runtest_logreport(report=report)
+        report: pytest.TestReport = ihook.pytest_runtest_makereport(item=self, call=call)
+        ihook.pytest_runtest_logreport(report=report)
         excinfo = call.excinfo
         if excinfo and not hasattr(report, "wasxfail") and not isinstance(excinfo.value, (Skipped, bdb.BdbQuit)):
-            self.ihook.pytest_exception_interact(node=self, call=call, report=report)
+            ihook.pytest_exception_interact(node=self, call=call, report=report)
         return report
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
