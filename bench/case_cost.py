@@ -34,7 +34,10 @@ START, END = "<!-- case-cost:start -->", "<!-- case-cost:end -->"
 
 # (what, [(file suffix, function)]): a row is the cumulative time of its functions (either tree's name).
 PER_CASE = (
-    ("pytest's whole per-case protocol (every plugin's hooks, 3 phases)", [("_pytest/runner.py", "runtestprotocol")]),
+    (
+        "the whole per-case protocol: pytest's, or the suite's lean one (3 phases, every plugin's hooks)",
+        [("_pytest/runner.py", "runtestprotocol"), ("compliance/audit.py", "run_lean")],
+    ),
     (
         "the case itself: judge, workaround, waiver, check",
         [
