@@ -214,7 +214,7 @@ class AuditPlugin:
             # a bug's traceback is shown whatever the style (pytest_runtest_makereport).
             config.option.tbstyle = "no"
         # At exit the interpreter's last garbage collection walks every object the run made
-        # (≈ 0.5 s of client CPU at 1,000 hosts) only to free memory the exit frees anyway.
+        # (≈ 0.5 s of client CPU at 1,000 hosts, measured) only to free memory the exit frees anyway.
         # Frozen objects are skipped; once per process, and only at its exit.
         atexit.unregister(gc.freeze)
         atexit.register(gc.freeze)
@@ -422,23 +422,33 @@ class AuditPlugin:
     def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
         """A case's run, lean (:meth:`CaseItem.run_lean`) when it only judges gathered facts.
 
-        A case that changes a host (the workaround), that a waiver makes an xfail (pytest's
-        skipping plugin decides it in its runtest hooks), or that ``--setup-show``/``--setup-only``/
-        ``--setup-plan`` look into takes pytest's own protocol.
+        pytest's own protocol runs a case that changes a host (the workaround); one that a
+        waiver, or a skip, skipif or xfail mark from elsewhere, may skip or make an xfail (pytest's
+        skipping plugin decides in its runtest hooks); one that ``--setup-show``/``--setup-only``/
+        ``--setup-plan`` look into; and the last case before a test of another kind, whose
+        teardown leaves pytest's set-up nodes as that test expects them.
         """
-        option = item.config.option
         if not isinstance(item, CaseItem) or self.settings.workaround != "off":
             return None
-        if option.setupshow or option.setuponly or option.setupplan or self._waived(item.case):
+        if nextitem is not None and not isinstance(nextitem, CaseItem):
+            return None
+        config = item.config
+        if any(config.getoption(name, False) for name in ("setupshow", "setuponly", "setupplan")):
+            return None
+        if any(mark.name in ("skip", "skipif", "xfail") for mark in item.iter_markers()) or self._waived(item.case):
             return None
         item.run_lean()
         return True
 
     def _waived(self, case: Case) -> bool:
-        """Whether an active waiver will decide the case (judged again in its setup: a pure function)."""
+        """Whether an active waiver may decide the case (judged again in its setup: a pure function).
+        A judgement that fails here says yes: the case's setup then reports the failure."""
         if self.waivers is None or case.interface is None:
             return False
-        waiver = self._waiver(case, case.judge(self.settings.scope))
+        try:
+            waiver = self._waiver(case, case.judge(self.settings.scope))
+        except Exception:
+            return True
         return waiver is not None and waiver.active
 
     @pytest.hookimpl(wrapper=True)
@@ -533,8 +543,8 @@ class CaseItem(pytest.Item):
         each reported through every plugin's makereport and logreport hooks (JUnit, terminal,
         pytest-html, the suite's reporter, xdist), without the runtest_setup/call/teardown hooks
         around each phase. Those capture output and logs, collect unraisable exceptions and set
-        PYTEST_CURRENT_TEST: ≈ 0.6 ms of client CPU per case (bench/RESULTS.md), for a judgement
-        of facts in memory that prints nothing.
+        PYTEST_CURRENT_TEST: most of pytest's cost per case at fleet scale (bench/RESULTS.md,
+        case-cost), for a judgement of facts in memory that prints nothing.
         """
         ihook = self.ihook  # looked up by path on each access
         ihook.pytest_runtest_logstart(nodeid=self.nodeid, location=self.location)
@@ -548,7 +558,7 @@ class CaseItem(pytest.Item):
     ) -> pytest.TestReport:
         """One phase as pytest's call_and_report makes it: timed, reported, and --pdb on an exception."""
         reraise: tuple[type[BaseException], ...] = (pytest.exit.Exception,)
-        if not self.config.option.usepdb:
+        if not self.config.getoption("usepdb", False):  # None with -p no:debugging
             reraise += (KeyboardInterrupt,)
         call = pytest.CallInfo.from_call(run, when=when, reraise=reraise)
         report: pytest.TestReport = ihook.pytest_runtest_makereport(item=self, call=call)

@@ -14,6 +14,7 @@ registry is left alone, so other testinfra users in the same process get upstrea
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import getpass
@@ -406,20 +407,25 @@ def warm(targets: Sequence[Any]) -> None:
     """Read once, before gathering forks, the files every paramiko host's connection reads:
     the known_hosts files and the identity file the targets name. Each gathering process
     inherits them parsed (and this module imported), instead of parsing them again.
+    Only a head start: a file it cannot read or parse is left for each host's connection to
+    report, as without it.
 
     >>> warm([])
     """
-    seen: set[tuple[Any, Any]] = set()
+    seen: set[tuple[Any, Any, Any]] = set()
     for target in targets:
         options = target.options
-        named = (options.get("known_hosts"), options.get("ssh_identity_file"))
+        named = (options.get("known_hosts"), options.get("ssh_identity_file"), options.get("host_key_policy"))
         if target.connection != "paramiko" or named in seen:
             continue
         seen.add(named)
-        for path in _expand(USER_KNOWN_HOSTS) + _expand(named[0]):
-            parsed_file(path, KnownHosts)
+        known_hosts = [] if named[2] == "insecure" else _expand(USER_KNOWN_HOSTS) + _expand(named[0])
+        for path in known_hosts:
+            with contextlib.suppress(Exception):  # the hosts' connections say what is wrong with it
+                parsed_file(path, KnownHosts)
         if named[1]:
-            with_loaded_key({"key_filename": os.path.expanduser(named[1])})
+            with contextlib.suppress(Exception):
+                with_loaded_key({"key_filename": os.path.expanduser(named[1])})
 
 
 def handshake(client: paramiko.SSHClient, cfg: dict[str, Any], timeout: float, bastion_hop: bool = False) -> None:

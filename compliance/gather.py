@@ -310,16 +310,16 @@ def _gather_processes(
 ) -> list[HostResult]:
     """Deal the targets to ``processes`` forked children; collect their results as they stream in."""
     context = multiprocessing.get_context("fork")
-    if any(t.connection == "paramiko" for t in targets):
-        from compliance import backends
-
-        backends.warm(targets)  # parsed here once, not once per process
     numbered = list(enumerate(targets))
     shares = [numbered[k::processes] for k in range(processes)]
     per_process = [len(share) * workers // len(targets) or 1 for share in shares]
     children: list[tuple[Any, Any]] = []
     got: dict[int, HostResult] = {}
     try:
+        if any(t.connection == "paramiko" for t in targets):
+            from compliance import backends
+
+            backends.warm(targets)  # parsed here once, not once per process
         for share, threads in zip(shares, per_process):
             reader, writer = context.Pipe(duplex=False)
             child = context.Process(target=_child, args=(share, threads, writer), daemon=True)

@@ -167,7 +167,13 @@ def test_warm_parses_what_every_gathering_process_would_parse_and_fails_for_no_h
     known.write_text(f"web1 {(tmp_path / 'id.pub').read_text()}")
     good = expand(["paramiko://web1", "paramiko://web2"], ssh_identity_file=key, known_hosts=str(known)).targets
     missing = expand(["paramiko://web3"], ssh_identity_file=str(tmp_path / "gone"), known_hosts="/nonexistent").targets
-    backends.warm([*good, *missing])
+    garbled = tmp_path / "garbled"
+    garbled.write_bytes(b"web4 ssh-ed25519 \xff\xfe not UTF-8\n")  # KnownHosts raises on it: the host's error
+    unread = tmp_path / "unread"
+    unread.write_text(known.read_text())
+    bad = expand(["paramiko://web4"], known_hosts=str(garbled)).targets
+    insecure = expand(["paramiko://web5"], known_hosts=str(unread), host_key_policy="insecure").targets
+    backends.warm([*good, *missing, *bad, *insecure])
 
     def parsed_again(path):
         raise AssertionError(f"{path} parsed again")
@@ -175,3 +181,6 @@ def test_warm_parses_what_every_gathering_process_would_parse_and_fails_for_no_h
     assert backends.parsed_file(str(known), parsed_again).lookup("web1")  # the parent's parse, shared
     assert isinstance(backends.parsed_file(key, parsed_again), paramiko.Ed25519Key)
     assert backends.parsed_file("/nonexistent", parsed_again) is None
+    with pytest.raises(UnicodeDecodeError):
+        backends.parsed_file(str(garbled), backends.KnownHosts)  # not cached: each host meets it
+    assert backends.parsed_file(str(unread), lambda path: "read now") == "read now"  # insecure reads none

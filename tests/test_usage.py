@@ -310,8 +310,10 @@ def test_a_report_path_that_is_a_directory_is_refused_before_any_host(tmp_path):
     assert error == f"report path {tmp_path / 's'} is a directory"
 
 
-def test_a_bug_in_the_suite_shows_its_traceback_whatever_tb_says(tmp_path):
-    """--tb=no is the audit's default; an exception that is no verdict is a bug, and its traceback is shown."""
+@pytest.mark.parametrize("waivers", [False, True], ids=["plain", "waivers"])
+def test_a_bug_in_the_suite_shows_its_traceback_whatever_tb_says(tmp_path, waivers):
+    """--tb=no is the audit's default; an exception that is no verdict is a bug, and its traceback is shown.
+    With waivers, judging is also how a case's protocol is chosen: the bug is still the case's error."""
     plugins = tmp_path / "plugins"
     plugins.mkdir()
     (plugins / "buggy_setup.py").write_text(  # a bug in judging, which each case's setup does
@@ -320,10 +322,45 @@ def test_a_bug_in_the_suite_shows_its_traceback_whatever_tb_says(tmp_path):
         "compliance.cases.Case.judge = judge\n"
     )
     env = dict(os.environ, PYTHONPATH=str(plugins))
-    audit = run_audit(tmp_path, "--hosts=local://", "--xennet-scope=all", "-p", "buggy_setup", env=env)
+    extra = []
+    if waivers:
+        (tmp_path / "w.yml").write_text(
+            'waivers:\n  - {host: "nosuch", interface: "*", justification: "j", expires: 2099-12-31, owner: "o"}\n'
+        )
+        extra = [f"--xennet-waivers={tmp_path / 'w.yml'}"]
+    audit = run_audit(tmp_path, "--hosts=local://", "--xennet-scope=all", "-p", "buggy_setup", *extra, env=env)
     assert audit.returncode == 1, audit.stdout
     out = audit.stdout
     assert "ended in an error of the suite itself (a bug" in out
     assert "buggy_setup.py" in out and "KeyError: 'a bug in the suite'" in out  # the frame, then the error
     errors = [e for case in ET.parse(tmp_path / "junit.xml").getroot().iter("testcase") for e in case.iter("error")]
     assert errors and all("buggy_setup.py" in (e.text or "") for e in errors)
+
+
+def test_audit_cases_between_other_tests_leave_pytests_setup_state_as_they_expect(tmp_path):
+    """Cases run lean skip pytest's per-phase hooks; doctests before them and tests after them, in
+    another package, still find their modules set up and torn down as pytest expects."""
+    audit = run_audit(
+        tmp_path, "--hosts=local://", "--xennet-scope=all", "--doctest-modules",
+        "compliance/targets.py", "compliance/test_xennet.py", "tests/test_rule.py",
+    )  # fmt: skip
+    out = audit.stdout + audit.stderr
+    assert "not torn down" not in out and "INTERNALERROR" not in out, out
+    others = [
+        case
+        for case in ET.parse(tmp_path / "junit.xml").getroot().iter("testcase")
+        if case.get("classname", "").startswith(("compliance.targets", "tests.test_rule"))
+    ]
+    outcomes = [child.tag for case in others for child in case]
+    assert len(others) >= 10 and not outcomes, out  # each passed: no failure, error or skip
+
+
+def test_an_audit_runs_with_pytests_setup_and_debugging_plugins_blocked(tmp_path):
+    """-p no:setuponly, no:setupplan and no:debugging leave their options unset: cases run all the same."""
+    audit = run_audit(
+        tmp_path, "--hosts=local://", "--xennet-scope=all",
+        "-p", "no:setuponly", "-p", "no:setupplan", "-p", "no:debugging",
+    )  # fmt: skip
+    assert audit.returncode in (0, 1) and "INTERNALERROR" not in audit.stderr + audit.stdout, audit.stdout
+    cases = list(ET.parse(tmp_path / "junit.xml").getroot().iter("testcase"))
+    assert cases and len(cases) == len(audit.summary["results"]), audit.stdout

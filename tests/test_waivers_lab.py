@@ -298,18 +298,44 @@ def counts_line(audit) -> str:
     return re.sub(r" in [0-9.]+s.*", "", audit.stdout.strip().splitlines()[-1])
 
 
+SETUP_HOOK_SPY = """
+import os
+
+def pytest_runtest_setup(item):
+    if "test_xennet_sg_mtu[" in item.nodeid:
+        with open(os.environ["SETUP_HOOK_LOG"], "a") as log:
+            log.write(item.nodeid.split("[", 1)[1].rstrip("]") + "\\n")
+"""
+
+
 def test_cases_run_lean_report_as_pytests_own_protocol_does(lab, waived_file, tmp_path):
     """A case that only judges facts skips pytest's per-phase runtest hooks (client CPU at fleet
-    scale); --setup-show sends every case through pytest's own protocol. Both must report every
-    case of the lab (pass, fail, error, skip, xfail) alike, in JUnit, summary.json and the terminal."""
-    args = [*lab_args(lab), f"--xennet-waivers={waived_file}"]
-    lean = run_audit(tmp_path / "lean", *args)
-    whole = run_audit(tmp_path / "whole", *args, "--setup-show")
-    assert lean.returncode == whole.returncode == 1, lean.stdout + lean.stderr
+    scale); --setup-show sends every case through pytest's own protocol, and an active waiver sends
+    its case there (pytest's xfail). Both must report every case of the lab (pass, fail, error,
+    xfail) alike, in JUnit, summary.json and the terminal, serially and under xdist."""
+    (tmp_path / "spy").mkdir()
+    (tmp_path / "spy" / "setup_hook_spy.py").write_text(SETUP_HOOK_SPY)
+    args = [*lab_args(lab), f"--xennet-waivers={waived_file}", "-p", "setup_hook_spy"]
+
+    def audit(name, *more):
+        log = tmp_path / f"{name}.setups"
+        log.touch()
+        env = {"PYTHONPATH": str(tmp_path / "spy"), "SETUP_HOOK_LOG": str(log)}
+        return run_audit(tmp_path / name, *args, *more, env=env), sorted(log.read_text().split())
+
+    (lean, lean_setups), (whole, whole_setups) = audit("lean"), audit("whole", "--setup-show")
+    xdist, xdist_setups = audit("xdist", "-n", "2")
+    assert lean.returncode == whole.returncode == xdist.returncode == 1, lean.stdout + lean.stderr
+    waived = sorted(f"{lab.hosts[h].address}|{i}" for h, i in (("exposed", "eth0"), ("multi", "eth1")))
+    assert lean_setups == xdist_setups == waived  # only the waived cases took pytest's protocol
+    assert len(whole_setups) == len(whole.summary["results"])
     outcomes = {c.tag for case in lean.junit.iter("testcase") for c in case}
     assert {"failure", "error", "skipped"} <= outcomes, outcomes
-    assert junit_outcomes(lean) == junit_outcomes(whole)
-    assert lean.summary["results"] == whole.summary["results"]
-    assert lean.summary["counts"] == whole.summary["counts"]
+    assert (
+        junit_outcomes(lean) == junit_outcomes(whole) == sorted(junit_outcomes(xdist), key=junit_outcomes(lean).index)
+    )
+    for run in (whole, xdist):
+        assert run.summary["results"] == lean.summary["results"]
+        assert run.summary["counts"] == lean.summary["counts"]
     assert counts_line(lean) == counts_line(whole)
     assert "xfailed" in counts_line(lean) and "error" in counts_line(lean)
