@@ -136,7 +136,9 @@ class Bench:
 
         def check(run_dir: Path, stdout: str) -> str | None:
             seen = {(h, i) for h, ifaces in json.loads(stdout or "{}").items() for i in ifaces}
-            return missing(seen, set(self.expected(n)))
+            problem = missing(seen, set(self.expected(n)))
+            said = (run_dir / "stderr").read_text(errors="replace").strip().splitlines()
+            return f"{problem} ({said[-1][:200]})" if problem and said else problem  # a host's failure ends the client
 
         return Approach(key, title, command, check)
 
@@ -375,16 +377,22 @@ def table(rows: list[Row], floor: dict[int, Row]) -> list[str]:
 def versions() -> str:
     from importlib.metadata import version
 
-    import ansible.release
     import paramiko
     import pytest
     import xdist
+
+    try:  # the optional [ansible] extra: tox -e bench has it, tox -e bench-cases does not
+        import ansible.release
+
+        ansible_core = ansible.release.__version__
+    except ImportError:
+        ansible_core = "not installed"
 
     ssh = subprocess.run(["ssh", "-V"], capture_output=True, text=True).stderr.strip()
     return (
         f"Python {platform.python_version()}, pytest {pytest.__version__}, pytest-testinfra {version('pytest-testinfra')}, "
         f"paramiko {paramiko.__version__}, pytest-xdist {xdist.__version__}, pytest-html {version('pytest-html')}, "
-        f"ansible-core {ansible.release.__version__}, {ssh}"
+        f"ansible-core {ansible_core}, {ssh}"
     )
 
 
