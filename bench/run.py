@@ -645,8 +645,11 @@ NOTES = [
     "Client CPU (issue 12): each case is a custom pytest Item instead of a fixture-parametrized function;",
     "pytest's FAILURES section is off by default (`--tb=no`, quadratic in pytest); the gathering threads are",
     "waited for on a completion queue, not with `concurrent.futures.wait` over every pending host (quadratic);",
-    "the identity file is loaded once per run; the suite's reporter reads each row once. The profile before",
-    "and after is the `case-cost` section below (`bench/case_cost.py`).",
+    "the identity file is loaded once per run; the suite's reporter reads each row once; a case that only",
+    "judges gathered facts runs a lean protocol (pytest's makereport and logreport hooks per phase, without",
+    "the per-phase runtest hooks: capture, logging, unraisable); no garbage collection at exit; the parent",
+    "parses the known_hosts and identity files before gathering forks. The profile before and after is the",
+    "`case-cost` section below (`bench/case_cost.py`).",
 ]
 
 
