@@ -39,6 +39,7 @@ from compliance.rule import Judgement, Verdict
 CHECK = "test_xennet_sg_mtu"  # the audit module's check: one CaseItem per case
 # What a case ends with by design: a verdict (pytest.fail, pytest.skip), or the run being stopped.
 EXPECTED = (pytest.fail.Exception, pytest.skip.Exception, KeyboardInterrupt)
+Skipped = pytest.skip.Exception
 WORKERINPUT_KEY = "xennet_results"
 WAIVERS_KEY = "xennet_waivers"  # workerinput: the checked waivers, so workers never read the file
 
@@ -501,9 +502,6 @@ def unique(ids: list[str]) -> list[str]:
     return out
 
 
-Skipped = pytest.skip.Exception
-
-
 class CaseItem(pytest.Item):
     """One case of XENNET-01: a host's interface, or a host that could not be judged.
 
@@ -547,19 +545,23 @@ class CaseItem(pytest.Item):
         case-cost), for a judgement of facts in memory that prints nothing.
         """
         ihook = self.ihook  # looked up by path on each access
-        ihook.pytest_runtest_logstart(nodeid=self.nodeid, location=self.location)
-        if self._phase(ihook, "setup", self.setup).passed:
-            self._phase(ihook, "call", self.runtest)
-        self._phase(ihook, "teardown", self.teardown)
-        ihook.pytest_runtest_logfinish(nodeid=self.nodeid, location=self.location)
-
-    def _phase(
-        self, ihook: Any, when: Literal["setup", "call", "teardown"], run: Callable[[], None]
-    ) -> pytest.TestReport:
-        """One phase as pytest's call_and_report makes it: timed, reported, and --pdb on an exception."""
         reraise: tuple[type[BaseException], ...] = (pytest.exit.Exception,)
         if not self.config.getoption("usepdb", False):  # None with -p no:debugging
             reraise += (KeyboardInterrupt,)
+        ihook.pytest_runtest_logstart(nodeid=self.nodeid, location=self.location)
+        if self._phase(ihook, reraise, "setup", self.setup).passed:
+            self._phase(ihook, reraise, "call", self.runtest)
+        self._phase(ihook, reraise, "teardown", self.teardown)
+        ihook.pytest_runtest_logfinish(nodeid=self.nodeid, location=self.location)
+
+    def _phase(
+        self,
+        ihook: Any,
+        reraise: tuple[type[BaseException], ...],
+        when: Literal["setup", "call", "teardown"],
+        run: Callable[[], None],
+    ) -> pytest.TestReport:
+        """One phase as pytest's call_and_report makes it: timed, reported, and --pdb on an exception."""
         call = pytest.CallInfo.from_call(run, when=when, reraise=reraise)
         report: pytest.TestReport = ihook.pytest_runtest_makereport(item=self, call=call)
         ihook.pytest_runtest_logreport(report=report)
