@@ -364,3 +364,35 @@ def test_an_audit_runs_with_pytests_setup_and_debugging_plugins_blocked(tmp_path
     assert audit.returncode in (0, 1) and "INTERNALERROR" not in audit.stderr + audit.stdout, audit.stdout
     cases = list(ET.parse(tmp_path / "junit.xml").getroot().iter("testcase"))
     assert cases and len(cases) == len(audit.summary["results"]), audit.stdout
+
+
+def test_an_audit_run_in_process_freezes_each_stage_and_leaves_the_heap_collectable(tmp_path):
+    """pytest.main() in-process, as a wrapper script would call it. The audit freezes what outlives
+    gathering, collection and the run loop, so garbage collections skip it (bench/RESULTS.md);
+    the caller gets its heap back collectable, and its SIGTERM handler back."""
+    import gc
+    import signal
+
+    seen: dict[str, int] = {}
+
+    class Spy:
+        @pytest.hookimpl(trylast=True)
+        def pytest_runtest_logreport(self, report):
+            seen.setdefault("run loop", gc.get_freeze_count())
+
+        @pytest.hookimpl(trylast=True)
+        def pytest_sessionfinish(self, session):
+            seen["session finish"] = gc.get_freeze_count()
+
+    assert gc.get_freeze_count() == 0, "this test's own process must start unfrozen"
+    handler = signal.getsignal(signal.SIGTERM)
+    status = pytest.main(
+        ["-p", "no:cacheprovider", "-q", "--pyargs", "compliance", "--hosts=local://", "--xennet-scope=all",
+         f"--reports-dir={tmp_path}"],
+        plugins=[Spy()],
+    )  # fmt: skip
+    assert status in (0, 1), status
+    assert json.loads((tmp_path / "summary.json").read_text())["complete"]
+    assert 0 < seen["run loop"] <= seen["session finish"], seen
+    assert gc.get_freeze_count() == 0
+    assert signal.getsignal(signal.SIGTERM) == handler
