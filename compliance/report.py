@@ -606,7 +606,17 @@ class AuditReporter:
         """Write every report, each on its own: atomically (a temporary file, then a rename), so
         no half-written or empty file is left, and one that fails neither stops the others nor
         reads as a verdict: it is a line naming the file and the error, and exit status 6."""
-        result = yield
+        # LogXML's own writer, pointed at /dev/null, renders no case: only the real file below
+        # holds them (rendering the fleet's cases twice cost ≈ 0.1 s at 1,000 hosts).
+        xml = self.writers.get("junit", (None, None))[1]
+        cases = xml.node_reporters_ordered if xml is not None else []
+        if xml is not None:
+            xml.node_reporters_ordered = []
+        try:
+            result = yield
+        finally:
+            if xml is not None:
+                xml.node_reporters_ordered = cases + xml.node_reporters_ordered  # and any case since
         if self.config.option.collectonly:
             return result
         data = self._summary(int(session.exitstatus))

@@ -87,5 +87,7 @@ def test_the_report_writers_the_suite_drives_itself():
 
     assert list(inspect.signature(LogXML.pytest_sessionfinish).parameters) == ["self"]
     assert "self.logfile" in inspect.getsource(LogXML.pytest_sessionfinish)
+    # Its own render (to /dev/null) is given no case: it renders those in node_reporters_ordered.
+    assert "for node_reporter in self.node_reporters_ordered" in inspect.getsource(LogXML.pytest_sessionfinish)
     assert "self._report_path" in inspect.getsource(BaseReport._write_report)
     assert callable(BaseReport._generate_report)
