@@ -10,6 +10,7 @@ Prints one JSON object: host -> interface names (as ``bench/floor.py`` does).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 
@@ -26,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     specs = [f"paramiko://root@{host}" for host in args.hosts]
     targets = expand(specs, ssh_identity_file=args.key, known_hosts=args.known_hosts).targets
+    gc.freeze()  # as the audit does before gathering
     results = gather(targets, workers=args.workers)
     failed = [r.host for r in results if r.facts is None]
     if failed:

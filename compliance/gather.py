@@ -229,9 +229,6 @@ def gather(
     connection is closed at once and GatherInterrupted carries the hosts that finished.
     """
     processes = max(1, min(processes, len(targets)))
-    # What exists now (imports, settings, targets) outlives gathering: frozen, it is not walked
-    # again by the collections gathering's allocations set off (bench/RESULTS.md).
-    gc.freeze()
     # fork keeps the parent's imports and settings, and is safe only while no other thread runs.
     try:
         if processes > 1 and threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
@@ -324,7 +321,9 @@ def _gather_processes(
             from compliance import backends
 
             backends.warm(targets)  # parsed here once, not once per process
-            gc.freeze()  # and not copied on write by each process's collections
+        # Frozen, the parent's objects are not copied on write by each process's collections
+        # (Python's advice for fork without exec).
+        gc.freeze()
         for share, threads in zip(shares, per_process):
             reader, writer = context.Pipe(duplex=False)
             child = context.Process(target=_child, args=(share, threads, writer), daemon=True)

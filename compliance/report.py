@@ -610,9 +610,9 @@ class AuditReporter:
         # holds them (rendering the fleet's cases twice cost ≈ 0.1 s at 1,000 hosts).
         xml = self.writers.get("junit", (None, None))[1]
         cases = xml.node_reporters_ordered if xml is not None else []
-        if xml is not None:
-            xml.node_reporters_ordered = []
         try:
+            if xml is not None:
+                xml.node_reporters_ordered = []
             result = yield
         finally:
             if xml is not None:
