@@ -912,13 +912,22 @@ class ParamikoBackend(NonInteractiveSudo, testinfra.backend.paramiko.ParamikoBac
             if self.get_pty:
                 chan.get_pty()
             chan.exec_command(command)
-            if stdin:
-                chan.sendall(stdin)
-            chan.shutdown_write()  # EOF: `sh` ends with the script
+            unsent: OSError | None = None
+            try:
+                if stdin:
+                    chan.sendall(stdin)
+                chan.shutdown_write()  # EOF: `sh` ends with the script
+            except OSError as exc:
+                if not chan.closed:
+                    raise
+                unsent = exc  # closed under us: the command may have ended without reading it all
             stdout, stderr = self._read_both(chan, deadline)
             if not chan.status_event.wait(max(0.0, deadline - time.monotonic())):
                 raise HostTimeout("running", self.timeout)
-            return chan.recv_exit_status(), stdout, stderr
+            rc = chan.recv_exit_status()
+            if rc == -1 and unsent is not None:
+                raise unsent  # no exit status: the connection ended, not the command
+            return rc, stdout, stderr
         finally:
             chan.close()
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from compliance.targets import expand
 from tests.conftest import ROOT, audit_argv, lab_args, make_lab
 from tests.lab import HostPlan, IfacePlan
 
@@ -86,6 +87,22 @@ def test_flooding_trickling_and_truncated_hosts_are_one_line_errors(lab, tmp_pat
     assert good == ["sg-on"] and proc.returncode == 1
     # Unbounded, one flooding host held gigabytes by its deadline; capped, it holds at most the cap.
     assert peak_mib < 200, f"peak RSS {peak_mib:.0f} MiB"
+
+
+@pytest.mark.parametrize("scheme", ["paramiko", "ssh"])
+def test_a_command_that_exits_without_reading_its_input_still_gives_its_output(lab, scheme):
+    # The truncated host's command never reads the probe. Sent more than paramiko's first window
+    # (2 MiB), the client is still writing when the host closes the channel: a race every run
+    # can lose (the host answers before the probe is sent). Its output is the host's answer.
+    (target,) = expand(
+        [lab.spec("truncated", scheme=scheme)], ssh_identity_file=str(lab.key_file),
+        known_hosts=str(lab.known_hosts), timeout=TIMEOUT,
+    ).targets  # fmt: skip
+    try:
+        result = target.connect().run_script("sh", b"#" * (4 << 20))
+    finally:
+        target.close()
+    assert (result.rc, result.stdout) == (0, b"XENNET-PROBE 3\nkernel\t6.1\nhypervisor\txen\n")
 
 
 def test_the_cap_is_an_option(lab, tmp_path):
