@@ -8,15 +8,21 @@ most of ≈ 2.5 ms of the floor's CPU per host, which no fleet tool need spend).
 Prints one JSON object: host -> interface names.
 
     python -m bench.floor --key KEY --known-hosts FILE --workers 16 HOST...
+
+With ``--script FILE`` (the audit's probe, written out by bench/run.py) it runs ``sh`` with
+the file on its standard input and reads the whole output, as the audit does, but parses
+nothing beyond its ``iface`` lines: the least any client sending the probe spends.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import socket
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import paramiko
 
@@ -40,7 +46,7 @@ def read_known_hosts(path: str) -> Known:
     return known
 
 
-def interfaces(address: str, key: paramiko.PKey, known: Known, timeout: float) -> list[str]:
+def interfaces(address: str, key: paramiko.PKey, known: Known, timeout: float, script: bytes = b"") -> list[str]:
     client = paramiko.SSHClient()
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
     for hostkey in known.get(address, []):
@@ -57,11 +63,17 @@ def interfaces(address: str, key: paramiko.PKey, known: Known, timeout: float) -
             look_for_keys=False,
             allow_agent=False,
         )
-        _, stdout, _ = client.exec_command(COMMAND, timeout=timeout)
-        words = stdout.read().decode().split()
+        if script:
+            stdin, stdout, _ = client.exec_command("sh", timeout=timeout)
+            stdin.write(script)
+            stdin.channel.shutdown_write()
+            words = [m.decode() for m in re.findall(rb"^iface\t(.*)$", stdout.read(), re.M)]
+        else:
+            _, stdout, _ = client.exec_command(COMMAND, timeout=timeout)
+            words = stdout.read().decode().split()
     finally:
         client.close()
-    return sorted(w.rsplit("/", 1)[-1] for w in words if w != "/sys/class/net/lo")
+    return sorted(w.rsplit("/", 1)[-1] for w in words if w.rsplit("/", 1)[-1] != "lo")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,12 +82,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--known-hosts", required=True)
     parser.add_argument("--workers", type=int, default=16)
     parser.add_argument("--timeout", type=float, default=30)
+    parser.add_argument("--script", help="run sh with this file on standard input instead of the builtin command")
     parser.add_argument("hosts", nargs="+")
     args = parser.parse_args(argv)
     known = read_known_hosts(args.known_hosts)
     key = paramiko.PKey.from_path(args.key)  # loaded once, not once per host
+    script = Path(args.script).read_bytes() if args.script else b""
     with ThreadPoolExecutor(args.workers) as pool:
-        seen = pool.map(lambda h: interfaces(h, key, known, args.timeout), args.hosts)
+        seen = pool.map(lambda h: interfaces(h, key, known, args.timeout, script), args.hosts)
         json.dump(dict(zip(args.hosts, seen)), sys.stdout)
     return 0
 
