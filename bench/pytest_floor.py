@@ -1,22 +1,53 @@
-"""The pytest side's floor: plain pytest, one trivial test per (host, interface) case, junit.xml.
+"""The pytest side's floor: plain pytest, one do-nothing case per (host, interface), junit.xml.
 
-bench/run.py copies this file into a run's own directory as ``test_floor.py``, beside a
-``cases.json`` that lists the cases' ids (``host|interface``, as the audit names them), and runs
-it with pytest's and the installed plugins' defaults but without this suite's plugin. What it
-costs is what pytest itself spends per case (collection, three phases and their reports, JUnit,
-the terminal): any audit that reports a pytest case per interface spends at least that.
+bench/run.py copies this file into a run's own directory as its ``conftest.py``, beside a
+``cases.json`` that lists the cases' ids (``host|interface``), and runs pytest on that file
+with the installed plugins but without this suite's. Each case is an item that does nothing,
+run by the audit's own lean protocol (compliance/audit.py, ``CaseItem.run_lean``): its three
+phases reported through every plugin's makereport and logreport hooks (JUnit, the terminal),
+nothing around them. What it costs is what pytest spends per case at the least: any audit that
+reports a pytest case per interface spends at least that.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, Literal
 
 import pytest
 
-CASES = json.loads((Path(__file__).parent / "cases.json").read_text())
+
+class Case(pytest.Item):
+    def runtest(self) -> None:
+        pass
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        return self.path, 0, self.name
 
 
-@pytest.mark.parametrize("case", CASES, ids=CASES)
-def test_case(case: str) -> None:
-    assert case
+class Cases(pytest.File):
+    def collect(self) -> Iterator[Case]:
+        for case in json.loads(self.path.read_text()):
+            yield Case.from_parent(self, name=case)
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> Cases | None:
+    return Cases.from_parent(parent, path=file_path) if file_path.name == "cases.json" else None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: Any) -> bool:
+    ihook = item.ihook
+    ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+    phases: tuple[tuple[Literal["setup", "call", "teardown"], Callable[[], None]], ...] = (
+        ("setup", item.setup),
+        ("call", item.runtest),
+        ("teardown", item.teardown),
+    )
+    for when, run in phases:
+        call = pytest.CallInfo.from_call(run, when=when)
+        ihook.pytest_runtest_logreport(report=ihook.pytest_runtest_makereport(item=item, call=call))
+    ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+    return True
