@@ -1,9 +1,10 @@
-"""The pytest side's floor: plain pytest, one do-nothing case per (host, interface), junit.xml.
+"""The pytest side's floor: plain pytest, one case per (host, interface) that computes nothing, junit.xml.
 
 bench/run.py copies this file into a run's own directory as its ``conftest.py``, beside a
-``cases.json`` that lists the cases' ids (``host|interface``), and runs pytest on that file
-with the installed plugins but without this suite's. Each case is an item that does nothing,
-run by the audit's own lean protocol (compliance/audit.py, ``CaseItem.run_lean``): its three
+``cases.json`` that lists the cases (``[id, message]``: a message for a case that fails, as a
+susceptible interface's does, with ``pytest.fail(message, pytrace=False)``), and runs pytest on
+that file with the installed plugins but without this suite's. Each case is an item that
+computes nothing, run by the audit's own lean protocol (compliance/audit.py, ``CaseItem.run_lean``): its three
 phases reported through every plugin's makereport and logreport hooks (JUnit, the terminal),
 nothing around them. What it costs is what pytest spends per case at the least: any audit that
 reports a pytest case per interface spends at least that.
@@ -20,8 +21,13 @@ import pytest
 
 
 class Case(pytest.Item):
+    def __init__(self, *, failure: str | None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.failure = failure
+
     def runtest(self) -> None:
-        pass
+        if self.failure:
+            pytest.fail(self.failure, pytrace=False)
 
     def reportinfo(self) -> tuple[Path, int, str]:
         return self.path, 0, self.name
@@ -29,8 +35,8 @@ class Case(pytest.Item):
 
 class Cases(pytest.File):
     def collect(self) -> Iterator[Case]:
-        for case in json.loads(self.path.read_text()):
-            yield Case.from_parent(self, name=case)
+        for name, failure in json.loads(self.path.read_text()):
+            yield Case.from_parent(self, name=name, failure=failure)
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> Cases | None:

@@ -8,7 +8,7 @@ machine noise spreads evenly: (a) the floor (bench/floor.py), (b) the audit with
 all three reports, (c) the audit with ``-n 2``, (d) a naive testinfra test
 (bench/naive_testinfra.py), serial and ``-n 2``, (e) ``ansible -m shell`` and
 ``-m raw``. At each scale it also measures the bound no pytest audit can beat: the floor
-sending the audit's probe (a+), plain pytest with a do-nothing case per interface (p) and Python's
+sending the audit's probe (a+), plain pytest with a case per interface that computes nothing (p) and Python's
 start-up (s). Every approach runs as a child process; its CPU time and peak RSS come
 from wait4() (the process and the children it waited for). Each run must see every
 interface, or the table says so. The lab is always torn down. Its prefix and network
@@ -169,25 +169,39 @@ class Bench:
         return Approach("s", "(s) Python's start-up, importing paramiko", command, lambda run_dir, stdout: None)
 
     def pytest_floor(self, n: int) -> Approach:
-        """bench/pytest_floor.py: plain pytest and the installed plugins, a do-nothing case per interface, junit.xml."""
-        ids = [f"{host}|{iface}" for host, iface in self.expected(n)]
+        """bench/pytest_floor.py: plain pytest and the installed plugins, a case per interface computing nothing, junit.xml."""
+        # The audit's outcomes: a susceptible interface fails with a message (EC2 Rescue's, and the fix).
+        said = "Scatter-Gather is off and MTU is set below 9001 on {}. You are potentially susceptible to the bug."
+        cases = [
+            [f"{host}|{iface}", None if v != "susceptible" else f"{said.format(iface)}\n-- ethtool -K {iface} sg on"]
+            for (host, iface), v in self.expected(n).items()
+        ]
 
         def command(run_dir: Path):
             (run_dir / "pytest.ini").write_text("[pytest]\n")  # its own rootdir: none of this project's conftest
-            (run_dir / "cases.json").write_text(json.dumps(ids))
+            (run_dir / "cases.json").write_text(json.dumps(cases))
             shutil.copy(ROOT / "bench" / "pytest_floor.py", run_dir / "conftest.py")
             argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:compliance.plugin"]
+            argv += ["--tb=no"]  # the audit's default: pytest's FAILURES section is quadratic in failures
             return [*argv, f"--junitxml={run_dir / 'junit.xml'}", "cases.json"], run_dir, self.env
 
         def check(run_dir: Path, stdout: str) -> str | None:
             try:
-                cases = list(ET.parse(run_dir / "junit.xml").getroot().iter("testcase"))
+                ET.parse(run_dir / "junit.xml")
             except (OSError, ET.ParseError) as exc:
                 return f"no junit.xml: {exc}"
-            passed = [c for c in cases if not list(c)]
-            return None if len(passed) == len(ids) else f"{len(passed)} of {len(ids)} cases passed"
+            outcomes = [
+                (c.find("failure") is not None) for c in ET.parse(run_dir / "junit.xml").getroot().iter("testcase")
+            ]
+            failing = [failure is not None for _, failure in cases]
+            return None if outcomes == failing else f"outcomes differ: {sum(outcomes)} of {len(outcomes)} failed"
 
-        return Approach("p", "(p) pytest's floor: a do-nothing case per interface, lean, junit.xml", command, check)
+        return Approach(
+            "p",
+            "(p) pytest's floor: a case per interface computing nothing, the audit's outcomes, junit.xml",
+            command,
+            check,
+        )
 
     def gather_only(self, n: int) -> Approach:
         return self.client("g", "(g) the audit's gathering alone, one process, no pytest", "bench.gather_only", n)
@@ -671,8 +685,8 @@ def least(rows: dict[str, Row], hosts: int) -> list[str]:
         "## The least a pytest audit can spend",
         "",
         f"At {hosts} hosts, from this run's medians: the floor sending the audit's probe (a+) took "
-        f"{rows['a+'].cpu:.2f} s of client CPU and {wall:.2f} s of wall time; plain pytest with a do-nothing case "
-        f"per interface, run as the audit runs its cases, and junit.xml (p) took {rows['p'].cpu:.2f} s; Python's start-up with paramiko imported (s) took "
+        f"{rows['a+'].cpu:.2f} s of client CPU and {wall:.2f} s of wall time; plain pytest with a case per "
+        f"interface that computes nothing, run as the audit runs its cases, with its outcomes, and junit.xml (p) took {rows['p'].cpu:.2f} s; Python's start-up with paramiko imported (s) took "
         f"{rows['s'].cpu:.2f} s. (a+) includes all of (s) and (p) only part of it (Python's own start-up), so "
         "subtracting (s) whole makes the bound, if anything, too low.",
         "",
@@ -713,8 +727,9 @@ NOTES = [
     "  the probe's traffic, and its remote work, add to the floor.",
     "- **(s) start-up**: `python -c 'import paramiko'`, subtracted once from the bound below.",
     "- **(p) pytest's floor**: `bench/pytest_floor.py`, plain pytest (the installed plugins, not this suite's)",
-    "  from a directory of its own, an item that does nothing per (host, interface) case, run by the audit's",
-    "  lean protocol (three phases, each through every plugin's makereport and logreport hooks), junit.xml:",
+    "  from a directory of its own, an item that computes nothing per (host, interface) case, run by the audit's",
+    "  lean protocol (three phases, each through every plugin's makereport and logreport hooks), failing where",
+    "  the audit's case fails (a susceptible interface: `pytest.fail` with EC2 Rescue's message), junit.xml:",
     "  pytest's own cost per case, which any audit reporting a pytest case per interface pays.",
     "- **(g) gathering alone**: `bench/gather_only.py`, the audit's own targets and `gather()` in one process",
     "  (one connection, the probe and its parsing per host; the heap frozen first, as the audit does), no",
