@@ -187,12 +187,10 @@ class Bench:
 
         def check(run_dir: Path, stdout: str) -> str | None:
             try:
-                ET.parse(run_dir / "junit.xml")
+                junit = ET.parse(run_dir / "junit.xml").getroot()
             except (OSError, ET.ParseError) as exc:
                 return f"no junit.xml: {exc}"
-            outcomes = [
-                (c.find("failure") is not None) for c in ET.parse(run_dir / "junit.xml").getroot().iter("testcase")
-            ]
+            outcomes = [c.find("failure") is not None for c in junit.iter("testcase")]
             failing = [failure is not None for _, failure in cases]
             return None if outcomes == failing else f"outcomes differ: {sum(outcomes)} of {len(outcomes)} failed"
 
