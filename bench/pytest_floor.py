@@ -7,7 +7,7 @@ that file with the installed plugins but without this suite's. Each case is an i
 computes nothing, run by the audit's own lean protocol (compliance/audit.py, ``CaseItem.run_lean``): its three
 phases reported through every plugin's makereport and logreport hooks (JUnit, the terminal),
 nothing around them. What it costs is what pytest spends per case at the least: any audit that
-reports a pytest case per interface spends at least that.
+reports a pytest case per interface this way spends at least that.
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ class Case(pytest.Item):
     def runtest(self) -> None:
         if self.failure:
             pytest.fail(self.failure, pytrace=False)
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
+        return excinfo.getrepr(style="value", tbfilter=False)  # as the audit's CaseItem does
 
     def reportinfo(self) -> tuple[Path, int, str]:
         return self.path, 0, self.name
@@ -54,6 +57,9 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: Any) -> bool:
     )
     for when, run in phases:
         call = pytest.CallInfo.from_call(run, when=when)
-        ihook.pytest_runtest_logreport(report=ihook.pytest_runtest_makereport(item=item, call=call))
+        report = ihook.pytest_runtest_makereport(item=item, call=call)
+        ihook.pytest_runtest_logreport(report=report)
+        if call.excinfo is not None:  # as the audit's: a failure goes to --pdb and faulthandler's hooks
+            ihook.pytest_exception_interact(node=item, call=call, report=report)
     ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
     return True

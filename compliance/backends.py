@@ -926,7 +926,9 @@ class ParamikoBackend(NonInteractiveSudo, testinfra.backend.paramiko.ParamikoBac
                 raise HostTimeout("running", self.timeout)
             rc = chan.recv_exit_status()
             if rc == -1 and unsent is not None:
-                raise unsent  # no exit status: the connection ended, not the command
+                # No exit status: the connection ended (or the command died by a signal, which paramiko
+                # does not record): the send's error, as before the race was understood.
+                raise unsent
             return rc, stdout, stderr
         finally:
             chan.close()

@@ -91,7 +91,7 @@ def test_flooding_trickling_and_truncated_hosts_are_one_line_errors(lab, tmp_pat
 
 @pytest.mark.parametrize("scheme", ["paramiko", "ssh"])
 def test_a_command_that_exits_without_reading_its_input_still_gives_its_output(lab, scheme):
-    # The truncated host's command never reads the probe. Sent more than paramiko's first window
+    # The truncated host's command never reads the probe. Sent more than sshd's session window
     # (2 MiB), the client is still writing when the host closes the channel: a race every run
     # can lose (the host answers before the probe is sent). Its output is the host's answer.
     (target,) = expand(
