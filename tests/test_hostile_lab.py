@@ -32,6 +32,8 @@ PLAN = (
     HostPlan("trickle", force_command="exec sh -c 'while :; do echo x; sleep 0.2; done'"),
     HostPlan("truncated", force_command="printf 'XENNET-PROBE 3\\nkernel\\t6.1\\nhypervisor\\txen\\n'"),
     HostPlan("silent", silent=True),
+    # Its session's sshd is killed while the client is still sending: the connection ends mid-command.
+    HostPlan("dies", force_command="exec sh -c 'sleep 1; kill -9 $PPID'"),
 )
 TIMEOUT = 8  # long: the flooding hosts must be stopped by the output cap, not by the clock
 
@@ -57,7 +59,8 @@ def audit_with_peak_rss(reports, *args):
 
 @pytest.mark.parametrize("scheme", ["paramiko", "ssh"])
 def test_flooding_trickling_and_truncated_hosts_are_one_line_errors(lab, tmp_path, scheme):
-    args = [a for a in lab_args(lab, scheme=scheme) if not a.startswith("--xennet-timeout")]
+    hosts = [n for n in lab.hosts if n != "dies"]
+    args = [a for a in lab_args(lab, hosts, scheme=scheme) if not a.startswith("--xennet-timeout")]
     extra = [f"--ssh-config={lab.ssh_config}"] if scheme == "ssh" else []
     proc, peak_mib = audit_with_peak_rss(tmp_path, *args, *extra, f"--xennet-timeout={TIMEOUT}")
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -103,6 +106,18 @@ def test_a_command_that_exits_without_reading_its_input_still_gives_its_output(l
     finally:
         target.close()
     assert (result.rc, result.stdout) == (0, b"XENNET-PROBE 3\nkernel\t6.1\nhypervisor\txen\n")
+
+
+def test_a_connection_that_ends_while_the_probe_is_sent_is_the_connections_error(lab):
+    # No exit status came: the send's own error, not an empty answer with exit status -1.
+    (target,) = expand(
+        [lab.spec("dies")], ssh_identity_file=str(lab.key_file), known_hosts=str(lab.known_hosts), timeout=TIMEOUT
+    ).targets
+    try:
+        with pytest.raises(OSError, match="Socket is closed"):
+            target.connect().run_script("sh", b"#" * (4 << 20))
+    finally:
+        target.close()
 
 
 def test_the_cap_is_an_option(lab, tmp_path):
