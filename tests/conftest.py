@@ -215,6 +215,17 @@ def run_audit(reports: Path, *args: str, timeout: float = 300, env: dict | None 
     return Audit(proc.returncode, proc.stdout, proc.stderr, reports)
 
 
+def lab_targets(lab: Lab, names, scheme: str = "paramiko", **kw):
+    """The suite's targets for lab hosts ``names``, with the lab's key, known_hosts and timeout
+    (each overridable), for tests that drive gathering or a backend in this process."""
+    from compliance.targets import expand
+
+    kw.setdefault("ssh_identity_file", str(lab.key_file))
+    kw.setdefault("known_hosts", str(lab.known_hosts))
+    kw.setdefault("timeout", LAB_TIMEOUT)
+    return expand([lab.spec(n, scheme=scheme) for n in names], **kw).targets
+
+
 def lab_args(lab: Lab, names=None, scheme: str = "paramiko") -> list[str]:
     names = list(names or lab.hosts)
     return [

@@ -10,17 +10,9 @@ import pytest
 
 from compliance.backends import ParamikoBackend
 from compliance.gather import gather, probe_host
-from compliance.targets import expand
-from tests.conftest import LAB_TIMEOUT
+from tests.conftest import LAB_TIMEOUT, lab_targets
 
 REACHABLE = ["sgon", "multi", "exposed"]
-
-
-def targets(lab, names, scheme="paramiko", **kw):
-    kw.setdefault("ssh_identity_file", str(lab.key_file))
-    kw.setdefault("known_hosts", str(lab.known_hosts))
-    kw.setdefault("timeout", LAB_TIMEOUT)
-    return expand([lab.spec(n, scheme=scheme) for n in names], **kw).targets
 
 
 def established_to(lab) -> list[str]:
@@ -32,7 +24,7 @@ def established_to(lab) -> list[str]:
 def test_one_login_and_one_command_per_host_and_every_connection_closed(lab):
     before = {n: lab.sshd_events(n) for n in REACHABLE}
     fds = len(os.listdir("/proc/self/fd"))
-    results = gather(targets(lab, REACHABLE), workers=2)
+    results = gather(lab_targets(lab, REACHABLE), workers=2)
     assert [r.error for r in results] == [None, None, None]
     assert {n: lab.sshd_events(n) for n in REACHABLE} == {n: (b[0] + 1, b[1] + 1) for n, b in before.items()}
     assert established_to(lab) == []
@@ -41,21 +33,21 @@ def test_one_login_and_one_command_per_host_and_every_connection_closed(lab):
 
 def test_progress_counts_every_host(lab):
     seen = []
-    gather(targets(lab, REACHABLE + ["dead"]), workers=2, progress=lambda done, total: seen.append((done, total)))
+    gather(lab_targets(lab, REACHABLE + ["dead"]), workers=2, progress=lambda done, total: seen.append((done, total)))
     assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
 
 
 def test_refused_authentication_is_one_line(lab, tmp_path):
     key = tmp_path / "stranger"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-    (result,) = gather(targets(lab, ["sgon"], ssh_identity_file=str(key)))
+    (result,) = gather(lab_targets(lab, ["sgon"], ssh_identity_file=str(key)))
     assert result.error == "authentication failed"
 
 
 def test_unknown_host_key_is_refused(lab, tmp_path):
     empty = tmp_path / "known_hosts"
     empty.write_text("")
-    (result,) = gather(targets(lab, ["sgon"], known_hosts=str(empty)))
+    (result,) = gather(lab_targets(lab, ["sgon"], known_hosts=str(empty)))
     if result.error is None:
         pytest.skip("~/.ssh/known_hosts already trusts the lab's host key")
     assert result.error == "host key is not in known_hosts (add it, or pass --ssh-known-hosts FILE)"
@@ -63,13 +55,13 @@ def test_unknown_host_key_is_refused(lab, tmp_path):
 
 
 def test_openssh_backend_bounds_a_hung_command(lab):
-    (result,) = gather(targets(lab, ["hung"], scheme="ssh", ssh_config=str(lab.ssh_config)))
+    (result,) = gather(lab_targets(lab, ["hung"], scheme="ssh", ssh_config=str(lab.ssh_config)))
     # One wording for both backends: the phase and the limit.
     assert result.error == f"timed out running the probe (limit {LAB_TIMEOUT}s)"
 
 
 def test_paramiko_sets_tcp_nodelay_and_closes(lab):
-    (target,) = targets(lab, ["sgon"])
+    (target,) = lab_targets(lab, ["sgon"])
     backend = target.connect()
     assert isinstance(backend, ParamikoBackend)
     assert backend.run("true").rc == 0
@@ -80,6 +72,6 @@ def test_paramiko_sets_tcp_nodelay_and_closes(lab):
 
 
 def test_probe_host_over_openssh_matches_paramiko(lab):
-    (via_paramiko,) = targets(lab, ["multi"])
-    (via_ssh,) = targets(lab, ["multi"], scheme="ssh", ssh_config=str(lab.ssh_config))
+    (via_paramiko,) = lab_targets(lab, ["multi"])
+    (via_ssh,) = lab_targets(lab, ["multi"], scheme="ssh", ssh_config=str(lab.ssh_config))
     assert probe_host(via_paramiko).facts == probe_host(via_ssh).facts

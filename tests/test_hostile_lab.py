@@ -20,8 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from compliance.targets import expand
-from tests.conftest import ROOT, audit_argv, lab_args, make_lab
+from tests.conftest import ROOT, audit_argv, lab_args, lab_targets, make_lab
 from tests.lab import HostPlan, IfacePlan
 
 LAB_INDEX = 5
@@ -92,32 +91,28 @@ def test_flooding_trickling_and_truncated_hosts_are_one_line_errors(lab, tmp_pat
     assert peak_mib < 200, f"peak RSS {peak_mib:.0f} MiB"
 
 
-@pytest.mark.parametrize("scheme", ["paramiko", "ssh"])
-def test_a_command_that_exits_without_reading_its_input_still_gives_its_output(lab, scheme):
-    # The truncated host's command never reads the probe. Sent more than sshd's session window
-    # (2 MiB), the client is still writing when the host closes the channel: a race every run
-    # can lose (the host answers before the probe is sent). Its output is the host's answer.
-    (target,) = expand(
-        [lab.spec("truncated", scheme=scheme)], ssh_identity_file=str(lab.key_file),
-        known_hosts=str(lab.known_hosts), timeout=TIMEOUT,
-    ).targets  # fmt: skip
+def run_unread(lab, name: str, scheme: str = "paramiko"):
+    """``sh`` on host ``name`` with more input than sshd's session window (2 MiB): the client is
+    still sending when a command that never reads it ends, or the connection does."""
+    (target,) = lab_targets(lab, [name], scheme, timeout=TIMEOUT)
     try:
-        result = target.connect().run_script("sh", b"#" * (4 << 20))
+        return target.connect().run_script("sh", b"#" * (4 << 20))
     finally:
         target.close()
+
+
+@pytest.mark.parametrize("scheme", ["paramiko", "ssh"])
+def test_a_command_that_exits_without_reading_its_input_still_gives_its_output(lab, scheme):
+    # The truncated host's command never reads the probe: a race every run can lose (the host
+    # answers before the probe is sent), lost here every time. Its output is the host's answer.
+    result = run_unread(lab, "truncated", scheme)
     assert (result.rc, result.stdout) == (0, b"XENNET-PROBE 3\nkernel\t6.1\nhypervisor\txen\n")
 
 
 def test_a_connection_that_ends_while_the_probe_is_sent_is_the_connections_error(lab):
     # No exit status came: the send's own error, not an empty answer with exit status -1.
-    (target,) = expand(
-        [lab.spec("dies")], ssh_identity_file=str(lab.key_file), known_hosts=str(lab.known_hosts), timeout=TIMEOUT
-    ).targets
-    try:
-        with pytest.raises(OSError, match="Socket is closed"):
-            target.connect().run_script("sh", b"#" * (4 << 20))
-    finally:
-        target.close()
+    with pytest.raises(OSError, match="Socket is closed"):
+        run_unread(lab, "dies")
 
 
 def test_the_cap_is_an_option(lab, tmp_path):
