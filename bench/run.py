@@ -163,7 +163,7 @@ class Bench:
 
             (run_dir / "probe.sh").write_bytes(PROBE_INPUT)
             argv, cwd, env = base(run_dir)
-            return [*argv[:3], f"--script={run_dir / 'probe.sh'}", *argv[3:]], cwd, env
+            return [*argv, f"--script={run_dir / 'probe.sh'}"], cwd, env
 
         return dataclasses.replace(approach, command=command)
 
@@ -686,19 +686,9 @@ def least(rows: dict[str, Row], hosts: int) -> list[str]:
         return []
     floor = rows["a"]
     cpu = rows["a+"].cpu + rows["p"].cpu - rows["s"].cpu
-    rounds = [
-        (a_plus.cpu + p.cpu - s.cpu) / a.cpu
-        for a, a_plus, p, s in zip(floor.runs, rows["a+"].runs, rows["p"].runs, rows["s"].runs)
-    ]
-    audit = rows.get("b")
-    gap = (
-        [
-            b.cpu - (a_plus.cpu + p.cpu - s.cpu)
-            for b, a_plus, p, s in zip(audit.runs, rows["a+"].runs, rows["p"].runs, rows["s"].runs)
-        ]
-        if audit is not None
-        else []
-    )
+    bounds = [a_plus.cpu + p.cpu - s.cpu for a_plus, p, s in zip(rows["a+"].runs, rows["p"].runs, rows["s"].runs)]
+    rounds = [bound / a.cpu for bound, a in zip(bounds, floor.runs)]
+    gap = [b.cpu - bound for b, bound in zip(rows["b"].runs, bounds)] if "b" in rows else []
     if min(rounds) > 1.3:
         verdict = "Above 1.3 × in every round: the CPU target is out of reach for this design, whatever the suite does."
     elif max(rounds) <= 1.3:
