@@ -65,6 +65,45 @@ class Run:
     cpu: float
     maxrss_kb: int
     problem: str | None  # why this run does not count: it missed an interface, failed, ...
+    speed: list[float] = dataclasses.field(default_factory=list)  # Speedometer samples during the run
+
+
+SPEED_WORK = 20_000  # iterations of a fixed pure-Python loop: about 1 ms of CPU here
+SPEED_EVERY = 0.5  # seconds between samples: ≈ 0.2 % of one core
+
+
+def fixed_work() -> float:
+    """The CPU seconds this thread spends on the same fixed work: how fast the machine runs Python now."""
+    started = time.thread_time()
+    total = 0
+    for i in range(SPEED_WORK):
+        total += i * i
+    return time.thread_time() - started
+
+
+class Speedometer:
+    """Samples :func:`fixed_work` in a thread of the bench itself, beside each measured run.
+
+    On a virtual machine, the same work's CPU time moves with what the host runs beside its
+    vCPUs (here by up to 1.8 times, in two modes): the samples show each run's conditions.
+    """
+
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="speedometer", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(SPEED_EVERY):
+            self.samples.append(fixed_work())
+
+    def __enter__(self) -> Speedometer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 @dataclasses.dataclass
@@ -106,7 +145,7 @@ class Bench:
     def measure(self, approach: Approach, run_dir: Path) -> Run:
         run_dir.mkdir(parents=True, exist_ok=True)
         argv, cwd, env = approach.command(run_dir)
-        with open(run_dir / "stdout", "wb") as out, open(run_dir / "stderr", "wb") as err:
+        with open(run_dir / "stdout", "wb") as out, open(run_dir / "stderr", "wb") as err, Speedometer() as speed:
             started = time.monotonic()
             proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
             try:
@@ -123,7 +162,7 @@ class Bench:
         lingering = established(self.lab)
         if lingering and not problem:
             problem = f"{len(lingering)} connections still open after the run"
-        return Run(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss, problem)
+        return Run(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss, problem, speed.samples)
 
     # ---- the approaches ------------------------------------------------------
 
@@ -637,6 +676,7 @@ def write_results(args, started, rows, scaling, fds, deltas, size) -> list[str]:
     at_biggest = {r.approach.key: r for r in scaling if r.hosts == biggest}
     out += targets(ratio, cpu_ratio, biggest, by_key, per_host, fds, deltas, peak_rss)
     out += least(at_biggest, biggest)
+    out += speed_section(at_biggest, biggest)
     out += NOTES
     text = "\n".join(out) + "\n"
     # bench/probe_cost.py and bench/flood_rss.py keep sections of their own in the same file.
@@ -721,6 +761,40 @@ def least(rows: dict[str, Row], hosts: int) -> list[str]:
         "the client shares, and as noisy as the rest: no bound.",
         "",
     ]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def speed_section(rows: dict[str, Row], hosts: int) -> list[str]:
+    """How fast the machine ran Python beside each approach's runs (:class:`Speedometer`)."""
+    samples = {key: [x for run in row.runs for x in run.speed] for key, row in rows.items()}
+    every = [x for xs in samples.values() for x in xs]
+    if not every:
+        return []
+    lines = [
+        "## How fast the machine ran",
+        "",
+        f"The same fixed work ({SPEED_WORK:,} turns of a pure-Python loop) timed every {SPEED_EVERY:g} s by the bench "
+        f"itself beside each run at {hosts} hosts, as thread CPU time. Its 10th to 90th percentile over the whole "
+        f"run: {1000 * percentile(every, 0.1):.2f}–{1000 * percentile(every, 0.9):.2f} ms, "
+        f"{percentile(every, 0.9) / percentile(every, 0.1):.2f} ×. Any CPU figure above moves with it.",
+        "",
+        "| approach | samples | fixed work, 10th / 50th / 90th percentile | each run's median |",
+        "|---|---:|---|---|",
+    ]
+    for key, row in rows.items():
+        xs = samples[key]
+        if not xs:
+            continue
+        per_run = ", ".join(f"{1000 * statistics.median(r.speed):.2f}" for r in row.runs if r.speed)
+        lines.append(
+            f"| {row.approach.title} | {len(xs)} | {1000 * percentile(xs, 0.1):.2f} / {1000 * statistics.median(xs):.2f}"
+            f" / {1000 * percentile(xs, 0.9):.2f} ms | {per_run} ms |"
+        )
+    return lines + [""]
 
 
 NOTES = [
