@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from bench.results import update_section
-from bench.run import SPEED_WORK, fixed_work
+from bench.run import SPEED_WORK, fixed_work, percentile
 
 START, END = "<!-- speed-modes:start -->", "<!-- speed-modes:end -->"
 BUSY = "import time\nend = time.monotonic() + float(__import__('sys').argv[1])\nwhile time.monotonic() < end: pass\n"
@@ -72,11 +72,8 @@ def section(results: list[tuple[str, list[float]]]) -> str:
         "|---|---:|---|",
     ]
     for name, xs in results:
-        ordered = sorted(xs)
-        p10, p90 = ordered[len(ordered) // 10], ordered[min(len(ordered) - 1, 9 * len(ordered) // 10)]
-        lines.append(
-            f"| {name} | {len(xs)} | {1000 * p10:.2f} / {1000 * statistics.median(xs):.2f} / {1000 * p90:.2f} ms |"
-        )
+        p10, p50, p90 = (1000 * percentile(xs, q) for q in (0.1, 0.5, 0.9))
+        lines.append(f"| {name} | {len(xs)} | {p10:.2f} / {p50:.2f} / {p90:.2f} ms |")
     idle, busy = statistics.median(results[0][1]), statistics.median(results[1][1])
     lines += [
         "",
