@@ -84,8 +84,9 @@ def fixed_work() -> float:
 class Speedometer:
     """Samples :func:`fixed_work` in a thread of the bench itself, beside each measured run.
 
-    On a virtual machine, the same work's CPU time moves with what the host runs beside its
-    vCPUs (here by up to 1.8 times, in two modes): the samples show each run's conditions.
+    On a virtual machine the same work's CPU time may move with what the host runs beside its
+    vCPUs (the 10th to 90th percentile of the samples in one run here were 1.85 times apart):
+    the samples show the conditions each run met.
     """
 
     def __init__(self) -> None:
@@ -763,9 +764,12 @@ def least(rows: dict[str, Row], hosts: int) -> list[str]:
     ]
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+def deciles(values: list[float]) -> tuple[float, float, float]:
+    """The 10th, 50th and 90th percentile (inclusive method) of one or more values."""
+    if len(values) < 2:
+        return values[0], values[0], values[0]
+    cuts = statistics.quantiles(values, n=10, method="inclusive")
+    return cuts[0], statistics.median(values), cuts[-1]
 
 
 def speed_section(rows: dict[str, Row], hosts: int) -> list[str]:
@@ -774,25 +778,28 @@ def speed_section(rows: dict[str, Row], hosts: int) -> list[str]:
     every = [x for xs in samples.values() for x in xs]
     if not every:
         return []
+    low, _, high = deciles(every)
     lines = [
         "## How fast the machine ran",
         "",
-        f"The same fixed work ({SPEED_WORK:,} turns of a pure-Python loop) timed every {SPEED_EVERY:g} s by the bench "
-        f"itself beside each run at {hosts} hosts, as thread CPU time. Its 10th to 90th percentile over the whole "
-        f"run: {1000 * percentile(every, 0.1):.2f}–{1000 * percentile(every, 0.9):.2f} ms, "
-        f"{percentile(every, 0.9) / percentile(every, 0.1):.2f} ×. Any CPU figure above moves with it.",
+        f"The same fixed work ({SPEED_WORK:,} turns of a pure-Python loop) timed every {SPEED_EVERY:g} s by a thread "
+        f"of the bench itself (on whichever CPU it ran) beside each run at {hosts} hosts, as thread CPU time. Its "
+        f"10th to 90th percentile over every run at {hosts} hosts: {1000 * low:.2f}–{1000 * high:.2f} ms, "
+        f"{high / low:.2f} ×. The runs' CPU figures above may move with it; a run shorter than "
+        f"{SPEED_EVERY:g} s has no sample.",
         "",
-        "| approach | samples | fixed work, 10th / 50th / 90th percentile | each run's median |",
-        "|---|---:|---|---|",
+        "| approach | samples | fixed work, 10th / 50th / 90th percentile | each run's median fixed work | each run's CPU |",
+        "|---|---:|---|---|---|",
     ]
     for key, row in rows.items():
         xs = samples[key]
         if not xs:
             continue
-        per_run = ", ".join(f"{1000 * statistics.median(r.speed):.2f}" for r in row.runs if r.speed)
+        per_run = ", ".join(f"{1000 * statistics.median(r.speed):.2f}" if r.speed else "–" for r in row.runs)
+        p10, p50, p90 = deciles(xs)
         lines.append(
-            f"| {row.approach.title} | {len(xs)} | {1000 * percentile(xs, 0.1):.2f} / {1000 * statistics.median(xs):.2f}"
-            f" / {1000 * percentile(xs, 0.9):.2f} ms | {per_run} ms |"
+            f"| {row.approach.title} | {len(xs)} | {1000 * p10:.2f} / {1000 * p50:.2f} / {1000 * p90:.2f} ms "
+            f"| {per_run} ms | {', '.join(f'{r.cpu:.2f}' for r in row.runs)} s |"
         )
     return lines + [""]
 

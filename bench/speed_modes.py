@@ -3,14 +3,13 @@
     python -m bench.speed_modes            # prints, and writes its section of bench/RESULTS.md
 
 On a virtual machine the CPU time of a fixed pure-Python loop (bench/run.py's ``fixed_work``)
-is not a constant: when the host runs the vCPU on a physical core that another vCPU shares (this
-machine's other one, or another tenant's), the same work takes longer. Where the host puts them
-changes over time. Every CPU figure of bench/run.py moves with it, which is why that bench also
-samples the machine's speed beside each run (:class:`bench.run.Speedometer`).
+need not be a constant: if the host runs the vCPU on a physical core that another vCPU shares
+(this machine's other one, or another tenant's), the same work may take longer, and where the
+host puts them can change over time. bench/run.py samples that work beside each run
+(:class:`bench.run.Speedometer`) for the same reason.
 
-Phases, each timing ``fixed_work`` on CPU 0 (or the first CPU this process may use) every
-0.1 s: the other CPU idle; the other CPU running a busy loop (a child process pinned there);
-idle again.
+Phases, each timing ``fixed_work`` on the first CPU this process may use every 0.1 s: the
+second CPU idle; the second CPU running a busy loop (a child process pinned there); idle again.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ import time
 from pathlib import Path
 
 from bench.results import update_section
-from bench.run import SPEED_WORK, fixed_work, percentile
+from bench.run import SPEED_WORK, deciles, fixed_work
 
 START, END = "<!-- speed-modes:start -->", "<!-- speed-modes:end -->"
 BUSY = "import time\nend = time.monotonic() + float(__import__('sys').argv[1])\nwhile time.monotonic() < end: pass\n"
@@ -39,47 +38,49 @@ def sample(seconds: float) -> list[float]:
     return samples
 
 
-def phases(seconds: float) -> list[tuple[str, list[float]]]:
-    cpus = sorted(os.sched_getaffinity(0))
+def phases(seconds: float) -> tuple[int, int, list[tuple[str, list[float]]]]:
+    """(the CPU timed, the other CPU, each phase's samples); this process's CPUs are restored after."""
+    allowed = os.sched_getaffinity(0)
+    cpus = sorted(allowed)
     if len(cpus) < 2:
         raise SystemExit("needs two CPUs")
     here, other = cpus[0], cpus[1]
     os.sched_setaffinity(0, {here})
-    idle = sample(seconds)
-    busy_loop = subprocess.Popen([sys.executable, "-c", BUSY, str(seconds + 1)])
     try:
-        os.sched_setaffinity(busy_loop.pid, {other})
-        time.sleep(0.2)
-        busy = sample(seconds)
+        idle = sample(seconds)
+        busy_loop = subprocess.Popen([sys.executable, "-c", BUSY, str(seconds + 1)])
+        try:
+            os.sched_setaffinity(busy_loop.pid, {other})
+            time.sleep(0.2)
+            busy = sample(seconds)
+        finally:
+            busy_loop.kill()
+            busy_loop.wait()
+        again = sample(seconds)
     finally:
-        busy_loop.kill()
-        busy_loop.wait()
-    return [
-        (f"CPU {other} idle", idle),
-        (f"CPU {other} running a busy loop", busy),
-        (f"CPU {other} idle again", sample(seconds)),
-    ]
+        os.sched_setaffinity(0, allowed)
+    return here, other, [("idle", idle), ("running a busy loop", busy), ("idle again", again)]
 
 
-def section(results: list[tuple[str, list[float]]]) -> str:
+def section(here: int, other: int, results: list[tuple[str, list[float]]]) -> str:
     lines = [
         START,
         "## The same work, one CPU, its neighbour idle or busy (`bench/speed_modes.py`)",
         "",
-        f"CPU time of the same fixed work ({SPEED_WORK:,} turns of a pure-Python loop) on CPU 0, every 0.1 s:",
+        f"CPU time of the same fixed work ({SPEED_WORK:,} turns of a pure-Python loop) on CPU {here}, every 0.1 s:",
         "",
-        "| CPU 0's neighbour | samples | 10th / 50th / 90th percentile |",
+        f"| CPU {other} | samples | 10th / 50th / 90th percentile |",
         "|---|---:|---|",
     ]
     for name, xs in results:
-        p10, p50, p90 = (1000 * percentile(xs, q) for q in (0.1, 0.5, 0.9))
+        p10, p50, p90 = (1000 * x for x in deciles(xs))
         lines.append(f"| {name} | {len(xs)} | {p10:.2f} / {p50:.2f} / {p90:.2f} ms |")
     idle, busy = statistics.median(results[0][1]), statistics.median(results[1][1])
     lines += [
         "",
-        f"With CPU 1 busy, the same work cost CPU 0 {busy / idle:.2f} × its CPU time with CPU 1 idle (medians), in",
-        "this run. Where the host puts the two vCPUs (on one physical core, or each beside another tenant's)",
-        "changes from minute to minute: run it again to see the machine as it is now.",
+        f"With CPU {other} busy, the same work cost CPU {here} {busy / idle:.2f} × its CPU time with CPU {other} idle "
+        "(medians), in this run. Where the host puts the vCPUs may change from minute to minute: run it again",
+        "to see the machine as it is now.",
         END,
     ]
     return "\n".join(lines)
@@ -90,7 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=4.0, help="length of each phase")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "RESULTS.md")
     args = parser.parse_args(argv)
-    text = section(phases(args.seconds))
+    if not args.seconds > 0:
+        parser.error("--seconds must be more than 0")
+    text = section(*phases(args.seconds))
     print(text)
     update_section(args.out, text)
     return 0
