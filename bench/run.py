@@ -801,6 +801,34 @@ def speed_section(rows: dict[str, Row], hosts: int) -> list[str]:
             f"| {row.approach.title} | {len(xs)} | {1000 * p10:.2f} / {1000 * p50:.2f} / {1000 * p90:.2f} ms "
             f"| {per_run} ms | {', '.join(f'{r.cpu:.2f}' for r in row.runs)} s |"
         )
+    return lines + [""] + adjusted(rows, statistics.median(every))
+
+
+def adjusted(rows: dict[str, Row], typical: float) -> list[str]:
+    """The CPU ratios with each run's CPU divided by its median fixed-work time: a guide, not a measurement.
+
+    A run too short to be sampled, such as (s), is divided by ``typical`` (the median of every sample)."""
+    if "a" not in rows or not any(r.speed for r in rows["a"].runs):
+        return []
+
+    def units(row: Row) -> float:
+        return statistics.median(r.cpu / (statistics.median(r.speed) if r.speed else typical) for r in row.runs)
+
+    floor = units(rows["a"])
+    lines = [
+        "Each run's CPU divided by its median fixed-work time, then the median over its runs, as a multiple of",
+        "the floor's: a guide to the ratios with the machine's speed taken out, not a measurement (the samples",
+        "time the bench's own thread, not the run's).",
+        "",
+        "| approach | CPU × floor, speed-adjusted | CPU × floor, as measured |",
+        "|---|---:|---:|",
+    ]
+    for row in rows.values():
+        lines.append(f"| {row.approach.title} | {units(row) / floor:.2f} | {row.cpu / rows['a'].cpu:.2f} |")
+    if all(k in rows for k in ("a+", "p", "s")):
+        bound = (units(rows["a+"]) + units(rows["p"]) - units(rows["s"])) / floor
+        raw = (rows["a+"].cpu + rows["p"].cpu - rows["s"].cpu) / rows["a"].cpu
+        lines.append(f"| the least this design can spend: (a+) + (p) − (s) | {bound:.2f} | {raw:.2f} |")
     return lines + [""]
 
 
