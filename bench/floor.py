@@ -73,7 +73,7 @@ def interfaces(address: str, key: paramiko.PKey, known: Known, timeout: float, s
             words = stdout.read().decode().split()
     finally:
         client.close()
-    return sorted(w.rsplit("/", 1)[-1] for w in words if w.rsplit("/", 1)[-1] != "lo")
+    return sorted(name for name in (w.rsplit("/", 1)[-1] for w in words) if name != "lo")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -89,13 +89,14 @@ class Speedometer:
     the samples show the conditions each run met.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, every: float = SPEED_EVERY) -> None:
+        self.every = every
         self.samples: list[float] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="speedometer", daemon=True)
 
     def _run(self) -> None:
-        while not self._stop.wait(SPEED_EVERY):
+        while not self._stop.wait(self.every):
             self.samples.append(fixed_work())
 
     def __enter__(self) -> Speedometer:
@@ -718,18 +719,28 @@ def targets(ratio, cpu_ratio, biggest, by_key, per_host, fds, deltas, peak_rss) 
     return lines + [""]
 
 
+# The least this design can spend: (a+) + (p) - (s), each approach's sign.
+BOUND = {"a+": 1, "p": 1, "s": -1}
+
+
+def bound(value: Callable[[str], float]) -> float:
+    """(a+) + (p) - (s), of ``value(key)`` for each of those approaches."""
+    return sum(sign * value(key) for key, sign in BOUND.items())
+
+
 def least(rows: dict[str, Row], hosts: int) -> list[str]:
     """The least this design could cost at ``hosts``: a paramiko client sending the probe (a+) plus
     pytest's cases run as the audit runs them (p), less the start-up (s) both pay. As ratios to the
     floor (a) of each round (the approaches run round-robin): the floor's own noise moves the median
     ratio, so the target is judged against every round's."""
-    if not all(k in rows for k in ("a", "a+", "p", "s")):
+    if not {"a", *BOUND} <= rows.keys():
         return []
     floor = rows["a"]
-    cpu = rows["a+"].cpu + rows["p"].cpu - rows["s"].cpu
-    bounds = [a_plus.cpu + p.cpu - s.cpu for a_plus, p, s in zip(rows["a+"].runs, rows["p"].runs, rows["s"].runs)]
-    rounds = [bound / a.cpu for bound, a in zip(bounds, floor.runs)]
-    gap = [b.cpu - bound for b, bound in zip(rows["b"].runs, bounds)] if "b" in rows else []
+    cpu = bound(lambda key: rows[key].cpu)
+    count = min(len(rows[key].runs) for key in BOUND)
+    bounds = [bound(lambda key, i=i: rows[key].runs[i].cpu) for i in range(count)]
+    rounds = [round_bound / a.cpu for round_bound, a in zip(bounds, floor.runs)]
+    gap = [b.cpu - round_bound for b, round_bound in zip(rows["b"].runs, bounds)] if "b" in rows else []
     if min(rounds) > 1.3:
         verdict = "Above 1.3 × in every round: the CPU target is out of reach for this design, whatever the suite does."
     elif max(rounds) <= 1.3:
@@ -825,10 +836,10 @@ def adjusted(rows: dict[str, Row], typical: float) -> list[str]:
     ]
     for row in rows.values():
         lines.append(f"| {row.approach.title} | {units(row) / floor:.2f} | {row.cpu / rows['a'].cpu:.2f} |")
-    if all(k in rows for k in ("a+", "p", "s")):
-        bound = (units(rows["a+"]) + units(rows["p"]) - units(rows["s"])) / floor
-        raw = (rows["a+"].cpu + rows["p"].cpu - rows["s"].cpu) / rows["a"].cpu
-        lines.append(f"| the least this design can spend: (a+) + (p) − (s) | {bound:.2f} | {raw:.2f} |")
+    if BOUND.keys() <= rows.keys():
+        speed_adjusted = bound(lambda key: units(rows[key])) / floor
+        measured = bound(lambda key: rows[key].cpu) / rows["a"].cpu
+        lines.append(f"| the least this design can spend: (a+) + (p) − (s) | {speed_adjusted:.2f} | {measured:.2f} |")
     return lines + [""]
 
 

@@ -23,19 +23,17 @@ import time
 from pathlib import Path
 
 from bench.results import update_section
-from bench.run import SPEED_WORK, deciles, fixed_work
+from bench.run import SPEED_WORK, Speedometer, deciles
 
 START, END = "<!-- speed-modes:start -->", "<!-- speed-modes:end -->"
 BUSY = "import time\nend = time.monotonic() + float(__import__('sys').argv[1])\nwhile time.monotonic() < end: pass\n"
 
 
 def sample(seconds: float) -> list[float]:
-    samples = []
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        samples.append(fixed_work())
-        time.sleep(0.1)
-    return samples
+    """``fixed_work`` timed every 0.1 s for ``seconds``, in a thread that inherits this thread's CPUs."""
+    with Speedometer(every=0.1) as speed:
+        time.sleep(seconds)
+    return speed.samples
 
 
 def phases(seconds: float) -> tuple[int, int, list[tuple[str, list[float]]]]:
