@@ -306,8 +306,17 @@ class AuditPlugin:
         # again by the collections gathering's allocations set off.
         gc.freeze()
         try:
-            processes = processes_for(len(chosen), self.settings.processes, may_jump=may_jump(chosen))
-            results = gather(chosen, workers=self.settings.workers, progress=progress, processes=processes)
+            most = processes_for(len(chosen), self.settings.processes, may_jump=may_jump(chosen))
+            # auto: one process, and spares that join only when the client's CPU is the limit.
+            auto = self.settings.processes is None
+            results = gather(
+                chosen,
+                workers=self.settings.workers,
+                progress=progress,
+                processes=1 if auto else most,
+                spare=most - 1 if auto else 0,
+                say=self._say,
+            )
         except GatherInterrupted as exc:
             self._say(f"interrupted while gathering: {len(exc.results)}/{len(chosen)} hosts finished")
             self.interrupted = True

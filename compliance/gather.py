@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
 import gc
 import multiprocessing
-import multiprocessing.connection
 import os
 import queue
 import re
@@ -199,11 +199,13 @@ def probe_host(target: Target) -> HostResult:
 
 
 def processes_for(hosts: int, asked: int | None, cores: int | None = None, may_jump: bool = False) -> int:
-    """How many processes gather ``hosts``: ``asked`` (None: auto), never more than the hosts.
+    """How many processes may gather ``hosts``: ``asked`` (None: auto), never more than the hosts.
 
     Auto is one process per core, for every HOSTS_PER_PROCESS hosts: below that, a second
-    process costs more than it saves. Auto is one process when a host may be behind a bastion
-    (``may_jump``): each process would open its own connection to it, and a run shares one.
+    process costs more than it saves; the audit starts with one and the others join only when
+    the client's CPU is the limit (gather's ``spare``). Auto is one process when a host may be
+    behind a bastion (``may_jump``): each process would open its own connection to it, and a
+    run shares one.
 
     >>> processes_for(1000, None, cores=2), processes_for(150, None, cores=2), processes_for(1, 4)
     (2, 1, 1)
@@ -215,156 +217,322 @@ def processes_for(hosts: int, asked: int | None, cores: int | None = None, may_j
     return max(1, min(asked, hosts))
 
 
+BUSY = 0.75  # of a core: above it, gathering's client CPU is the limit and spare processes join
+BUSY_WINDOW = 1.0  # seconds of gathering over which that CPU is measured
+
+
 def gather(
     targets: Sequence[Target],
     workers: int = DEFAULT_WORKERS,
     progress: Callable[[int, int], None] | None = None,
     processes: int = 1,
+    spare: int = 0,
+    say: Callable[[str], None] | None = None,
+    busy: float = BUSY,
 ) -> list[HostResult]:
     """Probe every target; results come back sorted by host, whatever the processes.
 
-    ``workers`` hosts at a time in all, from one thread pool per process: with more than
-    one process the hosts are dealt round-robin, and each process streams its results
-    back as they come. On KeyboardInterrupt (Ctrl-C, or SIGTERM turned into one) every
-    connection is closed at once and GatherInterrupted carries the hosts that finished.
+    ``workers`` hosts at a time in all. This process deals each host, as a slot frees, to
+    whichever gathering process has the fewest under way: itself (a thread pool) and
+    ``processes - 1`` forked ones. ``spare`` more are forked too, but are dealt hosts only
+    once this process's CPU, over a second of gathering, reaches ``busy`` of a core: when
+    the client's CPU, not the hosts, is the limit (``say`` tells the user). On
+    KeyboardInterrupt (Ctrl-C, or SIGTERM turned into one) every connection is closed at
+    once and GatherInterrupted carries the hosts that finished.
     """
-    processes = max(1, min(processes, len(targets)))
+    if not targets:
+        return []
     # fork keeps the parent's imports and settings, and is safe only while no other thread runs.
+    forkable = threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods()
+    processes = max(1, min(processes, len(targets)))
+    spare = max(0, min(spare, len(targets) - processes)) if forkable else 0
+    gathering = _Gathering(targets, workers, progress, say, busy)
     try:
-        if processes > 1 and threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
-            results = _gather_processes(targets, workers, progress, processes)
-        else:
-            results = _gather_threads(targets, workers, progress)
+        results = gathering.run(processes - 1 if forkable else 0, spare)
     except GatherInterrupted as exc:
         raise GatherInterrupted(sorted(exc.results, key=_host_order)) from None
     return sorted(results, key=_host_order)
 
 
-def _gather_threads(
-    targets: Sequence[Target],
-    workers: int,
-    progress: Callable[[int, int], None] | None,
-    each: Callable[[Target, HostResult], None] | None = None,
-) -> list[HostResult]:
-    """One process's share: a bounded thread pool; ``each`` sees every result as it comes."""
-    results: list[HostResult] = []
-    if not targets:
-        return results
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(workers, len(targets))))
-    # Each host's future reports itself done on a queue: waiting on the whole pending set
-    # (concurrent.futures.wait) costs a lock per pending future at every wake-up, which is
-    # quadratic in the fleet (≈ 1.3 s of client CPU at 1,000 hosts).
-    finished: queue.SimpleQueue[concurrent.futures.Future[HostResult]] = queue.SimpleQueue()
-    running: dict[concurrent.futures.Future[HostResult], Target] = {}
-    taken: set[concurrent.futures.Future[HostResult]] = set()  # futures whose result is in results
-    try:
-        for target in targets:
-            future = pool.submit(probe_host, target)
-            running[future] = target
-            future.add_done_callback(finished.put)
-        pending = set(running)
-        scanned = 0.0
-        while pending:
-            # Each backend bounds each step; this bounds the host: a user can plan with it.
-            # A scan per poll, not per finished host: a fleet's pending set is large.
-            now = time.monotonic()
-            if now - scanned >= SIGNAL_POLL:
-                scanned = now
-                for future in pending:
-                    target = running[future]
-                    if target.started is not None and not target.overdue and now - target.started > host_budget(target):
-                        target.overdue = True
-                        target.close()
-            # Wake up now and then: the kernel may hand SIGINT/SIGTERM to any thread, and
-            # Python runs the handler only when the main thread runs again.
-            try:
-                done = [finished.get(timeout=SIGNAL_POLL)]
-            except queue.Empty:
-                continue
-            while not finished.empty():
-                done.append(finished.get())
-            pending.difference_update(done)
-            for future in done:
-                results.append(future.result())
-                taken.add(future)
-                if each is not None:
-                    each(running[future], results[-1])
-                if progress is not None:
-                    progress(len(results), len(targets))
-    except KeyboardInterrupt:
-        pool.shutdown(wait=False, cancel_futures=True)
-        # A host that finished as the interrupt came (queued, or not yet taken) keeps its result.
-        for future in running:
-            if future not in taken and future.done() and not future.cancelled() and future.exception() is None:
-                results.append(future.result())
-        for target in targets:
-            target.close()
-        raise GatherInterrupted(results) from None
-    finally:
-        close_bastions(targets)  # each process closes the bastion connections it opened
-    pool.shutdown()
-    return results
+@dataclasses.dataclass(eq=False)
+class _Process:
+    """A forked gathering process, as its parent sees it: the hosts dealt to it and not yet back."""
+
+    child: Any
+    tasks: Any  # the parent's end: a host's index, or None for "no more"
+    results: Any  # the parent's end: (index, HostResult) as each host finishes
+    dealing: bool  # dealt hosts now (a spare is not, until the client is busy)
+    running: set[int] = dataclasses.field(default_factory=set)
+    alive: bool = True
+    done: int = 0
 
 
-def _gather_processes(
-    targets: Sequence[Target], workers: int, progress: Callable[[int, int], None] | None, processes: int
-) -> list[HostResult]:
-    """Deal the targets to ``processes`` forked children; collect their results as they stream in."""
-    context = multiprocessing.get_context("fork")
-    numbered = list(enumerate(targets))
-    shares = [numbered[k::processes] for k in range(processes)]
-    per_process = [len(share) * workers // len(targets) or 1 for share in shares]
-    children: list[tuple[Any, Any]] = []
-    got: dict[int, HostResult] = {}
-    try:
-        if any(t.connection == "paramiko" for t in targets):
+LOST = "the gathering process died before this host was done"
+
+
+class _Gathering:
+    """One run of gather(): deals the hosts, a slot at a time, and collects every result."""
+
+    def __init__(
+        self,
+        targets: Sequence[Target],
+        workers: int,
+        progress: Callable[[int, int], None] | None,
+        say: Callable[[str], None] | None,
+        busy: float,
+    ) -> None:
+        self.targets = targets
+        self.workers = max(1, workers)
+        self.progress = progress
+        self.say = say
+        self.busy = busy
+        self.results: dict[int, HostResult] = {}
+        # Every event on one queue, so that the loop waits in one place: ("mine", index, future)
+        # from this process's threads, ("theirs", index, result, process) from a reader thread
+        # per child, ("lost", process) when a child's pipe ends.
+        self.events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self.mine: dict[int, tuple[Target, concurrent.futures.Future[HostResult]]] = {}  # under way here
+        self.done_here = 0
+        self.processes: list[_Process] = []
+
+    def run(self, others: int, spare: int) -> list[HostResult]:
+        pool: concurrent.futures.ThreadPoolExecutor | None = None
+        finished = False
+        try:
+            if others or spare:
+                self._fork(others, spare)
+            pool = concurrent.futures.ThreadPoolExecutor(max_workers=min(self.workers, len(self.targets)))
+            self._loop(pool)
+            finished = True
+        except KeyboardInterrupt:
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+            self._keep_finished()  # before closing: a closed host's thread ends with an error of its own
+            for target in self.targets:
+                target.close()
+            raise GatherInterrupted(list(self.results.values())) from None
+        finally:
+            self._end(finished)
+            close_bastions(self.targets)  # the bastion connections this process opened
+        assert pool is not None
+        pool.shutdown()
+        self._tell()
+        return [self.results[i] for i in range(len(self.targets))]
+
+    def _fork(self, others: int, spare: int) -> None:
+        if any(t.connection == "paramiko" for t in self.targets):
             from compliance import backends
 
-            backends.warm(targets)  # parsed here once, not once per process
+            backends.warm(self.targets)  # parsed here once, not once per process
         # Frozen, the parent's objects are not copied on write by each process's collections
         # (Python's advice for fork without exec).
         gc.freeze()
-        for share, threads in zip(shares, per_process):
-            reader, writer = context.Pipe(duplex=False)
-            child = context.Process(target=_child, args=(share, threads, writer), daemon=True)
+        context = multiprocessing.get_context("fork")
+        for k in range(others + spare):
+            tasks_in, tasks_out = context.Pipe(duplex=False)
+            results_in, results_out = context.Pipe(duplex=False)
+            # Each child closes the other children's ends it inherits, so that each sees EOF
+            # when its own parent's end goes.
+            inherited = [fd for p in self.processes for fd in (p.tasks.fileno(), p.results.fileno())]
+            child = context.Process(
+                target=_child,
+                args=(self.targets, self.workers, tasks_in, results_out, inherited, os.getpid()),
+                daemon=True,
+            )
+            self.processes.append(_Process(child, tasks_out, results_in, dealing=k < others))
             child.start()
-            writer.close()  # the child holds it: EOF here when the child is gone
-            children.append((child, reader))
-        open_readers = [reader for _, reader in children]
-        while open_readers:
-            for ready in multiprocessing.connection.wait(open_readers, timeout=SIGNAL_POLL):
-                assert isinstance(ready, multiprocessing.connection.Connection)
-                try:
-                    index, result = ready.recv()
-                except EOFError:
-                    open_readers.remove(ready)
-                    continue
-                got[index] = result
-                if progress is not None:
-                    progress(len(got), len(targets))
-        # A child that died (OOM killer, a crash) leaves its hosts without a result: say so.
-        lost = "the gathering process died before this host was done"
-        return [got.get(i) or HostResult(t.label, error=lost, error_kind="other") for i, t in numbered]
-    except KeyboardInterrupt:
-        raise GatherInterrupted(list(got.values())) from None
-    finally:
-        for child, reader in children:
-            if child.is_alive():
-                child.terminate()  # its sockets close with it
-            child.join()
-            reader.close()
+            tasks_in.close()
+            results_out.close()
+        for process in self.processes:  # threads only now: every fork is done
+            threading.Thread(target=self._read, args=(process,), daemon=True).start()
+
+    def _read(self, process: _Process) -> None:
+        """A child's results onto the event queue, then its end (EOF: done, or died)."""
+        try:
+            while True:
+                index, result = process.results.recv()
+                self.events.put(("theirs", index, result, process))
+        except (EOFError, OSError):
+            self.events.put(("lost", process))
+
+    def _loop(self, pool: concurrent.futures.ThreadPoolExecutor) -> None:
+        todo = list(reversed(range(len(self.targets))))  # popped from the end: in the targets' order
+        under_way = 0
+        scanned = time.monotonic()
+        measured = (scanned, _cpu())
+        while todo or under_way:
+            while todo and under_way < self.workers:
+                self._deal(todo.pop(), pool)
+                under_way += 1
+            now = time.monotonic()
+            if now - scanned >= SIGNAL_POLL:
+                # Each backend bounds each step; this bounds the host: a user can plan with it.
+                # A scan per poll, not per finished host: a fleet's hosts under way are many.
+                scanned = now
+                close_overdue([target for target, _ in self.mine.values()], now)
+            if now - measured[0] >= BUSY_WINDOW:
+                measured = self._spread_if_busy(measured, now, len(todo))
+            # Wake up now and then: the kernel may hand SIGINT/SIGTERM to any thread, and
+            # Python runs the handler only when the main thread runs again.
+            try:
+                events = [self.events.get(timeout=SIGNAL_POLL)]
+            except queue.Empty:
+                continue
+            while not self.events.empty():
+                events.append(self.events.get())
+            for event in events:
+                under_way -= self._settle(event)
+
+    def _spread_if_busy(self, measured: tuple[float, float], now: float, left: int) -> tuple[float, float]:
+        """Spare processes join when this one's CPU over the last window reached ``busy`` of a core."""
+        cpu = _cpu()
+        share = (cpu - measured[1]) / (now - measured[0])
+        standby = [p for p in self.processes if p.alive and not p.dealing]
+        if standby and share >= self.busy and left >= self.workers:
+            for process in standby:
+                process.dealing = True
+            if self.say is not None:
+                self.say(
+                    f"gathering: the client's CPU is the limit ({share:.2f} of a core): "
+                    f"{len(standby)} more process(es) share the {left} hosts left"
+                )
+        return now, cpu
+
+    def _deal(self, index: int, pool: concurrent.futures.ThreadPoolExecutor) -> None:
+        """The host to the gathering process with the fewest under way: this one when even."""
+        least = min((p for p in self.processes if p.alive and p.dealing), key=lambda p: len(p.running), default=None)
+        if least is not None and len(least.running) < len(self.mine):
+            try:
+                least.tasks.send(index)
+            except OSError:
+                pass  # it died: its "lost" event is on the way, and this host stays here
+            else:
+                least.running.add(index)
+                return
+        target = self.targets[index]
+        future = pool.submit(probe_host, target)
+        self.mine[index] = (target, future)
+        future.add_done_callback(lambda f: self.events.put(("mine", index, f)))
+
+    def _settle(self, event: tuple[Any, ...]) -> int:
+        """Record one event; how many hosts it finished."""
+        if event[0] == "mine":
+            _, index, future = event
+            if self.mine.pop(index, None) is None or future.cancelled():
+                return 0
+            self.done_here += 1
+            self._record(index, future.result())
+            return 1
+        process: _Process = event[-1]
+        if event[0] == "theirs":
+            index = event[1]
+            process.running.discard(index)
+            process.done += 1
+            self._record(index, event[2])
+            return 1
+        # A child that died (OOM killer, a crash) leaves the hosts it had without a result: say so.
+        process.alive = False
+        lost = sorted(process.running)
+        process.running.clear()
+        for index in lost:
+            self._record(index, HostResult(self.targets[index].label, error=LOST, error_kind="other"))
+        return len(lost)
+
+    def _record(self, index: int, result: HostResult) -> None:
+        self.results[index] = result
+        if self.progress is not None:
+            self.progress(len(self.results), len(self.targets))
+
+    def _keep_finished(self) -> None:
+        """Interrupted: a host that finished as the interrupt came (queued, or not yet taken) keeps its result."""
+        while not self.events.empty():
+            event = self.events.get()
+            if event[0] != "lost":
+                self._settle(event)
+        for index, (_, future) in list(self.mine.items()):
+            if future.done() and not future.cancelled() and future.exception() is None:
+                self._record(index, future.result())
+
+    def _end(self, finished: bool) -> None:
+        """Every child told there is no more, then gone: at once when interrupted."""
+        for process in self.processes:
+            try:
+                process.tasks.send(None)
+            except OSError:
+                pass
+        for process in self.processes:
+            if not finished and process.child.is_alive():
+                process.child.terminate()  # its sockets close with it
+            process.child.join()
+            process.tasks.close()
+            process.results.close()
+
+    def _tell(self) -> None:
+        """How many hosts each process gathered, when more than one did."""
+        counts = [self.done_here] + [p.done for p in self.processes if p.done]
+        if self.say is not None and len(counts) > 1:
+            self.say(f"gathered by {len(counts)} processes: {' + '.join(map(str, counts))} hosts")
 
 
-def _child(share: list[tuple[int, Target]], workers: int, writer: Any) -> None:
-    """A gathering process: its share of the hosts, each result sent up as soon as it is known."""
+def _cpu() -> float:
+    """This process's CPU time so far (user and system, every thread; not its children)."""
+    times = os.times()
+    return times.user + times.system
+
+
+def close_overdue(running: Sequence[Target], now: float) -> None:
+    """Close every host under way that used up its budget (its thread then reports a timeout)."""
+    for target in running:
+        if target.started is not None and not target.overdue and now - target.started > host_budget(target):
+            target.overdue = True
+            target.close()
+
+
+def _child(
+    targets: Sequence[Target], workers: int, tasks: Any, results: Any, inherited: list[int], parent: int
+) -> None:
+    """A gathering process: probes each host its parent deals it, sending each result up as it is known."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; it terminates us
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    index = {id(target): i for i, target in share}
-    targets = [target for _, target in share]
+    for fd in inherited:
+        os.close(fd)
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(workers, len(targets))))
+    running: dict[int, Target] = {}
+    lock = threading.Lock()  # one sender at a time on the pipe
+
+    def send(index: int, future: concurrent.futures.Future[HostResult]) -> None:
+        with lock:
+            running.pop(index, None)
+            try:
+                results.send((index, future.result()))
+            except OSError:
+                pass  # the parent is gone
+
+    dealt = True
     try:
-        _gather_threads(targets, workers, None, each=lambda t, r: writer.send((index[id(t)], r)))
+        while dealt or running:
+            if not dealt:
+                time.sleep(SIGNAL_POLL / 5)
+            elif tasks.poll(SIGNAL_POLL):
+                try:
+                    index = tasks.recv()
+                except EOFError:
+                    index = None
+                if index is None:
+                    dealt = False
+                else:
+                    with lock:
+                        running[index] = targets[index]
+                    pool.submit(probe_host, targets[index]).add_done_callback(functools.partial(send, index))
+            if os.getppid() != parent:
+                return  # the parent is gone: nobody would read what we send
+            with lock:
+                under_way = list(running.values())
+            close_overdue(under_way, time.monotonic())
+        pool.shutdown()
     finally:
-        writer.close()
+        close_bastions(targets)
+        results.close()
 
 
 def may_jump(targets: Sequence[Target]) -> bool:

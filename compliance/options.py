@@ -26,7 +26,7 @@ from compliance.rule import JUMBO_MTU, SCOPES
 from compliance.shard import Shard
 
 DEFAULT_WORKERS = 16
-HOSTS_PER_PROCESS = 100  # --xennet-processes=auto: another gathering process per this many hosts, up to the cores
+HOSTS_PER_PROCESS = 100  # --xennet-processes=auto: a spare gathering process per this many hosts, up to the cores
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAX_OUTPUT = 4 << 20  # bytes per host: the probe prints ~1.9 KiB per interface, so ~2,000 interfaces
 DEFAULT_REPORTS_DIR = "reports"
@@ -78,8 +78,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--xennet-processes",
         default=OPTION_DEFAULTS["xennet_processes"],
         metavar="N",
-        help="processes that gather, sharing --xennet-workers; auto (default): one per core, "
-        f"for every {HOSTS_PER_PROCESS} hosts",
+        help="processes that gather, sharing --xennet-workers; auto (default): one, joined by one "
+        f"more per core (for every {HOSTS_PER_PROCESS} hosts) once the client's CPU is the limit",
     )
     add(
         "--xennet-timeout",
