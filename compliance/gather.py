@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import dataclasses
 import functools
@@ -263,6 +264,7 @@ class _Process:
     results: Any  # the parent's end: (index, HostResult) as each host finishes
     dealing: bool  # dealt hosts now (a spare is not, until the client is busy)
     running: set[int] = dataclasses.field(default_factory=set)
+    reader: threading.Thread | None = None
     alive: bool = True
     done: int = 0
 
@@ -291,6 +293,8 @@ class _Gathering:
         # from this process's threads, ("theirs", index, result, process) from a reader thread
         # per child, ("lost", process) when a child's pipe ends.
         self.events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        # Events taken off the queue and not yet settled: an interrupt must not lose them.
+        self.batch: collections.deque[tuple[Any, ...]] = collections.deque()
         self.mine: dict[int, tuple[Target, concurrent.futures.Future[HostResult]]] = {}  # under way here
         self.done_here = 0
         self.processes: list[_Process] = []
@@ -331,28 +335,34 @@ class _Gathering:
         for k in range(others + spare):
             tasks_in, tasks_out = context.Pipe(duplex=False)
             results_in, results_out = context.Pipe(duplex=False)
-            # Each child closes the other children's ends it inherits, so that each sees EOF
-            # when its own parent's end goes.
-            inherited = [fd for p in self.processes for fd in (p.tasks.fileno(), p.results.fileno())]
+            # The child closes every end of ours it inherits, its own included: it then sees EOF,
+            # or a broken pipe, as soon as this process is gone.
+            ours = [fd for p in self.processes for fd in (p.tasks.fileno(), p.results.fileno())]
+            ours += [tasks_out.fileno(), results_in.fileno()]
             child = context.Process(
-                target=_child,
-                args=(self.targets, self.workers, tasks_in, results_out, inherited, os.getpid()),
-                daemon=True,
+                target=_child, args=(self.targets, self.workers, tasks_in, results_out, ours, os.getpid()), daemon=True
             )
+            try:
+                child.start()
+            except OSError:  # no memory, or no process slot, for another: gather with those there are
+                for end in (tasks_in, tasks_out, results_in, results_out):
+                    end.close()
+                break
+            finally:
+                tasks_in.close()
+                results_out.close()
             self.processes.append(_Process(child, tasks_out, results_in, dealing=k < others))
-            child.start()
-            tasks_in.close()
-            results_out.close()
         for process in self.processes:  # threads only now: every fork is done
-            threading.Thread(target=self._read, args=(process,), daemon=True).start()
+            process.reader = threading.Thread(target=self._read, args=(process,), daemon=True)
+            process.reader.start()
 
     def _read(self, process: _Process) -> None:
-        """A child's results onto the event queue, then its end (EOF: done, or died)."""
+        """A child's results onto the event queue, then its end: EOF (done, or died), or anything unreadable."""
         try:
             while True:
                 index, result = process.results.recv()
                 self.events.put(("theirs", index, result, process))
-        except (EOFError, OSError):
+        except BaseException:  # whatever ends the pipe, the loop must hear of it
             self.events.put(("lost", process))
 
     def _loop(self, pool: concurrent.futures.ThreadPoolExecutor) -> None:
@@ -375,13 +385,14 @@ class _Gathering:
             # Wake up now and then: the kernel may hand SIGINT/SIGTERM to any thread, and
             # Python runs the handler only when the main thread runs again.
             try:
-                events = [self.events.get(timeout=SIGNAL_POLL)]
+                self.batch.append(self.events.get(timeout=SIGNAL_POLL))
             except queue.Empty:
                 continue
             while not self.events.empty():
-                events.append(self.events.get())
-            for event in events:
-                under_way -= self._settle(event)
+                self.batch.append(self.events.get())
+            while self.batch:
+                under_way -= self._settle(self.batch[0])
+                self.batch.popleft()
 
     def _spread_if_busy(self, measured: tuple[float, float], now: float, left: int) -> tuple[float, float]:
         """Spare processes join when this one's CPU over the last window reached ``busy`` of a core."""
@@ -415,27 +426,32 @@ class _Gathering:
         future.add_done_callback(lambda f: self.events.put(("mine", index, f)))
 
     def _settle(self, event: tuple[Any, ...]) -> int:
-        """Record one event; how many hosts it finished."""
+        """Record one event; how many hosts it finished. Settling it again records nothing new."""
         if event[0] == "mine":
             _, index, future = event
-            if self.mine.pop(index, None) is None or future.cancelled():
+            if index not in self.mine or future.cancelled():
                 return 0
-            self.done_here += 1
             self._record(index, future.result())
+            del self.mine[index]
+            self.done_here += 1
             return 1
         process: _Process = event[-1]
         if event[0] == "theirs":
             index = event[1]
+            if index not in process.running:
+                return 0
+            self._record(index, event[2])
             process.running.discard(index)
             process.done += 1
-            self._record(index, event[2])
             return 1
         # A child that died (OOM killer, a crash) leaves the hosts it had without a result: say so.
         process.alive = False
+        if process.child.is_alive():
+            process.child.terminate()  # its pipe failed: whatever it still does is not read
         lost = sorted(process.running)
-        process.running.clear()
         for index in lost:
             self._record(index, HostResult(self.targets[index].label, error=LOST, error_kind="other"))
+        process.running.clear()
         return len(lost)
 
     def _record(self, index: int, result: HostResult) -> None:
@@ -446,9 +462,11 @@ class _Gathering:
     def _keep_finished(self) -> None:
         """Interrupted: a host that finished as the interrupt came (queued, or not yet taken) keeps its result."""
         while not self.events.empty():
-            event = self.events.get()
+            self.batch.append(self.events.get())
+        for event in self.batch:
             if event[0] != "lost":
                 self._settle(event)
+        self.batch.clear()
         for index, (_, future) in list(self.mine.items()):
             if future.done() and not future.cancelled() and future.exception() is None:
                 self._record(index, future.result())
@@ -460,10 +478,13 @@ class _Gathering:
                 process.tasks.send(None)
             except OSError:
                 pass
-        for process in self.processes:
             if not finished and process.child.is_alive():
                 process.child.terminate()  # its sockets close with it
+        for process in self.processes:
             process.child.join()
+            if process.reader is not None:
+                process.reader.join(timeout=5)  # it ends at the child's EOF
+            process.child.close()
             process.tasks.close()
             process.results.close()
 
@@ -488,51 +509,61 @@ def close_overdue(running: Sequence[Target], now: float) -> None:
             target.close()
 
 
-def _child(
-    targets: Sequence[Target], workers: int, tasks: Any, results: Any, inherited: list[int], parent: int
-) -> None:
-    """A gathering process: probes each host its parent deals it, sending each result up as it is known."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; it terminates us
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    for fd in inherited:
-        os.close(fd)
+def _child(targets: Sequence[Target], workers: int, tasks: Any, results: Any, ours: list[int], parent: int) -> None:
+    """A gathering process: probes each host its parent deals it, sending each result up as it is known.
+
+    Anything unexpected ends it at once (``os._exit``), its connections with it: its parent
+    then sees EOF and reports the hosts it had as lost, never waits for them.
+    """
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; it terminates us
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for fd in ours:
+            os.close(fd)
+        _serve(targets, workers, tasks, results, parent)
+    except BaseException:  # a child never unwinds into its parent's code
+        os._exit(1)
+
+
+def _serve(targets: Sequence[Target], workers: int, tasks: Any, results: Any, parent: int) -> None:
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(workers, len(targets))))
     running: dict[int, Target] = {}
-    lock = threading.Lock()  # one sender at a time on the pipe
+    running_lock = threading.Lock()
+    sending = threading.Lock()  # one sender at a time on the pipe
 
     def send(index: int, future: concurrent.futures.Future[HostResult]) -> None:
-        with lock:
+        try:
+            result = future.result()
+            with sending:
+                results.send((index, result))
+        except BaseException:  # unsendable, or the parent is gone: end, and it sees EOF
+            os._exit(1)
+        with running_lock:
             running.pop(index, None)
-            try:
-                results.send((index, future.result()))
-            except OSError:
-                pass  # the parent is gone
 
     dealt = True
-    try:
-        while dealt or running:
-            if not dealt:
-                time.sleep(SIGNAL_POLL / 5)
-            elif tasks.poll(SIGNAL_POLL):
-                try:
-                    index = tasks.recv()
-                except EOFError:
-                    index = None
-                if index is None:
-                    dealt = False
-                else:
-                    with lock:
-                        running[index] = targets[index]
-                    pool.submit(probe_host, targets[index]).add_done_callback(functools.partial(send, index))
-            if os.getppid() != parent:
-                return  # the parent is gone: nobody would read what we send
-            with lock:
-                under_way = list(running.values())
-            close_overdue(under_way, time.monotonic())
-        pool.shutdown()
-    finally:
-        close_bastions(targets)
-        results.close()
+    while dealt or running:
+        if not dealt:
+            time.sleep(SIGNAL_POLL / 5)
+        elif tasks.poll(SIGNAL_POLL):
+            try:
+                index = tasks.recv()
+            except EOFError:
+                os._exit(1)  # the parent is gone: nobody would read what we send
+            if index is None:
+                dealt = False
+            else:
+                with running_lock:
+                    running[index] = targets[index]
+                pool.submit(probe_host, targets[index]).add_done_callback(functools.partial(send, index))
+        if os.getppid() != parent:
+            os._exit(1)
+        with running_lock:
+            under_way = list(running.values())
+        close_overdue(under_way, time.monotonic())
+    pool.shutdown()
+    close_bastions(targets)
+    results.close()
 
 
 def may_jump(targets: Sequence[Target]) -> bool:

@@ -74,7 +74,7 @@ def test_xdist_contacts_each_host_once_with_one_command(lab, parallel):
 
 
 def test_several_gathering_processes_give_the_same_results(serial, processes):
-    # Hosts dealt round-robin to 3 processes (the hung one among them) come back as one run's.
+    # Hosts dealt to 3 processes as slots free (the hung one among them) come back as one run's.
     assert processes.summary["results"] == serial.summary["results"]
     assert (processes.junit.get("tests"), processes.returncode) == (serial.junit.get("tests"), 1)
     assert "gathered 14 hosts" in processes.stdout

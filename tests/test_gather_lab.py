@@ -5,14 +5,17 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
+import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from compliance import gather as gather_module
 from compliance.backends import ParamikoBackend
 from compliance.gather import gather, probe_host
-from tests.conftest import LAB_TIMEOUT, lab_targets
+from tests.conftest import LAB_TIMEOUT, ROOT, lab_targets
 
 REACHABLE = ["sgon", "multi", "exposed"]
 
@@ -87,9 +90,27 @@ def facts_of(results):
     return [(r.host, r.facts, r.error) for r in results]
 
 
-def test_a_spare_process_joins_when_the_client_is_busy_with_the_same_results(lab, monkeypatch):
+def live_children() -> set[int]:
+    """This process's children still running (not zombies): the lab's sshds among them."""
+    pid = os.getpid()
+    children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    return {c for c in children if Path(f"/proc/{c}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"}
+
+
+@pytest.fixture
+def leaves_nothing(lab):
+    """Gathering leaves no process, thread, file descriptor or connection behind."""
+    fds, threads, children = len(os.listdir("/proc/self/fd")), threading.active_count(), live_children()
+    yield
+    assert live_children() == children
+    assert (len(os.listdir("/proc/self/fd")), threading.active_count()) == (fds, threads)
+    assert established_to(lab) == []
+
+
+def test_a_spare_process_joins_when_the_client_is_busy_with_the_same_results(lab, monkeypatch, leaves_nothing):
     # The progress callback runs in gathering's own process: burning CPU there makes the client
-    # the limit, as a fleet of fast hosts does. Nothing is faked: the window measures the real CPU.
+    # the limit, as a fleet of fast hosts does. Nothing is faked: the window measures the real CPU
+    # (busy=0.3 of a core, so that a loaded test machine still counts as busy).
     monkeypatch.setattr(gather_module, "BUSY_WINDOW", 0.3)
     serial = gather(lab_targets(lab, QUICK), workers=1)
     before = {n: lab.sshd_events(n) for n in QUICK}
@@ -100,7 +121,7 @@ def test_a_spare_process_joins_when_the_client_is_busy_with_the_same_results(lab
         while time.thread_time() < end:
             pass
 
-    spread = gather(lab_targets(lab, QUICK), workers=2, progress=burn, spare=1, say=said.append)
+    spread = gather(lab_targets(lab, QUICK), workers=2, progress=burn, spare=1, say=said.append, busy=0.3)
     assert facts_of(spread) == facts_of(serial)
     assert {n: lab.sshd_events(n) for n in QUICK} == {n: (b[0] + 1, b[1] + 1) for n, b in before.items()}
     assert any(line.startswith("gathering: the client's CPU is the limit") for line in said), said
@@ -109,20 +130,54 @@ def test_a_spare_process_joins_when_the_client_is_busy_with_the_same_results(lab
         int(n) for n in counts.removeprefix("gathered by 2 processes: ").removesuffix(" hosts").split(" + ")
     )
     assert mine + theirs == len(QUICK) and theirs > 0, said
-    assert established_to(lab) == []
 
 
-def test_a_spare_process_stays_out_while_the_hosts_are_the_limit(lab, monkeypatch):
+def test_a_spare_process_stays_out_while_the_hosts_are_the_limit(lab, monkeypatch, leaves_nothing):
     monkeypatch.setattr(gather_module, "BUSY_WINDOW", 0.3)
     said: list[str] = []
-    results = gather(lab_targets(lab, QUICK), workers=1, spare=1, say=said.append)
+    spares: list[int] = []
+    lab_processes = live_children()
+    results = gather(
+        lab_targets(lab, QUICK),
+        workers=1,
+        spare=1,
+        say=said.append,
+        progress=lambda *_: spares.append(len(live_children() - lab_processes)),
+    )
     assert [r.error for r in results] == [None] * len(QUICK)
-    assert said == []  # one process gathered every host: nothing to tell
+    assert set(spares) == {1}  # the spare stood by throughout...
+    assert said == []  # ... and this process gathered every host: nothing to tell
 
 
-def test_explicit_processes_share_the_hosts_from_the_start(lab):
+def test_explicit_processes_share_the_hosts_from_the_start(lab, leaves_nothing):
     said: list[str] = []
     results = gather(lab_targets(lab, QUICK), workers=4, processes=2, say=said.append)
     assert [r.error for r in results] == [None] * len(QUICK)
     (counts,) = said
     assert counts.startswith("gathered by 2 processes: "), said
+
+
+def test_a_gathering_process_ends_when_its_parent_is_killed(lab, tmp_path):
+    # Two processes: sgon (dealt first) stays in the parent, hung goes to the child, which waits on it.
+    script = tmp_path / "gather.py"
+    script.write_text(
+        "import os, sys\n"
+        "from compliance.gather import gather\n"
+        "from compliance.targets import expand\n"
+        f"targets = expand({[lab.spec('sgon'), lab.spec('hung')]!r}, ssh_identity_file={str(lab.key_file)!r},\n"
+        f"    known_hosts={str(lab.known_hosts)!r}, timeout=600).targets\n"
+        "gather(targets, workers=2, processes=2, progress=lambda done, total: print(done, flush=True))\n"
+    )
+    parent = subprocess.Popen([sys.executable, str(script)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None and parent.stdout.readline() == "1\n"  # sgon is done; hung is not
+        (child,) = Path(f"/proc/{parent.pid}/task/{parent.pid}/children").read_text().split()
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not Path(f"/proc/{child}").exists(), "the gathering process outlived its parent"
+    finally:
+        parent.kill()
+        parent.wait()
