@@ -298,6 +298,7 @@ class _Gathering:
         self.mine: dict[int, tuple[Target, concurrent.futures.Future[HostResult]]] = {}  # under way here
         self.done_here = 0
         self.processes: list[_Process] = []
+        self.unfreeze = False  # whether this run froze the heap, and unfreezes it at the end
 
     def run(self, others: int, spare: int) -> list[HostResult]:
         pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -318,6 +319,8 @@ class _Gathering:
         finally:
             self._end(finished)
             close_bastions(self.targets)  # the bastion connections this process opened
+            if self.unfreeze:
+                gc.unfreeze()
         assert pool is not None
         pool.shutdown()
         self._tell()
@@ -329,7 +332,9 @@ class _Gathering:
 
             backends.warm(self.targets)  # parsed here once, not once per process
         # Frozen, the parent's objects are not copied on write by each process's collections
-        # (Python's advice for fork without exec).
+        # (Python's advice for fork without exec); unfrozen when the children are gone, unless
+        # the caller had frozen the heap itself (as the audit does).
+        self.unfreeze = gc.get_freeze_count() == 0
         gc.freeze()
         context = multiprocessing.get_context("fork")
         for k in range(others + spare):

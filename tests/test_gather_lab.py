@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 import subprocess
@@ -101,8 +102,10 @@ def live_children() -> set[int]:
 def leaves_nothing(lab):
     """Gathering leaves no process, thread, file descriptor or connection behind."""
     fds, threads, children = len(os.listdir("/proc/self/fd")), threading.active_count(), live_children()
+    frozen = gc.get_freeze_count()
     yield
     assert live_children() == children
+    assert gc.get_freeze_count() == frozen  # forking froze the heap; a caller gets it back as it was
     assert (len(os.listdir("/proc/self/fd")), threading.active_count()) == (fds, threads)
     assert established_to(lab) == []
 
