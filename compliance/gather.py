@@ -312,6 +312,7 @@ class _Gathering:
         except KeyboardInterrupt:
             if pool is not None:
                 pool.shutdown(wait=False, cancel_futures=True)
+            self._stop_children()  # what they sent before they went is read to its end, and kept
             self._keep_finished()  # before closing: a closed host's thread ends with an error of its own
             for target in self.targets:
                 target.close()
@@ -452,7 +453,7 @@ class _Gathering:
         # A child that died (OOM killer, a crash) leaves the hosts it had without a result: say so.
         process.alive = False
         if process.child.is_alive():
-            process.child.terminate()  # its pipe failed: whatever it still does is not read
+            process.child.kill()  # its pipe failed: whatever it still does is not read
         lost = sorted(process.running)
         for index in lost:
             self._record(index, HostResult(self.targets[index].label, error=LOST, error_kind="other"))
@@ -476,6 +477,15 @@ class _Gathering:
             if future.done() and not future.cancelled() and future.exception() is None:
                 self._record(index, future.result())
 
+    def _stop_children(self) -> None:
+        for process in self.processes:
+            if process.child.is_alive():
+                process.child.kill()  # its sockets close with it
+        for process in self.processes:
+            process.child.join()
+            if process.reader is not None:
+                process.reader.join(timeout=5)  # it reads to the child's EOF
+
     def _end(self, finished: bool) -> None:
         """Every child told there is no more, then gone: at once when interrupted."""
         for process in self.processes:
@@ -484,7 +494,7 @@ class _Gathering:
             except OSError:
                 pass
             if not finished and process.child.is_alive():
-                process.child.terminate()  # its sockets close with it
+                process.child.kill()  # its sockets close with it
         for process in self.processes:
             process.child.join()
             if process.reader is not None:
@@ -506,6 +516,10 @@ def _cpu() -> float:
     return times.user + times.system
 
 
+def _ignore(signum: int, frame: Any) -> None:
+    """A gathering child's SIGTERM handler: its parent ends it."""
+
+
 def close_overdue(running: Sequence[Target], now: float) -> None:
     """Close every host under way that used up its budget (its thread then reports a timeout)."""
     for target in running:
@@ -521,8 +535,10 @@ def _child(targets: Sequence[Target], workers: int, tasks: Any, results: Any, ou
     then sees EOF and reports the hosts it had as lost, never waits for them.
     """
     try:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; it terminates us
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        # The parent decides, and kills us: Ctrl-C, or a SIGTERM sent to the whole process group
+        # (a CI job's abort), must not end us first and turn our hosts into lost ones.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, _ignore)  # a handler, not SIG_IGN: an ssh:// host's OpenSSH must not inherit it
         for fd in ours:
             os.close(fd)
         _serve(targets, workers, tasks, results, parent)
