@@ -477,9 +477,10 @@ class _Gathering:
             if future.done() and not future.cancelled() and future.exception() is None:
                 self._record(index, future.result())
 
-    def _stop_children(self) -> None:
+    def _stop_children(self, kill: bool = True) -> None:
+        """Every child gone (killed first, when ``kill``), and every result it sent read to its EOF."""
         for process in self.processes:
-            if process.child.is_alive():
+            if kill and process.child.is_alive():
                 process.child.kill()  # its sockets close with it
         for process in self.processes:
             process.child.join()
@@ -493,12 +494,8 @@ class _Gathering:
                 process.tasks.send(None)
             except OSError:
                 pass
-            if not finished and process.child.is_alive():
-                process.child.kill()  # its sockets close with it
+        self._stop_children(kill=not finished)
         for process in self.processes:
-            process.child.join()
-            if process.reader is not None:
-                process.reader.join(timeout=5)  # it ends at the child's EOF
             process.child.close()
             process.tasks.close()
             process.results.close()

@@ -215,6 +215,12 @@ def run_audit(reports: Path, *args: str, timeout: float = 300, env: dict | None 
     return Audit(proc.returncode, proc.stdout, proc.stderr, reports)
 
 
+def live_children(pid: int) -> list[int]:
+    """The process's children that are still running (not zombies waiting to be reaped)."""
+    children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    return [c for c in children if Path(f"/proc/{c}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
+
+
 def lab_targets(lab: Lab, names, scheme: str = "paramiko", **kw):
     """The suite's targets for lab hosts ``names``, with the lab's key, known_hosts and timeout
     (each overridable), for tests that drive gathering or a backend in this process."""

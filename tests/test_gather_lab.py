@@ -16,7 +16,7 @@ import pytest
 from compliance import gather as gather_module
 from compliance.backends import ParamikoBackend
 from compliance.gather import gather, probe_host
-from tests.conftest import LAB_TIMEOUT, ROOT, lab_targets
+from tests.conftest import LAB_TIMEOUT, ROOT, lab_targets, live_children
 
 REACHABLE = ["sgon", "multi", "exposed"]
 
@@ -91,20 +91,18 @@ def facts_of(results):
     return [(r.host, r.facts, r.error) for r in results]
 
 
-def live_children() -> set[int]:
-    """This process's children still running (not zombies): the lab's sshds among them."""
-    pid = os.getpid()
-    children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    return {c for c in children if Path(f"/proc/{c}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"}
+def my_children() -> set[int]:
+    """This process's children still running: the lab's sshds among them."""
+    return set(live_children(os.getpid()))
 
 
 @pytest.fixture
 def leaves_nothing(lab):
     """Gathering leaves no process, thread, file descriptor or connection behind."""
-    fds, threads, children = len(os.listdir("/proc/self/fd")), threading.active_count(), live_children()
+    fds, threads, children = len(os.listdir("/proc/self/fd")), threading.active_count(), my_children()
     frozen = gc.get_freeze_count()
     yield
-    assert live_children() == children
+    assert my_children() == children
     assert gc.get_freeze_count() == frozen  # forking froze the heap; a caller gets it back as it was
     assert (len(os.listdir("/proc/self/fd")), threading.active_count()) == (fds, threads)
     assert established_to(lab) == []
@@ -139,13 +137,13 @@ def test_a_spare_process_stays_out_while_the_hosts_are_the_limit(lab, monkeypatc
     monkeypatch.setattr(gather_module, "BUSY_WINDOW", 0.3)
     said: list[str] = []
     spares: list[int] = []
-    lab_processes = live_children()
+    lab_processes = my_children()
     results = gather(
         lab_targets(lab, QUICK),
         workers=1,
         spare=1,
         say=said.append,
-        progress=lambda *_: spares.append(len(live_children() - lab_processes)),
+        progress=lambda *_: spares.append(len(my_children() - lab_processes)),
     )
     assert [r.error for r in results] == [None] * len(QUICK)
     assert set(spares) == {1}  # the spare stood by throughout...
@@ -174,7 +172,7 @@ def test_a_gathering_process_ends_when_its_parent_is_killed(lab, tmp_path):
     parent = subprocess.Popen([sys.executable, str(script)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         assert parent.stdout is not None and parent.stdout.readline() == "1\n"  # sgon is done; hung is not
-        (child,) = Path(f"/proc/{parent.pid}/task/{parent.pid}/children").read_text().split()
+        (child,) = live_children(parent.pid)
         parent.kill()
         parent.wait()
         deadline = time.monotonic() + 10

@@ -10,11 +10,10 @@ import selectors
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, audit_argv, lab_args, make_lab, run_audit, signal_at_default
+from tests.conftest import ROOT, audit_argv, lab_args, live_children, make_lab, run_audit, signal_at_default
 from tests.lab import HostPlan, IfacePlan
 
 NAMES = ["sgon", "exposed", "multi"]
@@ -205,12 +204,6 @@ def test_interrupted_run_still_writes_every_report(lab, tmp_path, sig, xdist, to
     assert "Traceback" not in out.split("Diagnostic Results")[-1]
     assert (tmp_path / "junit.xml").exists() and (tmp_path / "report.html").exists()
     assert "interrupted" in out
-
-
-def live_children(pid: int) -> list[int]:
-    """The process's children that are still running (not zombies waiting to be reaped)."""
-    children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    return [c for c in children if Path(f"/proc/{c}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
 
 
 def test_a_gathering_process_that_dies_leaves_its_hosts_in_error(lab, tmp_path):
