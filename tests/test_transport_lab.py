@@ -13,7 +13,7 @@ import shutil
 
 import pytest
 
-from tests.conftest import lab_args, make_lab, run_audit
+from tests.conftest import lab_args, lab_targets, make_lab, run_audit
 from tests.lab import HostPlan, IfacePlan
 
 LAB_INDEX = 3
@@ -34,6 +34,7 @@ LOGIN_SHELLS = {
 # 60 interfaces: the probe's output is past 128 KiB, where posh (printf not a builtin) failed.
 MANY = tuple(IfacePlan(f"v{i}", sg=i % 2 == 0) for i in range(60))
 # \udcff: the byte 0xff; \x1b and U+202E (a bidi override) must never reach a page raw.
+CTR_ONLY = "Ciphers aes128-ctr,aes256-ctr"
 ODD_NAMES = ("eth0", "a\x1cb", "a\x1eb", "caf\u00e9", "eth\udcff", "t\x1b[2J", "x\u202egnp.exe")
 
 
@@ -45,6 +46,8 @@ def plan(ash: str) -> tuple[HostPlan, ...]:
         HostPlan("posh-sh", (IfacePlan("eth0"), *MANY), sh="/usr/bin/posh"),
         HostPlan("bytes", tuple(IfacePlan(name) for name in ODD_NAMES)),
         HostPlan("wide", (IfacePlan("eth0"), *(IfacePlan(f"w{i}", sg=i % 3 != 0) for i in range(599)))),
+        # An sshd without AES-GCM, as before OpenSSH 6.2: the client's preference must not be a requirement.
+        HostPlan("ctr-only", (IfacePlan("eth0"), IfacePlan("eth1", sg=False)), sshd_options=(CTR_ONLY,)),
     )  # fmt: skip
 
 
@@ -125,3 +128,15 @@ def test_a_host_of_600_interfaces_is_audited_whole_with_the_default_limits(lab, 
     assert len(found) == 600 and {v for v, _ in found.values()} == {"sg-on", "susceptible"}, audit.stdout
     assert sum(v == "susceptible" for v, _ in found.values()) == 200
     assert audit.sshd_delta["wide"] == (1, 1)
+
+
+@pytest.mark.parametrize(("host", "cipher"), [("sh-bash", "aes128-gcm@openssh.com"), ("ctr-only", "aes128-ctr")])
+def test_paramiko_prefers_aes_gcm_and_still_reaches_a_host_without_it(lab, audit, host, cipher):
+    # GCM's tag is checked in C; the CTR ciphers' HMAC by paramiko, byte by byte, in Python.
+    (target,) = lab_targets(lab, [host])
+    try:
+        transport = target.connect().client.get_transport()
+        assert (transport.local_cipher, transport.remote_cipher) == (cipher, cipher)
+    finally:
+        target.close()
+    assert {i: v for i, (v, _) in rows(audit, lab, host).items()} == {"eth0": "sg-on", "eth1": "susceptible"}
