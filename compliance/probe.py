@@ -227,8 +227,18 @@ _SG_UNREAD = re.compile(r"Cannot get (?:.*scatter-gather|device generic features
 # Output with nothing odd in it: the header, then only feature lines. Checked in one pass of the
 # regex engine, not a Python loop over ~60 lines per interface; anything else takes the line by
 # line path below, which says what is wrong.
-_CLEAN = re.compile(rf"\n*{_HEADER.pattern}\n(?:\n*{_FEATURE.pattern}(?:\n|\Z))*\n*")
-_SG_LINE = re.compile(rf"^(\t?)(scatter-gather|tx-scatter-gather): (on|off){_NOTE}$", re.M)
+# Its feature lines' groups do not capture: a group inside a repeat is saved at every line.
+_FEATURE_UNCAPTURED = re.sub(r"(?<!\\)\((?!\?)", "(?:", _FEATURE.pattern)
+_CLEAN = re.compile(rf"\n*{_HEADER.pattern}\n(?:\n*{_FEATURE_UNCAPTURED}(?:\n|\Z))*\n*")
+# Found by its literal, which the regex engine scans for at C speed; what leads it on its line says
+# which flag it is (anything else, e.g. ``tx-scatter-gather-fraglist``, is not a scatter-gather line).
+_SG_STATE = re.compile(rf"scatter-gather: (on|off){_NOTE}$", re.M)
+_SG_LEADS = {
+    "": (False, "scatter-gather"),
+    "\t": (True, "scatter-gather"),
+    "tx-": (False, "tx-scatter-gather"),
+    "\ttx-": (True, "tx-scatter-gather"),
+}  # what leads the literal on its line -> (indented, which flag)
 Reading = list[tuple[bool, str | None]]  # (on, note) of each scatter-gather line of one kind
 
 
@@ -247,7 +257,11 @@ def clean_sg(text: str, name: str) -> tuple[bool, bool] | None:
         return None
     legacy: Reading = []
     netdev: Reading = []
-    for indent, feature, state, note in _SG_LINE.findall(text):
+    for found in _SG_STATE.finditer(text):
+        lead = _SG_LEADS.get(text[text.rfind("\n", 0, found.start()) + 1 : found.start()])
+        if lead is None:
+            continue
+        (indent, feature), (state, note) = lead, found.groups()
         if feature == "scatter-gather":
             if indent:  # the legacy flag is never a sub-feature
                 return None
@@ -336,26 +350,29 @@ def _interface(block: dict[str, Any]) -> InterfaceFacts:
         return InterfaceFacts(name, problem=f"/sys/class/net/{excerpt(name)} is not an interface directory")
     driver = text_of(block.get("driver", b"")) or None
     virtual = block.get("virtual") == b"1"
-    facts = InterfaceFacts(name, driver=driver, virtual=virtual)
+
+    def facts(**seen: Any) -> InterfaceFacts:  # built once: a frozen dataclass's replace() is not cheap
+        return InterfaceFacts(name, driver=driver, virtual=virtual, **seen)
+
     mtu_text = text_of(block.get("mtu", b""))
     if not mtu_text:
-        return dataclasses.replace(facts, problem=f"cannot read MTU of {excerpt(name)} (it may have vanished)")
+        return facts(problem=f"cannot read MTU of {excerpt(name)} (it may have vanished)")
     if not (mtu_text.isascii() and mtu_text.isdigit()):
-        return dataclasses.replace(facts, problem=f"cannot read MTU of {excerpt(name)}: {excerpt(mtu_text)}")
-    facts = dataclasses.replace(facts, mtu=int(mtu_text))
+        return facts(problem=f"cannot read MTU of {excerpt(name)}: {excerpt(mtu_text)}")
+    mtu = int(mtu_text)
     if "ethtool" not in block:
-        return dataclasses.replace(facts, problem=f"no ethtool -k output for {excerpt(name)}")
+        return facts(mtu=mtu, problem=f"no ethtool -k output for {excerpt(name)}")
     # surrogateescape: a stray byte cannot match any known line, so it fails closed, escaped.
     ethtool_text = b"\n".join(block["ethtool"]).decode("utf-8", "surrogateescape")
     rc = text_of(block.get("ethtool_rc", b"?"))
     if rc != "0":
         # A failed ethtool may still have printed a plausible table: it is not a reading.
-        return dataclasses.replace(facts, problem=f"ethtool -k failed (exit {excerpt(rc)}): {excerpt(ethtool_text)}")
+        return facts(mtu=mtu, problem=f"ethtool -k failed (exit {excerpt(rc)}): {excerpt(ethtool_text)}")
     try:
         sg, fixed = parse_ethtool_features(ethtool_text, name)
     except ProbeError as exc:
-        return dataclasses.replace(facts, problem=str(exc))
-    return dataclasses.replace(facts, scatter_gather=sg, sg_fixed=fixed)
+        return facts(mtu=mtu, problem=str(exc))
+    return facts(mtu=mtu, scatter_gather=sg, sg_fixed=fixed)
 
 
 _HOST_KEYS = (b"kernel", b"hypervisor", b"sys_vendor", b"board_asset_tag", b"ethtool")

@@ -20,6 +20,7 @@ True
 from __future__ import annotations
 
 import dataclasses
+import operator
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -79,7 +80,7 @@ class Row:
     def to_dict(self) -> dict[str, Any]:
         """summary.json's ``results`` entry; ``workaround`` only for a case the workaround touched, ``waiver``
         only for a case a waiver decided."""
-        data = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        data = dict(zip(ROW_KEYS, _values(self)))
         data["fixes"] = list(self.fixes)
         for key in SPARSE_KEYS:
             if data[key] is None:
@@ -94,9 +95,15 @@ class Row:
         """
         if not isinstance(data, Mapping):
             raise ValueError(f"not a report row: {type(data).__name__}")
-        names = [field.name for field in dataclasses.fields(cls)]
-        missing = [n for n in names if n not in data and n not in OPTIONAL_KEYS]
-        unknown = [k for k in data if k not in names]
+        missing = [n for n in ROW_KEYS if n not in data and n not in OPTIONAL_KEYS]
+        unknown = [k for k in data if k not in _ROW_KEY_SET]
         if missing or unknown:
             raise ValueError(f"not a report row: missing {missing}, unknown {unknown}")
         return cls(**{**data, "fixes": tuple(data["fixes"])})
+
+
+# Every row is converted at least twice per run (to the dict that travels with its report, and
+# back): the field names once, not dataclasses.fields() per row.
+ROW_KEYS = tuple(field.name for field in dataclasses.fields(Row))
+_ROW_KEY_SET = frozenset(ROW_KEYS)
+_values = operator.attrgetter(*ROW_KEYS)

@@ -534,3 +534,17 @@ def test_busybox_awk_ships_what_this_machines_awk_ships():
     assert [r.returncode for r in runs] == [0, 0]
     assert runs[0].stdout == runs[1].stdout
     assert "unreadable\tifcfg\t/nonexistent/ifcfg-eth9" in runs[1].stdout.splitlines()
+
+
+def _corpus_lines() -> list[str]:
+    files = sorted(p for p in DATA.rglob("*") if p.is_file() and p.name != "README.md")
+    return [line for p in files for line in p.read_text(errors="replace").splitlines()]
+
+
+def test_the_sg_hint_agrees_with_the_sg_regex_on_every_real_configuration_line():
+    # names_sg looks for literals before the regex: it must never miss a line the regex sees.
+    lines = _corpus_lines()
+    odd = ["feature-sg on", "offload-tx-sg off", "offload-s on", "ScatterGather=false", "tx-sg off", "-K eth0 sg", "msg", "tsg"]
+    seen = [line for line in lines + odd if boot.SG_WORDS.search(line)]
+    assert len(lines) > 200 and len(seen) > 10
+    assert [line for line in lines + odd if boot.names_sg(line)] == seen

@@ -116,3 +116,23 @@ def test_visible_shows_every_character_as_the_slow_path_does(code: int) -> None:
     char = chr(code)
     expected = report.printable(char) if unicodedata.category(char) in report._INVISIBLE else char
     assert report.visible(f"eth{char}0") == f"eth{expected}0"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {},
+        {"schema": 2, "results": []},
+        {"schema": 2, "counts": {"error": 1}, "results": [{"host": "a\n\"b\u202e", "fixes": ["x\ny"]}], "tail": None},
+        {"results": [{"host": "h1"}, {"host": "h2", "waiver": {"index": 1, "nested": {"k": [1, 2]}}}], "e": {}},
+    ],
+    ids=["empty", "no-rows", "hostile-row", "nested"],
+)
+def test_summary_text_is_the_same_json_with_a_row_per_line(data):
+    text = report.summary_text(data)
+    assert json.loads(text) == data and list(json.loads(text)) == list(data)  # values and key order
+    assert text.endswith("\n") and text.isascii()
+    rows = data.get("results") or []
+    lines = text.splitlines()
+    for row in rows:  # each row whole on a line of its own (a newline in a value stays escaped)
+        assert f"    {json.dumps(row, ensure_ascii=True)}," in lines or f"    {json.dumps(row, ensure_ascii=True)}" in lines
