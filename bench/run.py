@@ -18,7 +18,6 @@ interface, or the table says so. The lab is always torn down. Its prefix and net
 from __future__ import annotations
 
 import argparse
-import compileall
 import dataclasses
 import datetime
 import json
@@ -545,10 +544,6 @@ def main(argv: list[str] | None = None) -> int:
     size = max([args.hosts, *scale])
     skip = set(args.skip.split(","))
     started = datetime.datetime.now(datetime.timezone.utc)
-    # pip compiles an installed package's bytecode; this checkout's may be stale, and with
-    # PYTHONDONTWRITEBYTECODE set every run would compile the changed modules again.
-    compileall.compile_dir(ROOT / "compliance", quiet=1)
-    compileall.compile_dir(ROOT / "bench", quiet=1)
     workdir = Path(tempfile.mkdtemp(prefix="xnb-bench-"))
     plan = [HostPlan(f"b{i:03d}", STATES[i % len(STATES)]) for i in range(size)]
     try:

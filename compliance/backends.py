@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import errno
 import getpass
+import inspect
 import logging
 import math
 import os
@@ -434,9 +435,15 @@ def warm(targets: Sequence[Any]) -> None:
 AEAD_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 
 
+# ssh_config's GSSAPI keywords, as SSHClient.connect takes them (testinfra swaps the two). paramiko 5
+# has no GSSAPI: the keywords are then ignored, as any other it cannot do, not a TypeError per host.
+GSSAPI_ARGS = {"gssapiauthentication": "gss_auth", "gssapikeyexchange": "gss_kex"}
+CONNECT_ARGS = frozenset(inspect.signature(paramiko.SSHClient.connect).parameters)
+
+
 def aead_first(sock: Any, /, **transport_args: Any) -> paramiko.Transport:
     """A paramiko Transport that prefers AES-GCM, then paramiko's own order (SSHClient's
-    ``transport_factory``; paramiko 3 also passes ``gss_kex`` and ``gss_deleg_creds``).
+    ``transport_factory``; paramiko 3 and 4 also pass ``gss_kex`` and ``gss_deleg_creds``).
 
     >>> with socket.socket() as sock:
     ...     aead_first(sock).get_security_options().ciphers[:3]
@@ -704,10 +711,8 @@ class ParamikoBackend(NonInteractiveSudo, testinfra.backend.paramiko.ParamikoBac
                 cfg["key_filename"] = os.path.expanduser(value[0])
             elif key == "requesttty":
                 self.get_pty = value in ("yes", "force")
-            elif key == "gssapikeyexchange":
-                cfg["gss_auth"] = value == "yes"
-            elif key == "gssapiauthentication":
-                cfg["gss_kex"] = value == "yes"
+            elif key in GSSAPI_ARGS and GSSAPI_ARGS[key] in CONNECT_ARGS:
+                cfg[GSSAPI_ARGS[key]] = value.lower() == "yes"
             elif key == "userknownhostsfile":
                 self._config_known_hosts.extend(_expand(value))
             elif key == "include":

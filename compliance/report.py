@@ -322,6 +322,8 @@ def summary_text(data: Mapping[str, Any]) -> str:
     """
     parts = []
     for key, value in data.items():
+        if not isinstance(key, str):  # json.dumps would turn it into one; here it would be no JSON at all
+            raise TypeError(f"summary keys are strings, not {key!r}")
         if key == "results" and isinstance(value, list) and value:
             rows = ",\n".join("    " + json.dumps(row, ensure_ascii=True) for row in value)
             parts.append(f"  {json.dumps(key)}: [\n{rows}\n  ]")

@@ -385,6 +385,23 @@ def test_the_openssh_master_is_private_verified_and_ends_with_the_run(lab, tmp_p
     assert not os.path.exists(directory) and masters_running() == []
 
 
+def test_paramiko_prefers_aes_gcm_on_the_bastion_and_behind_it(lab, tmp_path):
+    config = usual_config(lab, tmp_path / "ssh_config")
+    (target,) = expand(
+        [lab.spec("web1", "paramiko")], ssh_config=str(config), ssh_identity_file=str(lab.key_file),
+        known_hosts=str(lab.known_hosts), timeout=LAB_TIMEOUT,
+    ).targets  # fmt: skip
+    try:
+        backend = target.connect()
+        behind = backend.client.get_transport()
+        hop = backend._bastion.get(LAB_TIMEOUT).client.get_transport()
+        ciphers = {behind.local_cipher, behind.remote_cipher, hop.local_cipher, hop.remote_cipher}
+        assert ciphers == {"aes128-gcm@openssh.com"}
+    finally:
+        target.close()
+        close_bastions([target])
+
+
 # ---------------------------------------------------------------- a bastion that dies mid-run
 
 DYING_PLAN = (

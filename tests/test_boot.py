@@ -544,7 +544,16 @@ def _corpus_lines() -> list[str]:
 def test_the_sg_hint_agrees_with_the_sg_regex_on_every_real_configuration_line():
     # names_sg looks for literals before the regex: it must never miss a line the regex sees.
     lines = _corpus_lines()
-    odd = ["feature-sg on", "offload-tx-sg off", "offload-s on", "ScatterGather=false", "tx-sg off", "-K eth0 sg", "msg", "tsg"]
+    odd = [
+        "feature-sg on",
+        "offload-tx-sg off",
+        "offload-s on",
+        "ScatterGather=false",
+        "tx-sg off",
+        "-K eth0 sg",
+        "msg",
+        "tsg",
+    ]
     seen = [line for line in lines + odd if boot.SG_WORDS.search(line)]
     assert len(lines) > 200 and len(seen) > 10
     assert [line for line in lines + odd if boot.names_sg(line)] == seen

@@ -123,7 +123,7 @@ def test_visible_shows_every_character_as_the_slow_path_does(code: int) -> None:
     [
         {},
         {"schema": 2, "results": []},
-        {"schema": 2, "counts": {"error": 1}, "results": [{"host": "a\n\"b\u202e", "fixes": ["x\ny"]}], "tail": None},
+        {"schema": 2, "counts": {"error": 1}, "results": [{"host": 'a\n"b\u202e', "fixes": ["x\ny"]}], "tail": None},
         {"results": [{"host": "h1"}, {"host": "h2", "waiver": {"index": 1, "nested": {"k": [1, 2]}}}], "e": {}},
     ],
     ids=["empty", "no-rows", "hostile-row", "nested"],
@@ -132,7 +132,18 @@ def test_summary_text_is_the_same_json_with_a_row_per_line(data):
     text = report.summary_text(data)
     assert json.loads(text) == data and list(json.loads(text)) == list(data)  # values and key order
     assert text.endswith("\n") and text.isascii()
+    # Everything but the rows is json's own indented text.
+    rowless = {**data, "results": []} if "results" in data else data
+    assert report.summary_text(rowless) == json.dumps(rowless, indent=2, ensure_ascii=True) + "\n"
     rows = data.get("results") or []
     lines = text.splitlines()
     for row in rows:  # each row whole on a line of its own (a newline in a value stays escaped)
-        assert f"    {json.dumps(row, ensure_ascii=True)}," in lines or f"    {json.dumps(row, ensure_ascii=True)}" in lines
+        assert (
+            f"    {json.dumps(row, ensure_ascii=True)}," in lines
+            or f"    {json.dumps(row, ensure_ascii=True)}" in lines
+        )
+
+
+def test_summary_text_refuses_a_key_that_is_not_a_string():
+    with pytest.raises(TypeError, match="summary keys are strings"):
+        report.summary_text({"schema": 2, 1: "x"})

@@ -33,8 +33,8 @@ LOGIN_SHELLS = {
 }
 # 60 interfaces: the probe's output is past 128 KiB, where posh (printf not a builtin) failed.
 MANY = tuple(IfacePlan(f"v{i}", sg=i % 2 == 0) for i in range(60))
-# \udcff: the byte 0xff; \x1b and U+202E (a bidi override) must never reach a page raw.
 CTR_ONLY = "Ciphers aes128-ctr,aes256-ctr"
+# \udcff: the byte 0xff; \x1b and U+202E (a bidi override) must never reach a page raw.
 ODD_NAMES = ("eth0", "a\x1cb", "a\x1eb", "caf\u00e9", "eth\udcff", "t\x1b[2J", "x\u202egnp.exe")
 
 

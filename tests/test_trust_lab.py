@@ -109,6 +109,15 @@ def test_insecure_policy_is_announced_in_every_report(lab, tmp_path, isolated_ho
     assert empty.read_text() == ""
 
 
+def test_gssapi_keywords_in_the_ssh_config_leave_paramiko_hosts_audited(lab, tmp_path):
+    # Common in Kerberos shops' ~/.ssh/config. paramiko 5 has no GSSAPI: passing the keywords on
+    # made every host fail with a TypeError.
+    config = tmp_path / "ssh_config"
+    config.write_text("Host *\n    GSSAPIAuthentication yes\n    GSSAPIKeyExchange Yes\n")
+    audit = run_audit(tmp_path / "r", *lab_args(lab, ["sgon"]), f"--ssh-config={config}")
+    assert [r["verdict"] for r in audit.summary["results"]] == ["sg-on"], audit.stdout
+
+
 def test_password_in_a_host_spec_and_the_identity_file_appear_nowhere(lab, tmp_path):
     secret = "Xq7-s3cret-pw"
     names = ["exposed", "dead"]  # a failure and an error: tracebacks and messages are written
