@@ -21,8 +21,7 @@ import pytest
 
 from compliance.gather import close_bastions
 from compliance.probe import PROBE_COMMAND, PROBE_INPUT, parse_probe
-from compliance.targets import expand
-from tests.conftest import LAB_TIMEOUT, ROOT, audit_argv, make_lab, run_audit
+from tests.conftest import LAB_TIMEOUT, ROOT, audit_argv, lab_targets, make_lab, run_audit
 from tests.lab import SILENT_ACCEPTED, HostPlan, IfacePlan
 
 LAB_INDEX = 9
@@ -367,10 +366,7 @@ def test_the_bastions_ssh_config_cannot_weaken_its_check_on_openssh(lab, tmp_pat
 
 def test_the_openssh_master_is_private_verified_and_ends_with_the_run(lab, tmp_path):
     config = usual_config(lab, tmp_path / "ssh_config")
-    (target,) = expand(
-        [lab.spec("web1", "ssh")], ssh_config=str(config), ssh_identity_file=str(lab.key_file),
-        known_hosts=str(lab.known_hosts), timeout=LAB_TIMEOUT,
-    ).targets  # fmt: skip
+    (target,) = lab_targets(lab, ["web1"], "ssh", ssh_config=str(config))
     result = target.connect().run_script(PROBE_COMMAND, PROBE_INPUT)
     assert [i.name for i in parse_probe(result.stdout).interfaces] == ["eth0"]
     target.close()
@@ -387,10 +383,7 @@ def test_the_openssh_master_is_private_verified_and_ends_with_the_run(lab, tmp_p
 
 def test_paramiko_prefers_aes_gcm_on_the_bastion_and_behind_it(lab, tmp_path):
     config = usual_config(lab, tmp_path / "ssh_config")
-    (target,) = expand(
-        [lab.spec("web1", "paramiko")], ssh_config=str(config), ssh_identity_file=str(lab.key_file),
-        known_hosts=str(lab.known_hosts), timeout=LAB_TIMEOUT,
-    ).targets  # fmt: skip
+    (target,) = lab_targets(lab, ["web1"], "paramiko", ssh_config=str(config))
     try:
         backend = target.connect()
         behind = backend.client.get_transport()
