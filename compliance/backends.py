@@ -429,16 +429,15 @@ def warm(targets: Sequence[Any]) -> None:
                 with_loaded_key({"key_filename": os.path.expanduser(named[1])})
 
 
-# paramiko checks each packet's HMAC with a byte-by-byte Python loop; an AEAD cipher's tag is
-# checked in C. Preferred first when the host offers one (OpenSSH 6.2 and later); a host that
-# does not still gets paramiko's own order. Nothing is disabled.
-AEAD_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
-
-
 # ssh_config's GSSAPI keywords, as SSHClient.connect takes them (testinfra swaps the two). paramiko 5
 # has no GSSAPI: the keywords are then ignored, as any other it cannot do, not a TypeError per host.
 GSSAPI_ARGS = {"gssapiauthentication": "gss_auth", "gssapikeyexchange": "gss_kex"}
 CONNECT_ARGS = frozenset(inspect.signature(paramiko.SSHClient.connect).parameters)
+
+# With a CTR cipher paramiko builds an HMAC per packet and compares it byte by byte in Python; an
+# AEAD cipher's tag is checked in C. Preferred first when the host offers one (OpenSSH 6.2 and
+# later); a host that does not still gets paramiko's own order. Nothing is disabled.
+AEAD_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 
 
 def aead_first(sock: Any, /, **transport_args: Any) -> paramiko.Transport:
