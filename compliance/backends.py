@@ -37,6 +37,7 @@ import paramiko
 import testinfra.backend.local
 import testinfra.backend.paramiko
 import testinfra.backend.ssh
+from cryptography.exceptions import InvalidTag
 from testinfra.backend import base
 
 from compliance import bastion, hostkeys
@@ -135,6 +136,39 @@ class OutputLimit(HostError):
     def __init__(self, limit: int) -> None:
         super().__init__(f"output exceeds {limit} bytes")
         self.limit = limit
+
+
+class ConnectionLost(HostError, ConnectionError):
+    """The connection ended before the command's exit status came: the host or the network dropped
+    it, or its data failed the integrity check (``detail`` then says so). paramiko only."""
+
+    def __init__(self, detail: str = "", phase: str = "running") -> None:
+        super().__init__("connection lost" + (f": {detail}" if detail else ""))
+        self.detail = detail
+        self.phase = phase  # "connecting" or "running", as HostTimeout's
+
+
+INTEGRITY_FAILED = "its data failed the integrity check (corrupted or altered on the way)"
+
+
+def failed_integrity(exc: BaseException | None) -> bool:
+    """Whether paramiko's transport ended on a packet that failed its check: an AEAD tag
+    (cryptography's InvalidTag), or an HMAC, which paramiko reports only in words."""
+    if exc is None:
+        return False
+    return isinstance(exc, InvalidTag) or (isinstance(exc, paramiko.SSHException) and str(exc) == "Mismatched MAC")
+
+
+def connection_lost(transport: paramiko.Transport | None, exc: BaseException | None = None) -> ConnectionLost | None:
+    """A ConnectionLost when ``transport`` has ended (or ``exc``, raised by it, failed the
+    integrity check); None while it is up: a command that ended without an exit status
+    (killed by a signal, which paramiko does not record) is the command's failure."""
+    if transport is None:  # never connected: the connection's own error says why
+        return None
+    saved = transport.saved_exception  # set before its channels are closed
+    if not failed_integrity(exc) and saved is None and transport.is_active():
+        return None
+    return ConnectionLost(INTEGRITY_FAILED if failed_integrity(exc) or failed_integrity(saved) else "")
 
 
 # OpenSSH reports its failures only as text on stderr (exit status 255): this table is the
@@ -469,6 +503,9 @@ def handshake(client: paramiko.SSHClient, cfg: dict[str, Any], timeout: float, b
         client.close()
         raise HostTimeout("connecting", timeout) from None
     except paramiko.SSHException as exc:
+        if failed_integrity(exc):  # a CTR cipher's HMAC ("Mismatched MAC")
+            client.close()
+            raise ConnectionLost(INTEGRITY_FAILED, phase="connecting") from None
         transport = client.get_transport()
         cause = f"{exc} {getattr(transport, 'saved_exception', None) or ''}".lower()
         client.close()
@@ -478,8 +515,10 @@ def handshake(client: paramiko.SSHClient, cfg: dict[str, Any], timeout: float, b
         if "banner" in cause or "timeout" in cause or elapsed >= timeout:
             raise HostTimeout("connecting", timeout) from None
         raise
-    except BaseException:
+    except BaseException as exc:
         client.close()
+        if failed_integrity(exc):  # an AEAD cipher's tag (cryptography's InvalidTag)
+            raise ConnectionLost(INTEGRITY_FAILED, phase="connecting") from None
         raise
 
 
@@ -921,12 +960,23 @@ class ParamikoBackend(NonInteractiveSudo, testinfra.backend.paramiko.ParamikoBac
         except HostTimeout:
             self._blame_bastion()
             raise
-        except Exception:
+        except Exception as exc:
             self._blame_bastion(ended=True)
+            lost = connection_lost(self._transport(), exc)
+            if lost is not None:
+                raise lost from exc
             raise
-        if rc == -1:  # the channel closed without an exit status: the connection ended
+        if rc == -1:  # the channel closed without an exit status: the connection ended, or a signal
             self._blame_bastion(ended=True)
+            lost = connection_lost(self._transport())
+            if lost is not None:
+                raise lost
         return rc, stdout, stderr
+
+    def _transport(self) -> paramiko.Transport | None:
+        """The connection's transport, if it was made (never connects: ``client`` would)."""
+        client = self.__dict__.get("client")
+        return client.get_transport() if client is not None else None
 
     def _exec_once(self, command: bytes, stdin: bytes) -> tuple[int, bytes, bytes]:
         transport = self.client.get_transport()

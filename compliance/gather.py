@@ -46,7 +46,7 @@ ERROR_KINDS = {
     "timeout": "the host did not answer in time (connecting, or running the probe)",
     "auth": "the host refused every credential offered",
     "host-key": "the host key is not the recorded one, or is not recorded",
-    "unreachable": "no route to the host, or the network is down, or a bastion cannot connect to it",
+    "unreachable": "no route to the host, the network is down, the connection was lost, or a bastion cannot connect to it",
     "dns": "the host name does not resolve",
     "sudo": "sudo wants a password, or refuses the user",
     "probe": "the probe ran but its output, or an interface in it, cannot be judged",
@@ -134,6 +134,10 @@ def describe_error(exc: BaseException, target: Target, doing: str = "running the
         return f"timed out {'connecting' if exc.phase == 'connecting' else doing} (limit {exc.limit:g}s)"
     if isinstance(exc, backends.OutputLimit):
         return str(exc)
+    if isinstance(exc, backends.ConnectionLost):
+        return f"connection lost {'connecting' if exc.phase == 'connecting' else doing}" + (
+            f": {exc.detail}" if exc.detail else ""
+        )
     if isinstance(exc, (TimeoutError, socket.timeout)):
         return f"timed out (limit {target.timeout:g}s)"
     if isinstance(exc, (ConnectionRefusedError, paramiko.ssh_exception.NoValidConnectionsError)):

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import paramiko
 import pytest
+from cryptography.exceptions import InvalidTag
 
-from compliance.gather import HostResult
+from compliance.backends import INTEGRITY_FAILED, ConnectionLost, failed_integrity
+from compliance.gather import HostResult, describe_error, error_kind
 from compliance.probe import HostFacts, InterfaceFacts
 from compliance.report import target_description
-from compliance.targets import expand
+from compliance.targets import Target, expand
 from compliance.targets import redact as redact_spec
 
 
@@ -97,3 +100,33 @@ def test_a_host_showing_no_interface_is_in_doubt_not_a_pass():
     judgement = case.judge("all")
     assert (case.id, judgement.verdict.value) == ("web1", "error")
     assert judgement.message == "no network interface besides lo in /sys/class/net"
+
+
+# ---------------------------------------------------------------- a connection lost mid-run
+
+
+@pytest.mark.parametrize(
+    ("exc", "message"),
+    [
+        (ConnectionLost(), "connection lost running the probe"),
+        (ConnectionLost(INTEGRITY_FAILED), f"connection lost running the probe: {INTEGRITY_FAILED}"),
+        (ConnectionLost(INTEGRITY_FAILED, phase="connecting"), f"connection lost connecting: {INTEGRITY_FAILED}"),
+    ],
+)
+def test_a_lost_connection_is_one_line_of_kind_unreachable(exc, message):
+    target = Target("10.0.0.5", "paramiko://10.0.0.5", "paramiko", "10.0.0.5")
+    assert (describe_error(exc, target), error_kind(exc)) == (message, "unreachable")
+
+
+@pytest.mark.parametrize(
+    ("exc", "failed"),
+    [
+        (InvalidTag(), True),  # AES-GCM's tag: what paramiko's transport dies of, as cryptography raises it
+        (paramiko.SSHException("Mismatched MAC"), True),  # an HMAC (CTR ciphers): paramiko's words
+        (paramiko.SSHException("Signature verification (ssh-ed25519) failed."), False),  # the host key's
+        (EOFError(), False),
+        (None, False),
+    ],
+)
+def test_only_a_failed_mac_or_tag_is_an_integrity_failure(exc, failed):
+    assert failed_integrity(exc) is failed

@@ -110,9 +110,21 @@ def test_a_command_that_exits_without_reading_its_input_still_gives_its_output(l
 
 
 def test_a_connection_that_ends_while_the_probe_is_sent_is_the_connections_error(lab):
-    # No exit status came: the send's own error, not an empty answer with exit status -1.
-    with pytest.raises(OSError, match="Socket is closed"):
+    # No exit status came: the connection's loss, not an empty answer with exit status -1.
+    from compliance.backends import ConnectionLost
+
+    with pytest.raises(ConnectionLost, match=r"^connection lost$"):
         run_unread(lab, "dies")
+
+
+def test_a_connection_that_ends_mid_command_is_a_lost_connection_not_a_probe_failure(lab, tmp_path):
+    # The probe is sent whole; the host's sshd dies before the command ends. It was once
+    # "probe failed (exit -1): no output", of kind probe: the probe had not failed.
+    proc, _ = audit_with_peak_rss(tmp_path, *lab_args(lab, ["dies"]))
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    found = [(r["verdict"], r["error_kind"], r["message"]) for r in summary["results"]]
+    assert found == [("error", "unreachable", "connection lost running the probe")], proc.stdout
+    assert proc.returncode == 1
 
 
 def test_the_cap_is_an_option(lab, tmp_path):
