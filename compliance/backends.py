@@ -138,7 +138,7 @@ class OutputLimit(HostError):
         self.limit = limit
 
 
-class ConnectionLost(HostError, ConnectionError):
+class LostConnection(HostError, ConnectionError):
     """The connection ended before the command's exit status came: the host or the network dropped
     it, or its data failed the integrity check (``detail`` then says so). paramiko only."""
 
@@ -159,16 +159,25 @@ def failed_integrity(exc: BaseException | None) -> bool:
     return isinstance(exc, InvalidTag) or (isinstance(exc, paramiko.SSHException) and str(exc) == "Mismatched MAC")
 
 
-def connection_lost(transport: paramiko.Transport | None, exc: BaseException | None = None) -> ConnectionLost | None:
-    """A ConnectionLost when ``transport`` has ended (or ``exc``, raised by it, failed the
-    integrity check); None while it is up: a command that ended without an exit status
-    (killed by a signal, which paramiko does not record) is the command's failure."""
+LOSS_GRACE = 0.2  # seconds: a host's DISCONNECT closes the channels just before the transport ends
+
+
+def connection_lost(transport: paramiko.Transport | None, exc: BaseException | None = None) -> LostConnection | None:
+    """A LostConnection when ``transport`` has ended, or a packet failed its integrity check (``exc``
+    may be that error); None while it is up: a command that ended without an exit status (killed
+    by a signal, which paramiko does not record) is the command's failure."""
     if transport is None:  # never connected: the connection's own error says why
         return None
-    saved = transport.saved_exception  # set before its channels are closed
-    if not failed_integrity(exc) and saved is None and transport.is_active():
-        return None
-    return ConnectionLost(INTEGRITY_FAILED if failed_integrity(exc) or failed_integrity(saved) else "")
+    integrity = (
+        failed_integrity(exc)
+        or failed_integrity(transport.saved_exception)
+        or getattr(transport, "integrity_failed", False)
+    )
+    if not integrity and transport.is_active():
+        transport.join(LOSS_GRACE)
+        if transport.is_active():
+            return None
+    return LostConnection(INTEGRITY_FAILED if integrity else "")
 
 
 # OpenSSH reports its failures only as text on stderr (exit status 255): this table is the
@@ -474,15 +483,29 @@ CONNECT_ARGS = frozenset(inspect.signature(paramiko.SSHClient.connect).parameter
 AEAD_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 
 
+class Transport(paramiko.Transport):
+    """paramiko's Transport, remembering that a packet failed its integrity check: paramiko hands
+    the error that ended it to one waiter only (``get_exception`` clears it), and authentication
+    then goes on to its next method, which fails as "No existing session"."""
+
+    integrity_failed = False
+
+    def get_exception(self) -> Exception | None:
+        exc = super().get_exception()
+        if failed_integrity(exc):
+            self.integrity_failed = True
+        return exc
+
+
 def aead_first(sock: Any, /, **transport_args: Any) -> paramiko.Transport:
-    """A paramiko Transport that prefers AES-GCM, then paramiko's own order (SSHClient's
+    """A :class:`Transport` that prefers AES-GCM, then paramiko's own order (SSHClient's
     ``transport_factory``; paramiko 3 and 4 also pass ``gss_kex`` and ``gss_deleg_creds``).
 
     >>> with socket.socket() as sock:
     ...     aead_first(sock).get_security_options().ciphers[:3]
     ('aes128-gcm@openssh.com', 'aes256-gcm@openssh.com', 'aes128-ctr')
     """
-    transport = paramiko.Transport(sock, **transport_args)
+    transport = Transport(sock, **transport_args)
     options = transport.get_security_options()
     aead = tuple(c for c in AEAD_CIPHERS if c in options.ciphers)
     options.ciphers = aead + tuple(c for c in options.ciphers if c not in aead)
@@ -503,10 +526,10 @@ def handshake(client: paramiko.SSHClient, cfg: dict[str, Any], timeout: float, b
         client.close()
         raise HostTimeout("connecting", timeout) from None
     except paramiko.SSHException as exc:
-        if failed_integrity(exc):  # a CTR cipher's HMAC ("Mismatched MAC")
-            client.close()
-            raise ConnectionLost(INTEGRITY_FAILED, phase="connecting") from None
         transport = client.get_transport()
+        if failed_integrity(exc) or getattr(transport, "integrity_failed", False):  # an HMAC ("Mismatched MAC")
+            client.close()
+            raise LostConnection(INTEGRITY_FAILED, phase="connecting") from None
         cause = f"{exc} {getattr(transport, 'saved_exception', None) or ''}".lower()
         client.close()
         elapsed = time.monotonic() - started
@@ -518,7 +541,7 @@ def handshake(client: paramiko.SSHClient, cfg: dict[str, Any], timeout: float, b
     except BaseException as exc:
         client.close()
         if failed_integrity(exc):  # an AEAD cipher's tag (cryptography's InvalidTag)
-            raise ConnectionLost(INTEGRITY_FAILED, phase="connecting") from None
+            raise LostConnection(INTEGRITY_FAILED, phase="connecting") from None
         raise
 
 
@@ -987,24 +1010,19 @@ class ParamikoBackend(NonInteractiveSudo, testinfra.backend.paramiko.ParamikoBac
             if self.get_pty:
                 chan.get_pty()
             chan.exec_command(command)
-            unsent: OSError | None = None
             try:
                 if stdin:
                     chan.sendall(stdin)
                 chan.shutdown_write()  # EOF: `sh` ends with the script
-            except OSError as exc:
+            except OSError:
                 if not chan.closed:
                     raise
-                unsent = exc  # closed under us: the command may have ended without reading it all
+                # Closed under us: the command may have ended without reading it all. Without an
+                # exit status (-1), _exec_command tells a lost connection from a signal.
             stdout, stderr = self._read_both(chan, deadline)
             if not chan.status_event.wait(max(0.0, deadline - time.monotonic())):
                 raise HostTimeout("running", self.timeout)
-            rc = chan.recv_exit_status()
-            if rc == -1 and unsent is not None:
-                # No exit status: the connection ended (or the command died by a signal, which paramiko
-                # does not record): the send's error, as before the race was understood.
-                raise unsent
-            return rc, stdout, stderr
+            return chan.recv_exit_status(), stdout, stderr
         finally:
             chan.close()
 

@@ -134,7 +134,7 @@ def describe_error(exc: BaseException, target: Target, doing: str = "running the
         return f"timed out {'connecting' if exc.phase == 'connecting' else doing} (limit {exc.limit:g}s)"
     if isinstance(exc, backends.OutputLimit):
         return str(exc)
-    if isinstance(exc, backends.ConnectionLost):
+    if isinstance(exc, backends.LostConnection):
         return f"connection lost {'connecting' if exc.phase == 'connecting' else doing}" + (
             f": {exc.detail}" if exc.detail else ""
         )
@@ -181,6 +181,8 @@ def probe_host(target: Target) -> HostResult:
         try:
             facts = parse_probe(result.stdout)
         except ProbeError as exc:
+            if target.overdue:  # gather() closed it under the command: its output was cut short
+                raise TimeoutError from exc  # worded below
             from compliance.backends import sudo_refusal
 
             refusal = sudo_refusal(result.stderr_text)

@@ -4,27 +4,36 @@ or alters an SSH connection's data, for the lab's hosts.
     with TamperingRelay((lab_host_address, 22), after=len(PROBE_INPUT)) as relay:
         ...connect to ("127.0.0.1", relay.port)...
 
-A byte a quarter into the first long chunk the host sends once the client has sent ``after``
-bytes (the probe, say) gets one bit flipped: the handshake is past, and the byte is inside the
-command's output, whose packet comes first (its exit status and the channel's close, short
-packets, follow it in the chunk, and are read after the exit status). Its MAC or AEAD tag must
-then fail; a packet's first bytes, its length, would fail otherwise.
+Where the bit is flipped, so that the packet's MAC or AEAD tag must fail (a packet's first
+bytes, its length, would fail otherwise):
+
+- ``after=N``: a byte a quarter into the first long chunk the host sends once the client has
+  sent N bytes (the probe, say). The handshake is past, and the byte is inside the command's
+  output, whose packet comes first (its exit status and the channel's close, short packets,
+  follow it in the chunk, and are read after the exit status).
+- ``after=None``: a byte inside the host's first encrypted packet, the one after its NEWKEYS
+  (the answer to the client's first request): authentication has not begun.
 """
 
 from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Callable
+from typing import Any
 
 OUTPUT = 512  # a chunk this long holds the command's output: window adjusts, exit status and close are short
+NEWKEYS = 21  # SSH_MSG_NEWKEYS: the packets after it are encrypted
+INTO_PACKET = 10  # bytes into the first encrypted packet: past its length field, within its first block
 
 
 class TamperingRelay:
-    def __init__(self, dest: tuple[str, int], after: int) -> None:
+    def __init__(self, dest: tuple[str, int], after: int | None) -> None:
         self.dest = dest
         self.after = after
         self.sent = 0  # bytes from the client so far
         self.flipped = threading.Event()
+        self._from_host = bytearray()  # the host's stream until its NEWKEYS (after=None)
         self._server = socket.create_server(("127.0.0.1", 0))
         self.port = self._server.getsockname()[1]
         self._sockets: list[socket.socket] = [self._server]
@@ -40,7 +49,7 @@ class TamperingRelay:
         for thread in self._threads:
             thread.join(10)
 
-    def _start(self, target, *args) -> None:
+    def _start(self, target: Callable[..., None], *args: Any) -> None:
         thread = threading.Thread(target=target, args=args, daemon=True)
         self._threads.append(thread)
         thread.start()
@@ -60,15 +69,45 @@ class TamperingRelay:
             while data := src.recv(65536):
                 if not to_client:
                     self.sent += len(data)
-                elif self.sent >= self.after and len(data) >= OUTPUT and not self.flipped.is_set():
-                    i = len(data) // 4  # inside the output's packet, past its length
-                    data = data[:i] + bytes([data[i] ^ 0x01]) + data[i + 1 :]
-                    self.flipped.set()
+                elif not self.flipped.is_set():
+                    data = self._tamper(data)
                 dst.sendall(data)
         except OSError:
             pass
         finally:
             _shut(dst)
+
+    def _tamper(self, data: bytes) -> bytes:
+        if self.after is not None:
+            if self.sent < self.after or len(data) < OUTPUT:
+                return data
+            at = len(data) // 4
+        else:
+            start = len(self._from_host)
+            self._from_host += data
+            end = encrypted_from(bytes(self._from_host))
+            if end is None or start + len(data) <= end + INTO_PACKET:
+                return data
+            at = end + INTO_PACKET - start
+        self.flipped.set()
+        return data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1 :]
+
+
+def encrypted_from(stream: bytes) -> int | None:
+    """Where the host's encrypted packets begin in its stream (past its NEWKEYS), once that came.
+
+    Before it, the stream is the banner line, then binary packets: a 4-byte length, the
+    padding's length, the message number.
+    """
+    at = stream.find(b"\r\n") + 2
+    while at > 1 and at + 6 <= len(stream):
+        end = at + 4 + int.from_bytes(stream[at : at + 4], "big")
+        if end > len(stream):
+            return None
+        if stream[at + 5] == NEWKEYS:
+            return end
+        at = end
+    return None
 
 
 def _shut(sock: socket.socket) -> None:

@@ -9,7 +9,7 @@ import paramiko
 import pytest
 from cryptography.exceptions import InvalidTag
 
-from compliance.backends import INTEGRITY_FAILED, ConnectionLost, failed_integrity
+from compliance.backends import INTEGRITY_FAILED, LostConnection, failed_integrity
 from compliance.gather import HostResult, describe_error, error_kind
 from compliance.probe import HostFacts, InterfaceFacts
 from compliance.report import target_description
@@ -108,9 +108,9 @@ def test_a_host_showing_no_interface_is_in_doubt_not_a_pass():
 @pytest.mark.parametrize(
     ("exc", "message"),
     [
-        (ConnectionLost(), "connection lost running the probe"),
-        (ConnectionLost(INTEGRITY_FAILED), f"connection lost running the probe: {INTEGRITY_FAILED}"),
-        (ConnectionLost(INTEGRITY_FAILED, phase="connecting"), f"connection lost connecting: {INTEGRITY_FAILED}"),
+        (LostConnection(), "connection lost running the probe"),
+        (LostConnection(INTEGRITY_FAILED), f"connection lost running the probe: {INTEGRITY_FAILED}"),
+        (LostConnection(INTEGRITY_FAILED, phase="connecting"), f"connection lost connecting: {INTEGRITY_FAILED}"),
     ],
 )
 def test_a_lost_connection_is_one_line_of_kind_unreachable(exc, message):

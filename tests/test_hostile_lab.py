@@ -7,6 +7,7 @@ the timeout, because a host's output is capped (--xennet-max-output) and read as
 
 from __future__ import annotations
 
+import concurrent.futures
 import html
 import json
 import os
@@ -33,6 +34,8 @@ PLAN = (
     HostPlan("silent", silent=True),
     # Its session's sshd is killed while the client is still sending: the connection ends mid-command.
     HostPlan("dies", force_command="exec sh -c 'sleep 1; kill -9 $PPID'"),
+    # Its command dies by a signal: sshd sends no exit status, and the connection stays up.
+    HostPlan("killed", force_command="exec sh -c 'kill -9 $$'"),
 )
 TIMEOUT = 8  # long: the flooding hosts must be stopped by the output cap, not by the clock
 
@@ -58,7 +61,7 @@ def audit_with_peak_rss(reports, *args):
 
 @pytest.mark.parametrize("scheme", ["paramiko", "ssh"])
 def test_flooding_trickling_and_truncated_hosts_are_one_line_errors(lab, tmp_path, scheme):
-    hosts = [n for n in lab.hosts if n != "dies"]
+    hosts = [n for n in lab.hosts if n not in ("dies", "killed")]
     args = [a for a in lab_args(lab, hosts, scheme=scheme) if not a.startswith("--xennet-timeout")]
     extra = [f"--ssh-config={lab.ssh_config}"] if scheme == "ssh" else []
     proc, peak_mib = audit_with_peak_rss(tmp_path, *args, *extra, f"--xennet-timeout={TIMEOUT}")
@@ -111,9 +114,9 @@ def test_a_command_that_exits_without_reading_its_input_still_gives_its_output(l
 
 def test_a_connection_that_ends_while_the_probe_is_sent_is_the_connections_error(lab):
     # No exit status came: the connection's loss, not an empty answer with exit status -1.
-    from compliance.backends import ConnectionLost
+    from compliance.backends import LostConnection
 
-    with pytest.raises(ConnectionLost, match=r"^connection lost$"):
+    with pytest.raises(LostConnection, match=r"^connection lost$"):
         run_unread(lab, "dies")
 
 
@@ -125,6 +128,33 @@ def test_a_connection_that_ends_mid_command_is_a_lost_connection_not_a_probe_fai
     found = [(r["verdict"], r["error_kind"], r["message"]) for r in summary["results"]]
     assert found == [("error", "unreachable", "connection lost running the probe")], proc.stdout
     assert proc.returncode == 1
+
+
+def test_a_command_killed_by_a_signal_is_the_probes_failure_not_a_lost_connection(lab):
+    from compliance.gather import probe_host
+
+    (target,) = lab_targets(lab, ["killed"], timeout=TIMEOUT)
+    result = probe_host(target)
+    assert (result.error, result.error_kind) == ("probe failed (exit -1): no output", "probe")
+
+
+def test_a_host_closed_for_its_budget_mid_command_is_a_timeout(lab):
+    # As gather's watchdog closes a host that used up its budget: what the command had printed
+    # by then ("x" lines) is cut short, a timeout, never the probe's failure.
+    from compliance.gather import close_overdue, host_budget, probe_host
+
+    (target,) = lab_targets(lab, ["trickle"], timeout=TIMEOUT)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        running = pool.submit(probe_host, target)
+        time.sleep(2)  # the probe runs: the host trickles its lines
+        close_overdue([target], time.monotonic() + host_budget(target) + 1)
+        result = running.result(timeout=TIMEOUT)
+    budget = f"{host_budget(target):g}"
+    assert (result.error, result.error_kind) == (
+        f"timed out (limit {budget}s for connecting, then the probe)",
+        "timeout",
+    )
+    assert result.seconds < TIMEOUT  # closed at once, not at the backend's own limit
 
 
 def test_the_cap_is_an_option(lab, tmp_path):

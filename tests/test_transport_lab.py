@@ -143,25 +143,30 @@ def test_paramiko_prefers_aes_gcm_and_still_reaches_a_host_without_it(lab, audit
     assert {i: v for i, (v, _) in rows(audit, lab, host).items()} == {"eth0": "sg-on", "eth1": "susceptible"}
 
 
-@pytest.mark.parametrize("host", ["sh-bash", "ctr-only"])  # AES-GCM's tag; an HMAC (paramiko's "Mismatched MAC")
-def test_data_altered_on_the_way_is_a_lost_connection_that_says_so(lab, tmp_path, host):
+# AES-GCM's tag (cryptography's InvalidTag); an HMAC (paramiko's "Mismatched MAC"). In the output,
+# or in the host's first encrypted packet, with a password to try after the key: paramiko's
+# authentication then goes on to it, and fails as "No existing session".
+@pytest.mark.parametrize("host", ["sh-bash", "ctr-only"])
+@pytest.mark.parametrize(("where", "doing"), [("output", "running the probe"), ("handshake", "connecting")])
+def test_data_altered_on_the_way_is_a_lost_connection_that_says_so(lab, tmp_path, host, where, doing):
     from compliance.probe import PROBE_INPUT
 
     address = lab.hosts[host].address
-    with TamperingRelay((address, 22), after=len(PROBE_INPUT)) as relay:
+    with TamperingRelay((address, 22), after=len(PROBE_INPUT) if where == "output" else None) as relay:
         known = tmp_path / "known_hosts"
         keys = [
             line.split(None, 1)[1] for line in lab.known_hosts.read_text().splitlines() if line.split()[0] == address
         ]
         known.write_text("".join(f"[127.0.0.1]:{relay.port} {key}\n" for key in keys))
-        args = [f"--hosts=paramiko://root@127.0.0.1:{relay.port}", f"--ssh-identity-file={lab.key_file}"]
-        audit = run_audit(tmp_path / "reports", *args, f"--ssh-known-hosts={known}", "--xennet-scope=all")
+        spec = f"paramiko://root:not-the-password@127.0.0.1:{relay.port}"
+        args = [f"--hosts={spec}", f"--ssh-identity-file={lab.key_file}", f"--ssh-known-hosts={known}"]
+        audit = run_audit(tmp_path / "reports", *args, "--xennet-scope=all")
         assert relay.flipped.is_set()
     (row,) = audit.summary["results"]
     integrity = "its data failed the integrity check (corrupted or altered on the way)"
     assert (row["verdict"], row["error_kind"], row["message"]) == (
         "error",
         "unreachable",
-        f"connection lost running the probe: {integrity}",
+        f"connection lost {doing}: {integrity}",
     ), audit.stdout
-    assert audit.returncode == 1
+    assert audit.returncode == 1 and "not-the-password" not in audit.stdout + audit.stderr
