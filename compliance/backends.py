@@ -159,6 +159,16 @@ def failed_integrity(exc: BaseException | None) -> bool:
     return isinstance(exc, InvalidTag) or (isinstance(exc, paramiko.SSHException) and str(exc) == "Mismatched MAC")
 
 
+def integrity_lost(transport: paramiko.Transport | None, exc: BaseException | None = None) -> bool:
+    """Whether ``transport`` ended on a packet that failed its check: ``exc``, the error it saved, or
+    one it handed to a waiter (:class:`Transport`). Some of paramiko's calls on a dead transport
+    only say "No existing session"."""
+    return failed_integrity(exc) or (
+        transport is not None
+        and (failed_integrity(transport.saved_exception) or getattr(transport, "integrity_failed", False))
+    )
+
+
 LOSS_GRACE = 0.2  # seconds: a host's DISCONNECT closes the channels just before the transport ends
 
 
@@ -168,11 +178,7 @@ def connection_lost(transport: paramiko.Transport | None, exc: BaseException | N
     by a signal, which paramiko does not record) is the command's failure."""
     if transport is None:  # never connected: the connection's own error says why
         return None
-    integrity = (
-        failed_integrity(exc)
-        or failed_integrity(transport.saved_exception)
-        or getattr(transport, "integrity_failed", False)
-    )
+    integrity = integrity_lost(transport, exc)
     if not integrity and transport.is_active():
         transport.join(LOSS_GRACE)
         if transport.is_active():
@@ -527,7 +533,7 @@ def handshake(client: paramiko.SSHClient, cfg: dict[str, Any], timeout: float, b
         raise HostTimeout("connecting", timeout) from None
     except paramiko.SSHException as exc:
         transport = client.get_transport()
-        if failed_integrity(exc) or getattr(transport, "integrity_failed", False):  # an HMAC ("Mismatched MAC")
+        if integrity_lost(transport, exc):  # an HMAC ("Mismatched MAC"), or what paramiko said after it
             client.close()
             raise LostConnection(INTEGRITY_FAILED, phase="connecting") from None
         cause = f"{exc} {getattr(transport, 'saved_exception', None) or ''}".lower()
@@ -539,8 +545,9 @@ def handshake(client: paramiko.SSHClient, cfg: dict[str, Any], timeout: float, b
             raise HostTimeout("connecting", timeout) from None
         raise
     except BaseException as exc:
+        lost = isinstance(exc, Exception) and integrity_lost(client.get_transport(), exc)  # an AEAD tag, say
         client.close()
-        if failed_integrity(exc):  # an AEAD cipher's tag (cryptography's InvalidTag)
+        if lost:
             raise LostConnection(INTEGRITY_FAILED, phase="connecting") from None
         raise
 

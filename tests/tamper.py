@@ -11,8 +11,10 @@ bytes, its length, would fail otherwise):
   sent N bytes (the probe, say). The handshake is past, and the byte is inside the command's
   output, whose packet comes first (its exit status and the channel's close, short packets,
   follow it in the chunk, and are read after the exit status).
-- ``after=None``: a byte inside the host's first encrypted packet, the one after its NEWKEYS
-  (the answer to the client's first request): authentication has not begun.
+- ``after=None``: a byte inside the host's answer to the client's first encrypted request (its
+  SERVICE_REQUEST for authentication): the first chunk the host sends once the client has sent
+  more than its own NEWKEYS. The host's own first encrypted packet (EXT_INFO) comes unasked,
+  while the key exchange ends, so this one fails while authentication waits for it.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ class TamperingRelay:
         self.after = after
         self.sent = 0  # bytes from the client so far
         self.flipped = threading.Event()
-        self._from_host = bytearray()  # the host's stream until its NEWKEYS (after=None)
+        self._from_client = bytearray()  # the client's stream until its NEWKEYS (after=None)
+        self._asked: int | None = None  # where the client's encrypted stream begins, once known
         self._server = socket.create_server(("127.0.0.1", 0))
         self.port = self._server.getsockname()[1]
         self._sockets: list[socket.socket] = [self._server]
@@ -69,6 +72,9 @@ class TamperingRelay:
             while data := src.recv(65536):
                 if not to_client:
                     self.sent += len(data)
+                    if self.after is None and self._asked is None:
+                        self._from_client += data
+                        self._asked = encrypted_from(bytes(self._from_client))
                 elif not self.flipped.is_set():
                     data = self._tamper(data)
                 dst.sendall(data)
@@ -83,18 +89,15 @@ class TamperingRelay:
                 return data
             at = len(data) // 4
         else:
-            start = len(self._from_host)
-            self._from_host += data
-            end = encrypted_from(bytes(self._from_host))
-            if end is None or start + len(data) <= end + INTO_PACKET:
+            if self._asked is None or self.sent <= self._asked or len(data) <= INTO_PACKET:
                 return data
-            at = end + INTO_PACKET - start
+            at = INTO_PACKET  # the chunk begins with the answer's packet
         self.flipped.set()
         return data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1 :]
 
 
 def encrypted_from(stream: bytes) -> int | None:
-    """Where the host's encrypted packets begin in its stream (past its NEWKEYS), once that came.
+    """Where a side's encrypted packets begin in its stream (past its NEWKEYS), once that came.
 
     Before it, the stream is the banner line, then binary packets: a 4-byte length, the
     padding's length, the message number.

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 
 import paramiko
 import pytest
+from cryptography.exceptions import InvalidTag
 
-from compliance.backends import KnownHosts, ParamikoBackend, SshBackend, record_file, with_loaded_key
+from compliance.backends import (
+    KnownHosts,
+    ParamikoBackend,
+    SshBackend,
+    aead_first,
+    integrity_lost,
+    record_file,
+    with_loaded_key,
+)
 
 
 @pytest.fixture(scope="module")
@@ -184,3 +194,16 @@ def test_warm_parses_what_every_gathering_process_would_parse_and_fails_for_no_h
     with pytest.raises(UnicodeDecodeError):
         backends.parsed_file(str(garbled), backends.KnownHosts)  # not cached: each host meets it
     assert backends.parsed_file(str(unread), lambda path: "read now") == "read now"  # insecure reads none
+
+
+def test_the_transport_remembers_an_integrity_failure_after_handing_it_on():
+    # paramiko's get_exception() gives the error that ended a transport to one waiter, and clears it;
+    # authentication then tries its next method, which only says "No existing session".
+    left, right = socket.socketpair()
+    with left, right:
+        plain, ours = paramiko.Transport(left), aead_first(right)
+        for transport in (plain, ours):
+            transport.saved_exception = InvalidTag()
+            assert isinstance(transport.get_exception(), InvalidTag) and transport.saved_exception is None
+        said = paramiko.SSHException("No existing session")
+        assert (integrity_lost(plain, said), integrity_lost(ours, said)) == (False, True)

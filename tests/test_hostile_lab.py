@@ -136,6 +136,8 @@ def test_a_command_killed_by_a_signal_is_the_probes_failure_not_a_lost_connectio
     (target,) = lab_targets(lab, ["killed"], timeout=TIMEOUT)
     result = probe_host(target)
     assert (result.error, result.error_kind) == ("probe failed (exit -1): no output", "probe")
+    # Still sending when it died (4 MiB, past sshd's window): no exit status, and no send error either.
+    assert run_unread(lab, "killed").rc == -1
 
 
 def test_a_host_closed_for_its_budget_mid_command_is_a_timeout(lab):

@@ -144,7 +144,7 @@ def test_paramiko_prefers_aes_gcm_and_still_reaches_a_host_without_it(lab, audit
 
 
 # AES-GCM's tag (cryptography's InvalidTag); an HMAC (paramiko's "Mismatched MAC"). In the output,
-# or in the host's first encrypted packet, with a password to try after the key: paramiko's
+# or in the answer authentication waits for, with a password to try after the key: paramiko's
 # authentication then goes on to it, and fails as "No existing session".
 @pytest.mark.parametrize("host", ["sh-bash", "ctr-only"])
 @pytest.mark.parametrize(("where", "doing"), [("output", "running the probe"), ("handshake", "connecting")])
