@@ -140,7 +140,7 @@ class OutputLimit(HostError):
 
 class LostConnection(HostError, ConnectionError):
     """The connection ended before the command's exit status came: the host or the network dropped
-    it, or its data failed the integrity check (``detail`` then says so). paramiko only."""
+    it, or its data failed the integrity check (``detail`` then says so; paramiko only)."""
 
     def __init__(self, detail: str = "", phase: str = "running") -> None:
         super().__init__("connection lost" + (f": {detail}" if detail else ""))
@@ -200,10 +200,17 @@ _OPENSSH_FAILURES: tuple[tuple[str, type[BaseException]], ...] = (
 )
 
 
+# What ssh's session loop says when the connection ends under the command ("Connection to HOST
+# closed by remote host."): paramiko's LostConnection, in the same words, without the host.
+_OPENSSH_LOST = "closed by remote host"
+
+
 def openssh_failure(stderr: str) -> BaseException:
     """The exception for an OpenSSH client that exited 255 with ``stderr``."""
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     last = lines[-1] if lines else "no output"
+    if _OPENSSH_LOST in last and not last.startswith("kex_exchange_identification"):  # that one: before login
+        return LostConnection()
     for needle, kind in _OPENSSH_FAILURES:
         if needle in stderr:
             return kind(last)

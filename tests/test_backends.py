@@ -11,10 +11,13 @@ from cryptography.exceptions import InvalidTag
 
 from compliance.backends import (
     KnownHosts,
+    LostConnection,
     ParamikoBackend,
     SshBackend,
+    SshFailed,
     aead_first,
     integrity_lost,
+    openssh_failure,
     record_file,
     with_loaded_key,
 )
@@ -207,3 +210,20 @@ def test_the_transport_remembers_an_integrity_failure_after_handing_it_on():
             assert isinstance(transport.get_exception(), InvalidTag) and transport.saved_exception is None
         said = paramiko.SSHException("No existing session")
         assert (integrity_lost(plain, said), integrity_lost(ours, said)) == (False, True)
+
+
+@pytest.mark.parametrize(
+    ("stderr", "expected"),
+    [
+        # clientloop.c: the session's connection ended under the command.
+        ("Connection to 10.0.0.5 closed by remote host.\r\n", (LostConnection, "connection lost")),
+        # sshd closed it before its banner (MaxStartups, say): a failure to connect, in OpenSSH's words.
+        (
+            "kex_exchange_identification: Connection closed by remote host\r\n",
+            (SshFailed, "kex_exchange_identification: Connection closed by remote host"),
+        ),
+    ],
+)
+def test_openssh_words_for_a_connection_that_ended(stderr, expected):
+    failure = openssh_failure(stderr)
+    assert (type(failure), str(failure)) == expected

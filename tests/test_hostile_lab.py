@@ -120,10 +120,13 @@ def test_a_connection_that_ends_while_the_probe_is_sent_is_the_connections_error
         run_unread(lab, "dies")
 
 
-def test_a_connection_that_ends_mid_command_is_a_lost_connection_not_a_probe_failure(lab, tmp_path):
+@pytest.mark.parametrize("scheme", ["paramiko", "ssh"])
+def test_a_connection_that_ends_mid_command_is_a_lost_connection_not_a_probe_failure(lab, tmp_path, scheme):
     # The probe is sent whole; the host's sshd dies before the command ends. It was once
-    # "probe failed (exit -1): no output", of kind probe: the probe had not failed.
-    proc, _ = audit_with_peak_rss(tmp_path, *lab_args(lab, ["dies"]))
+    # "probe failed (exit -1): no output", of kind probe (paramiko), and "ssh failed: Connection
+    # to ADDRESS closed by remote host.", of kind ssh (OpenSSH).
+    extra = [f"--ssh-config={lab.ssh_config}"] if scheme == "ssh" else []
+    proc, _ = audit_with_peak_rss(tmp_path, *lab_args(lab, ["dies"], scheme=scheme), *extra)
     summary = json.loads((tmp_path / "summary.json").read_text())
     found = [(r["verdict"], r["error_kind"], r["message"]) for r in summary["results"]]
     assert found == [("error", "unreachable", "connection lost running the probe")], proc.stdout
