@@ -22,6 +22,7 @@ import inspect
 import logging
 import math
 import os
+import re
 import select
 import selectors
 import shlex
@@ -200,16 +201,19 @@ _OPENSSH_FAILURES: tuple[tuple[str, type[BaseException]], ...] = (
 )
 
 
-# What ssh's session loop says when the connection ends under the command ("Connection to HOST
-# closed by remote host."): paramiko's LostConnection, in the same words, without the host.
-_OPENSSH_LOST = "closed by remote host"
+# What ssh's session loop (clientloop.c, after login) says when the connection ends under the
+# command, closed or reset by the host: paramiko's LostConnection, in its words, without the host.
+# At LogLevel VERBOSE or -v, its byte counts and debug lines come after it.
+_OPENSSH_LOST = re.compile(r"Connection to \S+ closed by remote host\.|Read from remote host \S+: .+")
+_OPENSSH_AFTER = ("debug", "Transferred:", "Bytes per second:")
 
 
 def openssh_failure(stderr: str) -> BaseException:
     """The exception for an OpenSSH client that exited 255 with ``stderr``."""
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     last = lines[-1] if lines else "no output"
-    if _OPENSSH_LOST in last and not last.startswith("kex_exchange_identification"):  # that one: before login
+    said = [line for line in lines if not line.startswith(_OPENSSH_AFTER)]
+    if said and _OPENSSH_LOST.fullmatch(said[-1]):
         return LostConnection()
     for needle, kind in _OPENSSH_FAILURES:
         if needle in stderr:

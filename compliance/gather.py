@@ -46,7 +46,7 @@ ERROR_KINDS = {
     "timeout": "the host did not answer in time (connecting, or running the probe)",
     "auth": "the host refused every credential offered",
     "host-key": "the host key is not the recorded one, or is not recorded",
-    "unreachable": "no route to the host, the network is down, the connection was lost, or a bastion cannot connect to it",
+    "unreachable": "no route to the host, the network is down, the connection was lost mid-run, or a bastion cannot connect to it",
     "dns": "the host name does not resolve",
     "sudo": "sudo wants a password, or refuses the user",
     "probe": "the probe ran but its output, or an interface in it, cannot be judged",

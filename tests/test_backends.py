@@ -212,15 +212,27 @@ def test_the_transport_remembers_an_integrity_failure_after_handing_it_on():
         assert (integrity_lost(plain, said), integrity_lost(ours, said)) == (False, True)
 
 
+# OpenSSH's own lines (clientloop.c, sshconnect.c, packet.c), as ssh prints them at exit status 255.
+VERBOSE_TAIL = (
+    "Transferred: sent 5944, received 2080 bytes, in 1.0 seconds\r\nBytes per second: sent 5913.5, received 2069.4\r\n"
+)
+
+
 @pytest.mark.parametrize(
     ("stderr", "expected"),
     [
-        # clientloop.c: the session's connection ended under the command.
+        # The session's connection, after login, closed or reset by the host: lost, without its address.
         ("Connection to 10.0.0.5 closed by remote host.\r\n", (LostConnection, "connection lost")),
-        # sshd closed it before its banner (MaxStartups, say): a failure to connect, in OpenSSH's words.
+        ("Read from remote host 10.0.0.5: Connection reset by peer\r\n", (LostConnection, "connection lost")),
+        ("Connection to 10.0.0.5 closed by remote host.\r\n" + VERBOSE_TAIL, (LostConnection, "connection lost")),
+        # sshd closed it before its banner (MaxStartups, say): OpenSSH 8.0-9.4, then 7.x.
         (
-            "kex_exchange_identification: Connection closed by remote host\r\n",
-            (SshFailed, "kex_exchange_identification: Connection closed by remote host"),
+            "kex_exchange_identification: Connection closed by remote host\r\nConnection closed by 10.0.0.5 port 22\r\n",
+            (SshFailed, "Connection closed by 10.0.0.5 port 22"),
+        ),
+        (
+            "ssh_exchange_identification: Connection closed by remote host\r\n",
+            (SshFailed, "ssh_exchange_identification: Connection closed by remote host"),
         ),
     ],
 )

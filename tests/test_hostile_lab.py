@@ -141,6 +141,10 @@ def test_a_command_killed_by_a_signal_is_the_probes_failure_not_a_lost_connectio
     assert (result.error, result.error_kind) == ("probe failed (exit -1): no output", "probe")
     # Still sending when it died (4 MiB, past sshd's window): no exit status, and no send error either.
     assert run_unread(lab, "killed").rc == -1
+    # OpenSSH's client handles no exit signal: it exits 255, silent.
+    (target,) = lab_targets(lab, ["killed"], "ssh", timeout=TIMEOUT, ssh_config=str(lab.ssh_config))
+    result = probe_host(target)
+    assert (result.error, result.error_kind) == ("ssh failed: no output", "ssh")
 
 
 def test_a_host_closed_for_its_budget_mid_command_is_a_timeout(lab):
