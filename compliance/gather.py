@@ -129,15 +129,14 @@ def describe_error(exc: BaseException, target: Target, doing: str = "running the
         return str(exc)  # the suite's own words, naming the file and line: whole
     if isinstance(exc, (bastion.HopFailure, bastion.ForwardFailed)):
         return excerpt(str(exc))  # may quote the bastion's words
-    if isinstance(exc, backends.HostTimeout):
-        # One wording for both backends: the phase, and the limit it ran into.
-        return f"timed out {'connecting' if exc.phase == 'connecting' else doing} (limit {exc.limit:g}s)"
+    if isinstance(exc, (backends.HostTimeout, backends.LostConnection)):
+        # One wording for both backends: what was under way ("connecting", or ``doing``), then why.
+        during = "connecting" if exc.phase == "connecting" else doing
+        if isinstance(exc, backends.HostTimeout):
+            return f"timed out {during} (limit {exc.limit:g}s)"
+        return f"connection lost {during}" + (f": {exc.detail}" if exc.detail else "")
     if isinstance(exc, backends.OutputLimit):
         return str(exc)
-    if isinstance(exc, backends.LostConnection):
-        return f"connection lost {'connecting' if exc.phase == 'connecting' else doing}" + (
-            f": {exc.detail}" if exc.detail else ""
-        )
     if isinstance(exc, (TimeoutError, socket.timeout)):
         return f"timed out (limit {target.timeout:g}s)"
     if isinstance(exc, (ConnectionRefusedError, paramiko.ssh_exception.NoValidConnectionsError)):
