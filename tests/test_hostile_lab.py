@@ -12,9 +12,10 @@ import html
 import json
 import os
 import re
-import resource
 import signal
 import subprocess
+import tempfile
+import threading
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -47,16 +48,27 @@ def lab():
 
 
 def audit_with_peak_rss(reports, *args):
-    """Run the audit as a user would; return (completed process, peak RSS of its process tree in MiB)."""
+    """Run the audit as a user would; return (completed process, peak RSS of its process tree in MiB).
+
+    The peak is wait4()'s for this child and the processes it waited for: getrusage(RUSAGE_CHILDREN)
+    would be the largest child this test process ever had (a browser, pip) whatever the audit used.
+    """
     reports.mkdir(parents=True, exist_ok=True)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    proc = subprocess.run(
-        audit_argv(reports, *args), cwd=ROOT, capture_output=True, text=True, timeout=300,
-        env=dict(os.environ, COLUMNS="200"),
-    )  # fmt: skip
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    # ru_maxrss of children is the largest any child reached: a new peak shows as a change.
-    return proc, max(peak, before) / 1024
+    argv = audit_argv(reports, *args)
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        child = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=err, text=True, env=dict(os.environ, COLUMNS="200"))
+        watchdog = threading.Timer(300, child.kill)
+        watchdog.start()
+        try:
+            _, status, usage = os.wait4(child.pid, 0)
+        finally:
+            watchdog.cancel()
+        child.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait for it
+        assert child.returncode != -signal.SIGKILL, "the audit ran past 300 s"
+        out.seek(0)
+        err.seek(0)
+        proc = subprocess.CompletedProcess(argv, child.returncode, out.read(), err.read())
+    return proc, usage.ru_maxrss / 1024
 
 
 @pytest.mark.parametrize("scheme", ["paramiko", "ssh"])
