@@ -189,16 +189,24 @@ def connection_lost(transport: paramiko.Transport | None, exc: BaseException | N
 
 # OpenSSH reports its failures only as text on stderr (exit status 255): this table is the
 # one place that reads it, turning each into the type the rest of the suite works with.
-_OPENSSH_FAILURES: tuple[tuple[str, type[BaseException]], ...] = (
+_OPENSSH_FAILURES: tuple[tuple[str, Callable[[str], BaseException]], ...] = (
     ("REMOTE HOST IDENTIFICATION HAS CHANGED", HostKeyMismatch),
     ("Host key verification failed", UnknownHostKey),
     ("Permission denied", AuthenticationFailed),
     ("Connection refused", ConnectionRefusedError),
     ("timed out", TimeoutError),  # ConnectTimeout; the backend makes it a HostTimeout
-    ("Could not resolve hostname", socket.gaierror),
-    ("No route to host", OSError),
-    ("Network is unreachable", OSError),
+    # The resolver's own words, as paramiko's socket.gaierror gives them, and the errno's text, as its OSError.
+    ("Could not resolve hostname", lambda line: socket.gaierror(line.rpartition(": ")[2])),
+    ("No route to host", lambda line: OSError(errno.EHOSTUNREACH, os.strerror(errno.EHOSTUNREACH))),
+    ("Network is unreachable", lambda line: OSError(errno.ENETUNREACH, os.strerror(errno.ENETUNREACH))),
 )
+
+# Where OpenSSH names the host in its words ("Connection closed by ADDRESS port 22", "connect to host
+# ADDRESS port 22: ...", "Received disconnect from ADDRESS port 22:2: ...", "UNKNOWN port 65535"
+# through a ProxyJump): a report's row already names the host, and a message that holds no address
+# groups with the same failure on every other host.
+# OpenSSH before 7.3 said "Received disconnect from ADDRESS: 2: ...".
+_OPENSSH_NAMED = re.compile(r"\b(by|from|with|to) (?:host )?\S+ port \d+(?::\d+)?|\b(from) \S+: \d+(?=: )")
 
 
 # What ssh's session loop (clientloop.c, after login) says when the connection ends under the
@@ -208,10 +216,21 @@ _OPENSSH_LOST = re.compile(r"Connection to \S+ closed by remote host\.|Read from
 _OPENSSH_AFTER = ("debug", "Transferred:", "Bytes per second:")
 
 
+def unnamed(line: str) -> str:
+    """OpenSSH's line without the host's address (or name) and port, which the report's row gives.
+
+    >>> unnamed("ssh_dispatch_run_fatal: Connection to 10.0.0.5 port 22: message authentication code incorrect")
+    'ssh_dispatch_run_fatal: Connection to the host: message authentication code incorrect'
+    >>> unnamed("Received disconnect from 2001:db8::5 port 22:2: Too many authentication failures")
+    'Received disconnect from the host: Too many authentication failures'
+    """
+    return _OPENSSH_NAMED.sub(lambda m: f"{m.group(1) or m.group(2)} the host", line)
+
+
 def openssh_failure(stderr: str) -> BaseException:
     """The exception for an OpenSSH client that exited 255 with ``stderr``."""
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    last = lines[-1] if lines else "no output"
+    last = unnamed(lines[-1]) if lines else "no output"
     said = [line for line in lines if not line.startswith(_OPENSSH_AFTER)]
     if said and _OPENSSH_LOST.fullmatch(said[-1]):
         return LostConnection()

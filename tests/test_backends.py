@@ -228,7 +228,7 @@ VERBOSE_TAIL = (
         # sshd closed it before its banner (MaxStartups, say): OpenSSH 8.0-9.4, then 7.x.
         (
             "kex_exchange_identification: Connection closed by remote host\r\nConnection closed by 10.0.0.5 port 22\r\n",
-            (SshFailed, "Connection closed by 10.0.0.5 port 22"),
+            (SshFailed, "Connection closed by the host"),
         ),
         (
             "ssh_exchange_identification: Connection closed by remote host\r\n",
@@ -239,3 +239,65 @@ VERBOSE_TAIL = (
 def test_openssh_words_for_a_connection_that_ended(stderr, expected):
     failure = openssh_failure(stderr)
     assert (type(failure), str(failure)) == expected
+
+
+# OpenSSH's lines that name the host (packet.c's sshpkt_fatal, sshconnect.c, ssh.c), as users
+# reported them. A report's row names the host: its message never does (README, summary.json).
+@pytest.mark.parametrize(
+    ("stderr", "message"),
+    [
+        # https://github.com/vmactions/dragonflybsd-vm/issues/1 (a failed MAC, mid-transfer)
+        (
+            "ssh_dispatch_run_fatal: Connection to 127.0.0.1 port 2226: message authentication code incorrect\n",
+            "ssh failed: ssh_dispatch_run_fatal: Connection to the host: message authentication code incorrect",
+        ),
+        # https://github.com/corneliusludmann/gitpod-playground/issues/4 (through a ProxyCommand)
+        (
+            "Bad packet length 4064835853.\n"
+            "ssh_dispatch_run_fatal: Connection to UNKNOWN port 65535: message authentication code incorrect\n",
+            "ssh failed: ssh_dispatch_run_fatal: Connection to the host: message authentication code incorrect",
+        ),
+        # https://github.com/bryanpkc/corkscrew/issues/19 (closed before the banner, through a proxy)
+        (
+            "kex_exchange_identification: Connection closed by remote host\nConnection closed by UNKNOWN port 65535\n",
+            "ssh failed: Connection closed by the host",
+        ),
+        # https://github.com/elpy1/ssh-over-ssm/issues/14 (MaxAuthTries, through a ProxyCommand)
+        (
+            "Received disconnect from UNKNOWN port 65535:2: Too many authentication failures\n"
+            "Disconnected from UNKNOWN port 65535\n",
+            "ssh failed: Disconnected from the host",
+        ),
+        # https://github.com/jawj/IKEv2-setup/issues/146 (MaxAuthTries 2)
+        (
+            "Received disconnect from 203.0.113.7 port 22:2: Too many authentication failures\n",
+            "ssh failed: Received disconnect from the host: Too many authentication failures",
+        ),
+        # https://github.com/sequelpro/sequelpro/issues/1722 (OpenSSH before 7.3)
+        (
+            "Received disconnect from 203.0.113.7: 2: Too many authentication failures for root\n",
+            "ssh failed: Received disconnect from the host: Too many authentication failures for root",
+        ),
+        # https://github.com/WassimBenzarti/colab-ssh/issues/70
+        (
+            "packet_write_wait: Connection to UNKNOWN port 65535: Unknown error\n",
+            "ssh failed: packet_write_wait: Connection to the host: Unknown error",
+        ),
+        # sshconnect.c ssh_connect_direct and ssh.c, as paramiko's socket errors word them
+        ("ssh: connect to host 10.0.0.5 port 22: No route to host\n", "No route to host"),
+        ("ssh: connect to host 10.0.0.5 port 22: Network is unreachable\n", "Network is unreachable"),
+        # https://github.com/microsoft/vscode-remote-release/issues/9431 (the resolver's words kept)
+        (
+            "ssh: Could not resolve hostname linprog: No such host is known.\n",
+            "cannot resolve the host name: No such host is known.",
+        ),
+    ],
+)
+def test_a_message_from_openssh_never_names_the_host(stderr, message):
+    from compliance.gather import describe_error
+
+    described = describe_error(openssh_failure(stderr), None)
+    assert described == message
+    assert not any(
+        name in described for name in ("127.0.0.1", "UNKNOWN", "65535", "203.0.113.7", "10.0.0.5", "linprog")
+    )

@@ -83,6 +83,19 @@ def test_probe_host_over_openssh_matches_paramiko(lab):
     assert probe_host(via_paramiko).facts == probe_host(via_ssh).facts
 
 
+@pytest.mark.parametrize("scheme", ["paramiko", "ssh"])
+def test_an_address_with_no_host_is_no_route_and_never_named(lab, scheme):
+    # On the lab's bridge, where nothing answers ARP for it: the kernel says EHOSTUNREACH after ~3 s.
+    # OpenSSH once made it "OSError: ssh: connect to host ADDRESS port 22: No route to host".
+    nobody = str(lab.network.broadcast_address - 1)
+    assert nobody not in {h.address for h in lab.hosts.values()}
+    from compliance.targets import expand
+
+    (target,) = expand([f"{scheme}://root@{nobody}"], known_hosts=str(lab.known_hosts), timeout=15).targets
+    result = probe_host(target)
+    assert (result.error, result.error_kind) == ("No route to host", "unreachable")
+
+
 # Lab hosts that answer quickly: enough for a process to have hosts left to share after a window.
 QUICK = ["sgon", "jumbo", "exposed", "bigmtu", "below", "mixed", "plain1", "plain2", "plain3", "multi"]
 
