@@ -283,10 +283,19 @@ class Remediator:
         except (WorkaroundError, persist.PersistError) as exc:
             outcome.result, outcome.cause = "failed", str(exc)
         except Exception as exc:
-            outcome.result, outcome.cause = "failed", f"{type(exc).__name__}: {excerpt(str(exc))}"
+            outcome.result, outcome.cause = "failed", self._failure(host, exc)
         if outcome.judgement is None:
             outcome.judgement = judgement
         return outcome
+
+    def _failure(self, host: str, exc: Exception) -> str:
+        """An exception as a host's row words it (``connection refused``, ``timed out connecting``...)."""
+        from compliance.gather import describe_error
+
+        target = (self._targets or {}).get(host)
+        if target is None:
+            return f"{type(exc).__name__}: {excerpt(str(exc))}"
+        return describe_error(exc, target, "applying the workaround")
 
     def _sudo_on(self, host: str) -> bool:
         """Whether apply would use sudo on this host: --sudo, or its inventory's ansible_become.

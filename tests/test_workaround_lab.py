@@ -362,3 +362,27 @@ def test_when_the_driver_refuses_sg_only_an_allowed_mtu_change_remediates(fresh_
     assert row["workaround"]["commands"] == ["/usr/sbin/ethtool -K eth1 sg on", "ip link set dev eth1 mtu 9001"]
     assert row["workaround"]["after"] == {"scatter_gather": "off", "sg_fixed": False, "mtu": 9001}
     assert rows(allowed, lab)[("nosg", "eth0")]["verdict"] == "jumbo-mtu"  # mitigated: untouched
+
+
+# Answers the probe and `id -u`, then its session's sshd is killed under the workaround's next
+# command: the connection ends mid-workaround.
+DROPS = HostPlan(
+    "drops",
+    (IfacePlan("eth0"), IfacePlan("eth1", sg=False)),
+    force_command=(
+        'case "$SSH_ORIGINAL_COMMAND" in sh) exec sh ;; *"id -u"*) exec sh -c "$SSH_ORIGINAL_COMMAND" ;; '
+        "*) kill -9 $PPID ;; esac"
+    ),
+)
+
+
+@plan(DROPS)
+def test_a_connection_lost_during_the_workaround_is_worded_as_a_rows_cause(fresh_lab, tmp_path):
+    # It read "LostConnection: connection lost" (the exception's type and text), unlike every row's cause.
+    lab = fresh_lab
+    audit = run_audit(tmp_path, *lab_args(lab), "--xennet-workaround=apply")
+    assert audit.returncode == 1, audit.stdout
+    row = rows(audit, lab)[("drops", "eth1")]
+    assert (row["verdict"], row["workaround"]["result"]) == ("susceptible", "failed"), row
+    assert row["workaround"]["cause"] == "connection lost applying the workaround", row["workaround"]
+    assert sg(lab, "drops", "eth1") is False  # nothing changed
