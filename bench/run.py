@@ -818,26 +818,24 @@ def least(rows: dict[str, Row], hosts: int) -> list[str]:
 
 
 def wall_verdict(rows: dict[str, Row]) -> list[str]:
-    """What the probe's remote work alone does to the lab's wall time: (a+), (a+nb), (a+s) against the floor."""
-    walls = {key: rows[key].wall / rows["a"].wall for key, _ in PROBE_VARIANTS.values() if key in rows}
+    """What the probe's remote work alone does to the lab's wall time: (a+), (a+nb), (a+s) against the floor,
+    each as the table rounds it, and only those that ran."""
+    walls = {key: round(rows[key].wall / rows["a"].wall, 2) for key, _ in PROBE_VARIANTS.values() if key in rows}
     if "a+" not in walls:
         return []
     if walls["a+"] <= 1.2:
-        said = "The floor sending the whole probe is within 1.2 × the floor's wall time: the rest is the suite's."
-    elif walls.get("a+nb", 9.0) <= 1.2:
-        said = (
-            "The floor sending the whole probe is above 1.2 × the floor's wall time, with no client cost of its own: "
-            "on this lab, where the hosts' sshds and remote commands share the client's cores, the probe's remote "
-            "work alone misses the wall target; without its boot-configuration section it is within it."
-        )
+        said = ["The floor sending the whole probe is within 1.2 × the floor's wall time: the rest is the suite's."]
     else:
-        said = (
-            "The floor sending the probe is above 1.2 × the floor's wall time even without the probe's "
-            "boot-configuration section, with no client cost of its own: on this lab, where the hosts' sshds and "
-            "remote commands share the client's cores, the wall target is out of reach for any client that runs "
-            "`ethtool -k` per interface."
-        )
-    return [said + " Lab wall times are as noisy as the rest: a guide, not a bound.", ""]
+        said = [
+            f"The floor sending the whole probe took {walls['a+']:.2f} × the floor's wall time, with no client cost "
+            "of its own: on this lab, where the hosts' sshds and remote commands share the client's cores, the "
+            "probe's remote work alone missed the wall target in this run."
+        ]
+        for key, part in (("a+nb", "without its boot-configuration section"), ("a+s", "with its sysfs reads alone")):
+            if key in walls:
+                side = "within" if walls[key] <= 1.2 else "above"
+                said.append(f"The probe {part} was {side} it ({walls[key]:.2f} ×).")
+    return [" ".join(said) + " Lab wall times are as noisy as the rest: a guide, not a bound.", ""]
 
 
 def deciles(values: list[float]) -> tuple[float, float, float]:

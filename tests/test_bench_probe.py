@@ -38,3 +38,23 @@ def test_a_part_that_is_gone_is_an_error(monkeypatch):
     for part in ("boot", "ethtool"):
         with pytest.raises(ValueError, match="not found"):
             probe_without((part,))
+
+
+def walls(**ratios):
+    from types import SimpleNamespace
+
+    return {"a": SimpleNamespace(wall=10.0)} | {
+        k.replace("_", "+"): SimpleNamespace(wall=10 * v) for k, v in ratios.items()
+    }
+
+
+def test_the_wall_verdict_says_only_what_ran_as_the_table_rounds_it():
+    from bench.run import wall_verdict
+
+    # The run at 878b4b2: a+ 1.22, a+nb 1.16, a+s 1.06 (bench/RESULTS.md).
+    (said, _) = wall_verdict(walls(a_=1.2239, a_nb=1.16, a_s=1.06))
+    assert "took 1.22 ×" in said and "without its boot-configuration section was within it (1.16 ×)" in said
+    # A part left out (--skip a+nb) is never spoken of; 1.2004 prints as 1.20, and is within.
+    (said, _) = wall_verdict(walls(a_=1.25))
+    assert "boot-configuration" not in said and "sysfs" not in said
+    assert wall_verdict(walls(a_=1.2004))[0].startswith("The floor sending the whole probe is within 1.2 ×")
