@@ -195,18 +195,29 @@ _OPENSSH_FAILURES: tuple[tuple[str, Callable[[str], BaseException]], ...] = (
     ("Permission denied", AuthenticationFailed),
     ("Connection refused", ConnectionRefusedError),
     ("timed out", TimeoutError),  # ConnectTimeout; the backend makes it a HostTimeout
-    # The resolver's own words, as paramiko's socket.gaierror gives them, and the errno's text, as its OSError.
-    ("Could not resolve hostname", lambda line: socket.gaierror(line.rpartition(": ")[2])),
+    ("not responding", TimeoutError),  # "Timeout, server ADDRESS not responding." (ServerAliveInterval)
+    # The resolver's words alone (socket.gaierror's strerror, as paramiko's), and the errno's text, as its OSError.
+    ("Could not resolve host", lambda line: socket.gaierror(socket.EAI_NONAME, _resolver_words(line))),
     ("No route to host", lambda line: OSError(errno.EHOSTUNREACH, os.strerror(errno.EHOSTUNREACH))),
     ("Network is unreachable", lambda line: OSError(errno.ENETUNREACH, os.strerror(errno.ENETUNREACH))),
 )
 
-# Where OpenSSH names the host in its words ("Connection closed by ADDRESS port 22", "connect to host
-# ADDRESS port 22: ...", "Received disconnect from ADDRESS port 22:2: ...", "UNKNOWN port 65535"
-# through a ProxyJump): a report's row already names the host, and a message that holds no address
-# groups with the same failure on every other host.
-# OpenSSH before 7.3 said "Received disconnect from ADDRESS: 2: ...".
-_OPENSSH_NAMED = re.compile(r"\b(by|from|with|to) (?:host )?\S+ port \d+(?::\d+)?|\b(from) \S+: \d+(?=: )")
+# Where OpenSSH names the host in its words, each phrase that does followed by the host's address or
+# name and, from OpenSSH 7.2, its port ("Connection closed by ADDRESS port 22", "Received disconnect
+# from ADDRESS port 22:2: ...", before 7.2 "... from ADDRESS: 2: ..."; "UNKNOWN port 65535" through a
+# proxy): a report's row already names the host, and a message without it groups with the same
+# failure on every other host.
+_OPENSSH_NAMED = re.compile(
+    r"\b(Connection closed by|Connection reset by|Disconnected from|Disconnecting|Unable to negotiate with"
+    r"|Connection to|Received disconnect from|connect to host) \S+?(?: port \d+)?(?::\d+|: \d+(?=: ))?(?=: |\.?$| timed out)"
+)
+_SERVER_SILENT = re.compile(r"Timeout, server \S+ not responding\.")
+
+
+def _resolver_words(line: str) -> str:
+    """What the resolver said of a name OpenSSH could not resolve, without the name."""
+    found = re.search(r"Could not resolve hostname \S+: (.+)", line)
+    return found.group(1) if found else "the name does not resolve"
 
 
 # What ssh's session loop (clientloop.c, after login) says when the connection ends under the
@@ -224,7 +235,8 @@ def unnamed(line: str) -> str:
     >>> unnamed("Received disconnect from 2001:db8::5 port 22:2: Too many authentication failures")
     'Received disconnect from the host: Too many authentication failures'
     """
-    return _OPENSSH_NAMED.sub(lambda m: f"{m.group(1) or m.group(2)} the host", line)
+    line = _SERVER_SILENT.sub("Timeout, the host is not responding.", line)
+    return _OPENSSH_NAMED.sub(lambda m: f"{m.group(1)} the host", line)
 
 
 def openssh_failure(stderr: str) -> BaseException:
@@ -236,7 +248,8 @@ def openssh_failure(stderr: str) -> BaseException:
         return LostConnection()
     for needle, kind in _OPENSSH_FAILURES:
         if needle in stderr:
-            return kind(last)
+            # The line that says it: after it, a proxy's own words ("Connection closed by UNKNOWN ...").
+            return kind(unnamed(next(line for line in lines if needle in line)))
     return SshFailed(last)
 
 
@@ -1489,13 +1502,19 @@ class SshBackend(NonInteractiveSudo, testinfra.backend.ssh.SshBackend):
             raise
         finally:
             self._procs.discard(proc)
+            # Now, not when the Popen is collected: a failure's traceback keeps it alive until then.
+            for pipe in (proc.stdin, proc.stdout, proc.stderr):
+                if pipe is not None:
+                    pipe.close()
         if self._closed:
             raise ConnectionAbortedError("connection closed")
         if proc.returncode == 255:  # OpenSSH's own failure, not the remote command's
             said = stderr.decode("utf-8", "replace")
             self._blame_bastion(said, log_from)
             failure = openssh_failure(said)
-            raise HostTimeout("connecting", self.timeout) if isinstance(failure, TimeoutError) else failure
+            if isinstance(failure, TimeoutError):  # ServerAliveInterval's, once logged in: the command's
+                raise HostTimeout("running" if _SERVER_SILENT.search(said) else "connecting", self.timeout)
+            raise failure
         return proc.returncode, stdout, stderr
 
     def close(self) -> None:

@@ -150,7 +150,7 @@ def describe_error(exc: BaseException, target: Target, doing: str = "running the
     if isinstance(exc, backends.SudoRefused):
         return "sudo requires a password"
     if isinstance(exc, socket.gaierror):
-        return f"cannot resolve the host name: {excerpt(str(exc))}"
+        return f"cannot resolve the host name: {excerpt(exc.strerror or str(exc))}"  # the resolver's words
     if isinstance(exc, backends.SshFailed):
         return f"ssh failed: {excerpt(str(exc))}"
     if isinstance(exc, FileNotFoundError) and exc.filename:

@@ -273,7 +273,7 @@ def test_openssh_words_for_a_connection_that_ended(stderr, expected):
             "Received disconnect from 203.0.113.7 port 22:2: Too many authentication failures\n",
             "ssh failed: Received disconnect from the host: Too many authentication failures",
         ),
-        # https://github.com/sequelpro/sequelpro/issues/1722 (OpenSSH before 7.3)
+        # https://github.com/sequelpro/sequelpro/issues/1722 (OpenSSH before 7.2, which added "port")
         (
             "Received disconnect from 203.0.113.7: 2: Too many authentication failures for root\n",
             "ssh failed: Received disconnect from the host: Too many authentication failures for root",
@@ -291,6 +291,31 @@ def test_openssh_words_for_a_connection_that_ended(stderr, expected):
             "ssh: Could not resolve hostname linprog: No such host is known.\n",
             "cannot resolve the host name: No such host is known.",
         ),
+        # A ProxyCommand's bastion that does not resolve: the resolver's line, not the proxy's last words.
+        (
+            "ssh: Could not resolve hostname bastion.example: Name or service not known\r\n"
+            "kex_exchange_identification: Connection closed by remote host\r\n"
+            "Connection closed by UNKNOWN port 65535\r\n",
+            "cannot resolve the host name: Name or service not known",
+        ),
+        # ssh.c with CanonicalizeFallbackLocal no: the name in quotes, no resolver's words.
+        ('ssh: Could not resolve host "linprog"\n', "cannot resolve the host name: the name does not resolve"),
+        # OpenSSH 7.0/7.1 named the host without its port (packet.c sshpkt_fatal).
+        ("Connection closed by 10.0.0.5\n", "ssh failed: Connection closed by the host"),
+        ("Connection reset by 2001:db8::5\n", "ssh failed: Connection reset by the host"),
+        (
+            "packet_write_wait: Connection to 10.0.0.5: Broken pipe\n",
+            "ssh failed: packet_write_wait: Connection to the host: Broken pipe",
+        ),
+        (
+            "Unable to negotiate with 10.0.0.5 port 22: no matching host key type found. Their offer: ssh-rsa\n",
+            "ssh failed: Unable to negotiate with the host: no matching host key type found. Their offer: ssh-rsa",
+        ),
+        # packet.c from 8.0 (9.6's strict KEX, say).
+        (
+            "Disconnecting 10.0.0.5 port 22: strict KEX violation: unexpected packet type 2 (seqnr 1)\n",
+            "ssh failed: Disconnecting the host: strict KEX violation: unexpected packet type 2 (seqnr 1)",
+        ),
     ],
 )
 def test_a_message_from_openssh_never_names_the_host(stderr, message):
@@ -298,6 +323,22 @@ def test_a_message_from_openssh_never_names_the_host(stderr, message):
 
     described = describe_error(openssh_failure(stderr), None)
     assert described == message
-    assert not any(
-        name in described for name in ("127.0.0.1", "UNKNOWN", "65535", "203.0.113.7", "10.0.0.5", "linprog")
-    )
+    names = ("127.0.0.1", "UNKNOWN", "65535", "203.0.113.7", "10.0.0.5", "2001:db8::5", "linprog", "bastion.example")
+    assert not any(name in described for name in names)
+
+
+def test_a_name_that_does_not_resolve_reads_alike_under_both_backends():
+    # paramiko's (socket.create_connection's) gaierror against OpenSSH's line for the same name.
+    with pytest.raises(socket.gaierror) as raised:
+        socket.getaddrinfo("no-such-host.invalid", 22)
+    ours = openssh_failure("ssh: Could not resolve hostname no-such-host.invalid: Name or service not known\n")
+    from compliance.gather import describe_error
+
+    assert describe_error(raised.value, None) == describe_error(ours, None)
+    assert describe_error(ours, None) == "cannot resolve the host name: Name or service not known"
+
+
+def test_a_server_that_stops_answering_is_a_timeout_not_a_named_ssh_failure():
+    # clientloop.c, after ServerAliveCountMax unanswered keepalives (ServerAliveInterval in a user's ssh_config).
+    failure = openssh_failure("Timeout, server web1.example.com not responding.\r\n")
+    assert isinstance(failure, TimeoutError) and "web1" not in str(failure)

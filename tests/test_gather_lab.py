@@ -92,8 +92,11 @@ def test_an_address_with_no_host_is_no_route_and_never_named(lab, scheme):
     from compliance.targets import expand
 
     (target,) = expand([f"{scheme}://root@{nobody}"], known_hosts=str(lab.known_hosts), timeout=15).targets
+    fds = len(os.listdir("/proc/self/fd"))
     result = probe_host(target)
     assert (result.error, result.error_kind) == ("No route to host", "unreachable")
+    # ssh's pipes are closed with the failure, not when its traceback's cycle is collected.
+    assert len(os.listdir("/proc/self/fd")) == fds
 
 
 # Lab hosts that answer quickly: enough for a process to have hosts left to share after a window.

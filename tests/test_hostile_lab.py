@@ -37,6 +37,8 @@ PLAN = (
     HostPlan("dies", force_command="exec sh -c 'sleep 1; kill -9 $PPID'"),
     # Its command dies by a signal: sshd sends no exit status, and the connection stays up.
     HostPlan("killed", force_command="exec sh -c 'kill -9 $$'"),
+    # Its session's sshd is stopped: the connection stays open and nothing answers on it any more.
+    HostPlan("frozen", force_command="exec sh -c 'kill -STOP $PPID; sleep 60'"),
 )
 TIMEOUT = 8  # long: the flooding hosts must be stopped by the output cap, not by the clock
 
@@ -73,7 +75,7 @@ def audit_with_peak_rss(reports, *args):
 
 @pytest.mark.parametrize("scheme", ["paramiko", "ssh"])
 def test_flooding_trickling_and_truncated_hosts_are_one_line_errors(lab, tmp_path, scheme):
-    hosts = [n for n in lab.hosts if n not in ("dies", "killed")]
+    hosts = [n for n in lab.hosts if n not in ("dies", "killed", "frozen")]
     args = [a for a in lab_args(lab, hosts, scheme=scheme) if not a.startswith("--xennet-timeout")]
     extra = [f"--ssh-config={lab.ssh_config}"] if scheme == "ssh" else []
     proc, peak_mib = audit_with_peak_rss(tmp_path, *args, *extra, f"--xennet-timeout={TIMEOUT}")
@@ -237,3 +239,18 @@ def test_a_killed_worker_loses_no_case_and_every_report_says_so(crash_lab, tmp_p
     blob = json.loads(html.unescape(re.search(r'data-jsonblob="([^"]*)"', page).group(1)))
     assert len(blob["tests"]) == len(rows) and any(f"{address}|eth0" in nodeid for nodeid in blob["tests"])
     assert "case(s) lost with a crashed worker" in out
+
+
+def test_a_host_that_stops_answering_openssh_keepalives_is_a_timeout_that_names_nobody(lab, tmp_path):
+    # OpenSSH's "Timeout, server ADDRESS not responding." (a user's ServerAliveInterval) was
+    # "ssh failed: Timeout, server ADDRESS not responding.", of kind ssh: named, and no timeout.
+    config = tmp_path / "ssh_config"
+    # OpenSSH's default LogLevel (INFO) prints it; the lab's own ssh_config says ERROR, which keeps it quiet.
+    keepalives = "Host *\n    ServerAliveInterval 1\n    ServerAliveCountMax 2\n    LogLevel INFO\n\n"
+    config.write_text(keepalives + lab.ssh_config.read_text())
+    from compliance.gather import probe_host
+
+    (target,) = lab_targets(lab, ["frozen"], "ssh", timeout=TIMEOUT, ssh_config=str(config))
+    result = probe_host(target)
+    assert (result.error, result.error_kind) == (f"timed out running the probe (limit {TIMEOUT}s)", "timeout")
+    assert result.seconds < TIMEOUT  # the keepalives, ≈ 3 s, not the process's deadline
