@@ -187,6 +187,13 @@ def connection_lost(transport: paramiko.Transport | None, exc: BaseException | N
     return LostConnection(INTEGRITY_FAILED if integrity else "")
 
 
+def _unresolved(line: str) -> socket.gaierror:
+    """A name OpenSSH could not resolve: the resolver's words without the name, as paramiko's gaierror."""
+    found = re.search(r"Could not resolve hostname \S+: (.+)", line)
+    words = found.group(1) if found else "the name does not resolve"
+    return socket.gaierror(socket.EAI_AGAIN if "Temporary failure" in words else socket.EAI_NONAME, words)
+
+
 # OpenSSH reports its failures only as text on stderr (exit status 255): this table is the
 # one place that reads it, turning each into the type the rest of the suite works with.
 _OPENSSH_FAILURES: tuple[tuple[str, Callable[[str], BaseException]], ...] = (
@@ -195,9 +202,10 @@ _OPENSSH_FAILURES: tuple[tuple[str, Callable[[str], BaseException]], ...] = (
     ("Permission denied", AuthenticationFailed),
     ("Connection refused", ConnectionRefusedError),
     ("timed out", TimeoutError),  # ConnectTimeout; the backend makes it a HostTimeout
-    ("not responding", TimeoutError),  # "Timeout, server ADDRESS not responding." (ServerAliveInterval)
+    # clientloop.c, after ServerAliveCountMax unanswered keepalives (a ServerAliveInterval in the ssh_config).
+    ("Timeout, server ", lambda line: LostConnection(KEEPALIVES_UNANSWERED)),
     # The resolver's words alone (socket.gaierror's strerror, as paramiko's), and the errno's text, as its OSError.
-    ("Could not resolve host", lambda line: socket.gaierror(socket.EAI_NONAME, _resolver_words(line))),
+    ("ssh: Could not resolve host", _unresolved),
     ("No route to host", lambda line: OSError(errno.EHOSTUNREACH, os.strerror(errno.EHOSTUNREACH))),
     ("Network is unreachable", lambda line: OSError(errno.ENETUNREACH, os.strerror(errno.ENETUNREACH))),
 )
@@ -209,15 +217,13 @@ _OPENSSH_FAILURES: tuple[tuple[str, Callable[[str], BaseException]], ...] = (
 # failure on every other host.
 _OPENSSH_NAMED = re.compile(
     r"\b(Connection closed by|Connection reset by|Disconnected from|Disconnecting|Unable to negotiate with"
-    r"|Connection to|Received disconnect from|connect to host) \S+?(?: port \d+)?(?::\d+|: \d+(?=: ))?(?=: |\.?$| timed out)"
+    r"|Connection to|Received disconnect from|connect to host) (?!(?:peer|remote)\b)\S+?(?: port \d+)?(?::\d+|: \d+(?=: ))?"
+    r"(?=: |\.?$| timed out)"
 )
-_SERVER_SILENT = re.compile(r"Timeout, server \S+ not responding\.")
-
-
-def _resolver_words(line: str) -> str:
-    """What the resolver said of a name OpenSSH could not resolve, without the name."""
-    found = re.search(r"Could not resolve hostname \S+: (.+)", line)
-    return found.group(1) if found else "the name does not resolve"
+_NAMED_AS = {"connect to host": "connect to the host"}
+_OLD_DISCONNECT = re.compile(r"(Received disconnect from the host): \d+(?=: )")  # before 7.2: "ADDRESS: 2: ..."
+# What a host that stopped answering OpenSSH's keepalives (ServerAliveInterval) lost.
+KEEPALIVES_UNANSWERED = "it stopped answering keepalives"
 
 
 # What ssh's session loop (clientloop.c, after login) says when the connection ends under the
@@ -235,8 +241,8 @@ def unnamed(line: str) -> str:
     >>> unnamed("Received disconnect from 2001:db8::5 port 22:2: Too many authentication failures")
     'Received disconnect from the host: Too many authentication failures'
     """
-    line = _SERVER_SILENT.sub("Timeout, the host is not responding.", line)
-    return _OPENSSH_NAMED.sub(lambda m: f"{m.group(1)} the host", line)
+    line = _OPENSSH_NAMED.sub(lambda m: _NAMED_AS.get(m.group(1), f"{m.group(1)} the host"), line)
+    return _OLD_DISCONNECT.sub(r"\1", line)  # an IPv6 address ends in what the port-less form reads as "::5: 2"
 
 
 def openssh_failure(stderr: str) -> BaseException:
@@ -1360,7 +1366,7 @@ class SshBackend(NonInteractiveSudo, testinfra.backend.ssh.SshBackend):
         except subprocess.TimeoutExpired:
             raise HostTimeout("connecting", self.timeout) from None
         if proc.returncode != 0:
-            raise SshFailed(last_words(proc.stderr.decode("utf-8", "replace")))
+            raise openssh_failure(proc.stderr.decode("utf-8", "replace"))  # a name it cannot canonicalize, say
         pairs = (line.split(" ", 1) for line in proc.stdout.decode("utf-8", "replace").splitlines())
         return {p[0].lower(): p[1] for p in pairs if len(p) == 2}
 
@@ -1512,9 +1518,7 @@ class SshBackend(NonInteractiveSudo, testinfra.backend.ssh.SshBackend):
             said = stderr.decode("utf-8", "replace")
             self._blame_bastion(said, log_from)
             failure = openssh_failure(said)
-            if isinstance(failure, TimeoutError):  # ServerAliveInterval's, once logged in: the command's
-                raise HostTimeout("running" if _SERVER_SILENT.search(said) else "connecting", self.timeout)
-            raise failure
+            raise HostTimeout("connecting", self.timeout) if isinstance(failure, TimeoutError) else failure
         return proc.returncode, stdout, stderr
 
     def close(self) -> None:
@@ -1524,12 +1528,6 @@ class SshBackend(NonInteractiveSudo, testinfra.backend.ssh.SshBackend):
             kill(proc)
         if self._own_bastions:
             self.bastions.close()
-
-
-def last_words(stderr: str) -> str:
-    """OpenSSH's last non-empty line."""
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    return lines[-1] if lines else "no output"
 
 
 class LocalBackend(NonInteractiveSudo, testinfra.backend.local.LocalBackend):

@@ -286,6 +286,10 @@ def test_openssh_words_for_a_connection_that_ended(stderr, expected):
         # sshconnect.c ssh_connect_direct and ssh.c, as paramiko's socket errors word them
         ("ssh: connect to host 10.0.0.5 port 22: No route to host\n", "No route to host"),
         ("ssh: connect to host 10.0.0.5 port 22: Network is unreachable\n", "Network is unreachable"),
+        (
+            "Received disconnect from 2001:db8::5: 2: Too many authentication failures\n",
+            "ssh failed: Received disconnect from the host: Too many authentication failures",
+        ),
         # https://github.com/microsoft/vscode-remote-release/issues/9431 (the resolver's words kept)
         (
             "ssh: Could not resolve hostname linprog: No such host is known.\n",
@@ -310,6 +314,18 @@ def test_openssh_words_for_a_connection_that_ended(stderr, expected):
         (
             "Unable to negotiate with 10.0.0.5 port 22: no matching host key type found. Their offer: ssh-rsa\n",
             "ssh failed: Unable to negotiate with the host: no matching host key type found. Their offer: ssh-rsa",
+        ),
+        # Other connect errors show their words (sshconnect.c); "peer" and "remote host" name nobody.
+        ("ssh: connect to host 10.0.0.5 port 22: Host is down\n", "ssh failed: ssh: connect to the host: Host is down"),
+        (
+            "kex_exchange_identification: read: Connection reset by peer\r\n",
+            "ssh failed: kex_exchange_identification: read: Connection reset by peer",
+        ),
+        # Not OpenSSH's own words (a remote command's, before it died by a signal): no kind from them.
+        ("nfs: server fs1 not responding, still trying\n", "ssh failed: nfs: server fs1 not responding, still trying"),
+        (
+            "curl: (6) Could not resolve host: example.com\n",
+            "ssh failed: curl: (6) Could not resolve host: example.com",
         ),
         # packet.c from 8.0 (9.6's strict KEX, say).
         (
@@ -338,7 +354,19 @@ def test_a_name_that_does_not_resolve_reads_alike_under_both_backends():
     assert describe_error(ours, None) == "cannot resolve the host name: Name or service not known"
 
 
-def test_a_server_that_stops_answering_is_a_timeout_not_a_named_ssh_failure():
+def test_a_server_that_stops_answering_keepalives_is_a_lost_connection_that_names_nobody():
     # clientloop.c, after ServerAliveCountMax unanswered keepalives (ServerAliveInterval in a user's ssh_config).
     failure = openssh_failure("Timeout, server web1.example.com not responding.\r\n")
-    assert isinstance(failure, TimeoutError) and "web1" not in str(failure)
+    assert isinstance(failure, LostConnection) and str(failure) == "connection lost: it stopped answering keepalives"
+
+
+def test_a_name_ssh_cannot_canonicalize_is_a_dns_error_that_names_nobody(tmp_path):
+    # ssh -G, which the suite asks for a host's route, fails first: 'ssh: Could not resolve host "NAME"'.
+    from compliance.gather import probe_host
+    from compliance.targets import expand
+
+    config = tmp_path / "ssh_config"
+    config.write_text("CanonicalizeHostname yes\nCanonicalDomains invalid\nCanonicalizeFallbackLocal no\n")
+    (target,) = expand(["ssh://root@web1-nosuch"], ssh_config=str(config), timeout=10).targets
+    result = probe_host(target)
+    assert (result.error, result.error_kind) == ("cannot resolve the host name: the name does not resolve", "dns")
