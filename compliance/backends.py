@@ -217,7 +217,7 @@ _OPENSSH_FAILURES: tuple[tuple[str, Callable[[str], BaseException]], ...] = (
 # failure on every other host.
 _OPENSSH_NAMED = re.compile(
     r"\b(Connection closed by|Connection reset by|Disconnected from|Disconnecting|Unable to negotiate with"
-    r"|Connection to|Received disconnect from|connect to host) (?!(?:peer|remote)\b)\S+?(?: port \d+)?(?::\d+|: \d+(?=: ))?"
+    r"|Connection to|Received disconnect from|connect to host) (?!(?:peer|remote host)(?:\.?$|: ))\S+?(?: port \d+)?(?::\d+|: \d+(?=: ))?"
     r"(?=: |\.?$| timed out)"
 )
 _NAMED_AS = {"connect to host": "connect to the host"}
@@ -241,8 +241,9 @@ def unnamed(line: str) -> str:
     >>> unnamed("Received disconnect from 2001:db8::5 port 22:2: Too many authentication failures")
     'Received disconnect from the host: Too many authentication failures'
     """
-    line = _OPENSSH_NAMED.sub(lambda m: _NAMED_AS.get(m.group(1), f"{m.group(1)} the host"), line)
-    return _OLD_DISCONNECT.sub(r"\1", line)  # an IPv6 address ends in what the port-less form reads as "::5: 2"
+    named = _OPENSSH_NAMED.sub(lambda m: _NAMED_AS.get(m.group(1), f"{m.group(1)} the host"), line)
+    # Before 7.2 only (no port): an IPv6 address ends in what the port-less form reads as "::5: 2".
+    return named if " port " in line else _OLD_DISCONNECT.sub(r"\1", named)
 
 
 def openssh_failure(stderr: str) -> BaseException:
@@ -1366,7 +1367,11 @@ class SshBackend(NonInteractiveSudo, testinfra.backend.ssh.SshBackend):
         except subprocess.TimeoutExpired:
             raise HostTimeout("connecting", self.timeout) from None
         if proc.returncode != 0:
-            raise openssh_failure(proc.stderr.decode("utf-8", "replace"))  # a name it cannot canonicalize, say
+            said = proc.stderr.decode("utf-8", "replace")
+            # ssh -G connects to nothing: only a name it could not canonicalize is more than its words.
+            lines = [line.strip() for line in said.splitlines() if line.strip()]
+            resolve = [line for line in lines if line.startswith("ssh: Could not resolve host")]
+            raise _unresolved(resolve[0]) if resolve else SshFailed(unnamed(lines[-1]) if lines else "no output")
         pairs = (line.split(" ", 1) for line in proc.stdout.decode("utf-8", "replace").splitlines())
         return {p[0].lower(): p[1] for p in pairs if len(p) == 2}
 

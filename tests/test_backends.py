@@ -321,6 +321,12 @@ def test_openssh_words_for_a_connection_that_ended(stderr, expected):
             "kex_exchange_identification: read: Connection reset by peer\r\n",
             "ssh failed: kex_exchange_identification: read: Connection reset by peer",
         ),
+        # Host names that begin like the phrases that name nobody.
+        (
+            "ssh: connect to host remote-db1.example.com port 22: Host is down\n",
+            "ssh failed: ssh: connect to the host: Host is down",
+        ),
+        ("Connection closed by peer.corp.example port 22\n", "ssh failed: Connection closed by the host"),
         # Not OpenSSH's own words (a remote command's, before it died by a signal): no kind from them.
         ("nfs: server fs1 not responding, still trying\n", "ssh failed: nfs: server fs1 not responding, still trying"),
         (
@@ -370,3 +376,22 @@ def test_a_name_ssh_cannot_canonicalize_is_a_dns_error_that_names_nobody(tmp_pat
     (target,) = expand(["ssh://root@web1-nosuch"], ssh_config=str(config), timeout=10).targets
     result = probe_host(target)
     assert (result.error, result.error_kind) == ("cannot resolve the host name: the name does not resolve", "dns")
+
+
+def test_a_bad_ssh_config_is_its_words_not_an_authentication_failure(tmp_path):
+    # ssh -G connects to nothing: "Permission denied" in what it prints (a Match exec's stderr, an
+    # unreadable Include) is no host's refusal; its last line says what is wrong with the file.
+    from compliance.gather import probe_host
+    from compliance.targets import expand
+
+    config = tmp_path / "ssh_config"
+    config.write_text(
+        "Match exec \"echo 'cat: /etc/vpn/key: Permission denied' >&2; false\"\n    ProxyJump vpn-gw\n"
+        "Host *\n    Bogus yes\n"
+    )
+    (target,) = expand(["ssh://root@web1.invalid"], ssh_config=str(config), timeout=10).targets
+    result = probe_host(target)
+    assert (result.error, result.error_kind) == (
+        f"ssh failed: {config}: terminating, 1 bad configuration options",
+        "ssh",
+    )
