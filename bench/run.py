@@ -803,9 +803,9 @@ def least(rows: dict[str, Row], hosts: int) -> list[str]:
             else []
         ),
         *(
-            f"| lab wall time of {PROBE_VARIANTS[without][1].split(')')[0]}), no client cost beyond the floor's | "
+            f"| lab wall time of ({key}), no client cost beyond the floor's | "
             f"{rows[key].wall:.2f} s, **{rows[key].wall / floor.wall:.2f} × the floor's** | 1.2 × |"
-            for without, (key, _) in PROBE_VARIANTS.items()
+            for key, _ in PROBE_VARIANTS.values()
             if key in rows
         ),
         "",

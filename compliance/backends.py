@@ -187,6 +187,9 @@ def connection_lost(transport: paramiko.Transport | None, exc: BaseException | N
     return LostConnection(INTEGRITY_FAILED if integrity else "")
 
 
+_UNRESOLVED = "ssh: Could not resolve host"  # ssh.c: "... hostname NAME: WORDS", or '... host "NAME"'
+
+
 def _unresolved(line: str) -> socket.gaierror:
     """A name OpenSSH could not resolve: the resolver's words without the name, as paramiko's gaierror."""
     found = re.search(r"Could not resolve hostname \S+: (.+)", line)
@@ -205,7 +208,7 @@ _OPENSSH_FAILURES: tuple[tuple[str, Callable[[str], BaseException]], ...] = (
     # clientloop.c, after ServerAliveCountMax unanswered keepalives (a ServerAliveInterval in the ssh_config).
     ("Timeout, server ", lambda line: LostConnection(KEEPALIVES_UNANSWERED)),
     # The resolver's words alone (socket.gaierror's strerror, as paramiko's), and the errno's text, as its OSError.
-    ("ssh: Could not resolve host", _unresolved),
+    (_UNRESOLVED, _unresolved),
     ("No route to host", lambda line: OSError(errno.EHOSTUNREACH, os.strerror(errno.EHOSTUNREACH))),
     ("Network is unreachable", lambda line: OSError(errno.ENETUNREACH, os.strerror(errno.ENETUNREACH))),
 )
@@ -246,18 +249,28 @@ def unnamed(line: str) -> str:
     return named if " port " in line else _OLD_DISCONNECT.sub(r"\1", named)
 
 
+def said_lines(stderr: str) -> list[str]:
+    """OpenSSH's non-empty lines, stripped."""
+    return [line.strip() for line in stderr.splitlines() if line.strip()]
+
+
+def last_words(lines: list[str]) -> str:
+    """OpenSSH's last line, without the host (:func:`unnamed`)."""
+    return unnamed(lines[-1]) if lines else "no output"
+
+
 def openssh_failure(stderr: str) -> BaseException:
     """The exception for an OpenSSH client that exited 255 with ``stderr``."""
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    last = unnamed(lines[-1]) if lines else "no output"
+    lines = said_lines(stderr)
     said = [line for line in lines if not line.startswith(_OPENSSH_AFTER)]
     if said and _OPENSSH_LOST.fullmatch(said[-1]):
         return LostConnection()
     for needle, kind in _OPENSSH_FAILURES:
-        if needle in stderr:
-            # The line that says it: after it, a proxy's own words ("Connection closed by UNKNOWN ...").
-            return kind(unnamed(next(line for line in lines if needle in line)))
-    return SshFailed(last)
+        # The line that says it: after it may come a proxy's own words ("Connection closed by UNKNOWN ...").
+        found = next((line for line in lines if needle in line), None)
+        if found is not None:
+            return kind(unnamed(found))
+    return SshFailed(last_words(lines))
 
 
 def sudo_refusal(stderr: str) -> SudoRefused | None:
@@ -1367,11 +1380,10 @@ class SshBackend(NonInteractiveSudo, testinfra.backend.ssh.SshBackend):
         except subprocess.TimeoutExpired:
             raise HostTimeout("connecting", self.timeout) from None
         if proc.returncode != 0:
-            said = proc.stderr.decode("utf-8", "replace")
             # ssh -G connects to nothing: only a name it could not canonicalize is more than its words.
-            lines = [line.strip() for line in said.splitlines() if line.strip()]
-            resolve = [line for line in lines if line.startswith("ssh: Could not resolve host")]
-            raise _unresolved(resolve[0]) if resolve else SshFailed(unnamed(lines[-1]) if lines else "no output")
+            lines = said_lines(proc.stderr.decode("utf-8", "replace"))
+            resolve = next((line for line in lines if _UNRESOLVED in line), None)
+            raise _unresolved(resolve) if resolve is not None else SshFailed(last_words(lines))
         pairs = (line.split(" ", 1) for line in proc.stdout.decode("utf-8", "replace").splitlines())
         return {p[0].lower(): p[1] for p in pairs if len(p) == 2}
 
