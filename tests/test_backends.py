@@ -21,6 +21,8 @@ from compliance.backends import (
     record_file,
     with_loaded_key,
 )
+from compliance.gather import describe_error, probe_host
+from compliance.targets import expand
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +175,6 @@ def test_warm_parses_what_every_gathering_process_would_parse_and_fails_for_no_h
     """Before gathering forks, the targets' known_hosts and identity files are read once, in the
     parent; a missing or unreadable file is left for each host's connection to report."""
     from compliance import backends
-    from compliance.targets import expand
 
     key = keygen(tmp_path / "id")
     known = tmp_path / "known_hosts"
@@ -341,8 +342,6 @@ def test_openssh_words_for_a_connection_that_ended(stderr, expected):
     ],
 )
 def test_a_message_from_openssh_never_names_the_host(stderr, message):
-    from compliance.gather import describe_error
-
     described = describe_error(openssh_failure(stderr), None)
     assert described == message
     names = ("127.0.0.1", "UNKNOWN", "65535", "203.0.113.7", "10.0.0.5", "2001:db8::5", "linprog", "bastion.example")
@@ -354,8 +353,6 @@ def test_a_name_that_does_not_resolve_reads_alike_under_both_backends():
     with pytest.raises(socket.gaierror) as raised:
         socket.getaddrinfo("no-such-host.invalid", 22)
     ours = openssh_failure("ssh: Could not resolve hostname no-such-host.invalid: Name or service not known\n")
-    from compliance.gather import describe_error
-
     assert describe_error(raised.value, None) == describe_error(ours, None)
     assert describe_error(ours, None) == "cannot resolve the host name: Name or service not known"
 
@@ -368,9 +365,6 @@ def test_a_server_that_stops_answering_keepalives_is_a_lost_connection_that_name
 
 def test_a_name_ssh_cannot_canonicalize_is_a_dns_error_that_names_nobody(tmp_path):
     # ssh -G, which the suite asks for a host's route, fails first: 'ssh: Could not resolve host "NAME"'.
-    from compliance.gather import probe_host
-    from compliance.targets import expand
-
     config = tmp_path / "ssh_config"
     config.write_text("CanonicalizeHostname yes\nCanonicalDomains invalid\nCanonicalizeFallbackLocal no\n")
     (target,) = expand(["ssh://root@web1-nosuch"], ssh_config=str(config), timeout=10).targets
@@ -381,9 +375,6 @@ def test_a_name_ssh_cannot_canonicalize_is_a_dns_error_that_names_nobody(tmp_pat
 def test_a_bad_ssh_config_is_its_words_not_an_authentication_failure(tmp_path):
     # ssh -G connects to nothing: "Permission denied" in what it prints (a Match exec's stderr, an
     # unreadable Include) is no host's refusal; its last line says what is wrong with the file.
-    from compliance.gather import probe_host
-    from compliance.targets import expand
-
     config = tmp_path / "ssh_config"
     config.write_text(
         "Match exec \"echo 'cat: /etc/vpn/key: Permission denied' >&2; false\"\n    ProxyJump vpn-gw\n"

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from bench.run import PROBE_VARIANTS, probe_without
+from bench.run import PROBE_VARIANTS, probe_without, wall_verdict
 from compliance.probe import END, PROBE_COMMAND, PROBE_INPUT, PROTOCOL
 
 
@@ -49,8 +49,6 @@ def walls(**ratios):
 
 
 def test_the_wall_verdict_says_only_what_ran_as_the_table_rounds_it():
-    from bench.run import wall_verdict
-
     # The run at 878b4b2: a+ 1.22, a+nb 1.16, a+s 1.06 (bench/RESULTS.md).
     (said, _) = wall_verdict(walls(a_=1.2239, a_nb=1.16, a_s=1.06))
     assert "took 1.22 ×" in said and "without its boot-configuration section was within it (1.16 ×)" in said
