@@ -197,20 +197,47 @@ def _unresolved(line: str) -> socket.gaierror:
     return socket.gaierror(socket.EAI_AGAIN if "Temporary failure" in words else socket.EAI_NONAME, words)
 
 
-# OpenSSH reports its failures only as text on stderr (exit status 255): this table is the
-# one place that reads it, turning each into the type the rest of the suite works with.
-_OPENSSH_FAILURES: tuple[tuple[str, Callable[[str], BaseException]], ...] = (
-    ("REMOTE HOST IDENTIFICATION HAS CHANGED", HostKeyMismatch),
-    ("Host key verification failed", UnknownHostKey),
-    ("Permission denied", AuthenticationFailed),
-    ("Connection refused", ConnectionRefusedError),
-    ("timed out", TimeoutError),  # ConnectTimeout; the backend makes it a HostTimeout
+# The socket errors that have a kind of their own (paramiko's socket raises them): any other
+# connect() error (EACCES, EHOSTDOWN) shows its words, as ssh failed.
+_CONNECT_ERRNOS = {"No route to host": errno.EHOSTUNREACH, "Network is unreachable": errno.ENETUNREACH}
+
+
+def _socket_error(found: re.Match[str]) -> BaseException:
+    """A connect() that failed, by its error's words (strerror), as the socket's own exception."""
+    words = found[1]
+    if words in ("Connection timed out", "Operation timed out"):
+        return TimeoutError(words)  # ConnectTimeout; the backend makes it a HostTimeout
+    if words == "Connection refused":
+        return ConnectionRefusedError(errno.ECONNREFUSED, words)
+    number = _CONNECT_ERRNOS.get(words)
+    return OSError(number, os.strerror(number)) if number is not None else SshFailed(unnamed(found[0]))
+
+
+# OpenSSH reports its failures only as text on stderr (exit status 255): this table is the one
+# place that reads it, turning each into the type the rest of the suite works with. Each line is
+# matched whole, as OpenSSH writes it: ssh passes the remote command's stderr on the same stream,
+# and a word there (a file the probe may not read: "Permission denied") must not decide the kind.
+_OPENSSH_FAILURES: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], BaseException]], ...] = (
+    # sshconnect.c's warning box, then "Host key verification failed.".
+    (re.compile(r"@ *WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! *@"), lambda m: HostKeyMismatch(m[0])),
+    (re.compile(r"Host key verification failed\."), lambda m: UnknownHostKey(m[0])),
+    # sshconnect2.c; "USER@HOST: " from OpenSSH 7.x on.
+    (re.compile(r"(?:\S+: )?Permission denied \([^)]*\)\."), lambda m: AuthenticationFailed(m[0])),
+    # sshconnect.c ssh_connect_direct, or a ProxyJump's bastion (channels.c) that could not connect.
+    (re.compile(r"ssh: connect to host \S+ port \d+: (.+)"), _socket_error),
+    (re.compile(r"channel \d+: open failed: connect failed: (.+)"), _socket_error),
+    # ConnectTimeout spent during the banner (sshconnect.c, packet.c's sshpkt_fatal; before 7.2 no port).
+    (
+        re.compile(
+            r"Connection timed out during banner exchange|Connection to \S+(?: port \d+)? timed out"
+            r"|(?:kex|ssh)_exchange_identification: read: Connection timed out"
+        ),
+        lambda m: TimeoutError(m[0]),
+    ),
     # clientloop.c, after ServerAliveCountMax unanswered keepalives (a ServerAliveInterval in the ssh_config).
-    ("Timeout, server ", lambda line: LostConnection(KEEPALIVES_UNANSWERED)),
-    # The resolver's words alone (socket.gaierror's strerror, as paramiko's), and the errno's text, as its OSError.
-    (_UNRESOLVED, _unresolved),
-    ("No route to host", lambda line: OSError(errno.EHOSTUNREACH, os.strerror(errno.EHOSTUNREACH))),
-    ("Network is unreachable", lambda line: OSError(errno.ENETUNREACH, os.strerror(errno.ENETUNREACH))),
+    (re.compile(r"Timeout, server .* not responding\."), lambda m: LostConnection(KEEPALIVES_UNANSWERED)),
+    # The resolver's words alone (socket.gaierror's strerror, as paramiko's).
+    (re.compile(re.escape(_UNRESOLVED) + ".*"), lambda m: _unresolved(m[0])),
 )
 
 # Where OpenSSH names the host in its words, each phrase that does followed by the host's address or
@@ -265,11 +292,11 @@ def openssh_failure(stderr: str) -> BaseException:
     said = [line for line in lines if not line.startswith(_OPENSSH_AFTER)]
     if said and _OPENSSH_LOST.fullmatch(said[-1]):
         return LostConnection()
-    for needle, kind in _OPENSSH_FAILURES:
+    for pattern, kind in _OPENSSH_FAILURES:
         # The line that says it: after it may come a proxy's own words ("Connection closed by UNKNOWN ...").
-        found = next((line for line in lines if needle in line), None)
+        found = next((m for m in map(pattern.fullmatch, lines) if m is not None), None)
         if found is not None:
-            return kind(unnamed(found))
+            return kind(found)
     return SshFailed(last_words(lines))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 
@@ -21,7 +22,7 @@ from compliance.backends import (
     record_file,
     with_loaded_key,
 )
-from compliance.gather import describe_error, probe_host
+from compliance.gather import describe_error, error_kind, probe_host
 from compliance.targets import expand
 
 
@@ -346,6 +347,74 @@ def test_a_message_from_openssh_never_names_the_host(stderr, message):
     assert described == message
     names = ("127.0.0.1", "UNKNOWN", "65535", "203.0.113.7", "10.0.0.5", "2001:db8::5", "linprog", "bastion.example")
     assert not any(name in described for name in names)
+
+
+# Users' OpenSSH lines whose kind OpenSSH's own line decides (sshconnect.c, sshconnect2.c, packet.c).
+@pytest.mark.parametrize(
+    ("stderr", "kind"),
+    [
+        # https://github.com/ansible/ansible/issues/82201 (OpenSSH 7.x and later: USER@HOST first)
+        ("root@193.84.2.125: Permission denied (publickey,password).\n", "auth"),
+        # https://github.com/RedHatNordicsSA/ansible-roadshow/issues/26 (older: no USER@HOST)
+        ("Permission denied (publickey,gssapi-keyex,gssapi-with-mic).\r\n", "auth"),
+        # https://github.com/wpoa/open-access-media-importer/issues/80
+        ("ssh: connect to host tools.mi.ur.de port 22: Connection refused\n", "refused"),
+        # https://github.com/0xNullGun/SSH-KaliLinux/issues/4 (ConnectTimeout, or the kernel's)
+        ("ssh: connect to host segfault.net port 22: Connection timed out\n", "timeout"),
+        # https://github.com/pry0cc/axiom/issues/618 (connected; no banner within ConnectTimeout)
+        (
+            "Connection timed out during banner exchange\r\nConnection to 45.79.146.115 port 2266 timed out\r\n",
+            "timeout",
+        ),
+        # https://github.com/microsoft/vscode-remote-release/issues/6624 (the same through a ProxyCommand)
+        ("Connection timed out during banner exchange\r\nConnection to UNKNOWN port 65535 timed out\r\n", "timeout"),
+        # https://github.com/oschulz/container-env/issues/17 (a ProxyJump's bastion could not connect)
+        (
+            "channel 0: open failed: connect failed: Name or service not known\r\nstdio forwarding failed\r\n"
+            "kex_exchange_identification: Connection closed by remote host\r\n",
+            "ssh",
+        ),
+        ("channel 0: open failed: connect failed: Connection refused\r\nstdio forwarding failed\r\n", "refused"),
+        # connect() refused by the local firewall or an LSM (EACCES): not an authentication failure.
+        ("ssh: connect to host 10.0.0.5 port 22: Permission denied\n", "ssh"),
+    ],
+)
+def test_openssh_own_line_decides_the_kind(stderr, kind):
+    assert error_kind(openssh_failure(stderr)) == kind
+
+
+def test_a_bastion_that_could_not_connect_is_its_words_not_the_proxy_last_line():
+    failure = openssh_failure(
+        "channel 0: open failed: connect failed: Name or service not known\r\nstdio forwarding failed\r\n"
+        "kex_exchange_identification: Connection closed by remote host\r\n"
+    )
+    assert (
+        describe_error(failure, None) == "ssh failed: channel 0: open failed: connect failed: Name or service not known"
+    )
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]  # nothing listens on it once closed
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: reads /etc/shadow as nobody (setpriv)")
+def test_a_remote_command_words_never_decide_the_kind():
+    # ssh passes the remote command's stderr on its own: a command that exits 255 (or dies by a
+    # signal, which OpenSSH's client also reports as 255) after real tools said these words.
+    denied = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "cat", "/etc/shadow"],
+        capture_output=True,
+        text=True,
+    ).stderr
+    refused = subprocess.run(
+        ["bash", "-c", f"exec 3<>/dev/tcp/127.0.0.1/{_closed_port()}"], capture_output=True, text=True
+    ).stderr
+    assert "Permission denied" in denied and "Connection refused" in refused
+    for said in (denied, refused, denied + refused):
+        failure = openssh_failure(said)
+        assert (error_kind(failure), describe_error(failure, None)) == ("ssh", f"ssh failed: {said.splitlines()[-1]}")
 
 
 def test_a_name_that_does_not_resolve_reads_alike_under_both_backends():

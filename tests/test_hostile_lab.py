@@ -39,6 +39,11 @@ PLAN = (
     HostPlan("killed", force_command="exec sh -c 'kill -9 $$'"),
     # Its session's sshd is stopped: the connection stays open and nothing answers on it any more.
     HostPlan("frozen", force_command="exec sh -c 'kill -STOP $PPID; sleep 60'"),
+    # Its command says what a file it may not read makes cat say, then exits 255, as OpenSSH's own failures do.
+    HostPlan(
+        "denied",
+        force_command="exec sh -c 'setpriv --reuid=65534 --regid=65534 --clear-groups cat /etc/shadow; exit 255'",
+    ),
 )
 TIMEOUT = 8  # long: the flooding hosts must be stopped by the output cap, not by the clock
 
@@ -75,7 +80,7 @@ def audit_with_peak_rss(reports, *args):
 
 @pytest.mark.parametrize("scheme", ["paramiko", "ssh"])
 def test_flooding_trickling_and_truncated_hosts_are_one_line_errors(lab, tmp_path, scheme):
-    hosts = [n for n in lab.hosts if n not in ("dies", "killed", "frozen")]
+    hosts = [n for n in lab.hosts if n not in ("dies", "killed", "frozen", "denied")]
     args = [a for a in lab_args(lab, hosts, scheme=scheme) if not a.startswith("--xennet-timeout")]
     extra = [f"--ssh-config={lab.ssh_config}"] if scheme == "ssh" else []
     proc, peak_mib = audit_with_peak_rss(tmp_path, *args, *extra, f"--xennet-timeout={TIMEOUT}")
@@ -159,6 +164,24 @@ def test_a_command_killed_by_a_signal_is_the_probes_failure_not_a_lost_connectio
     (target,) = lab_targets(lab, ["killed"], "ssh", timeout=TIMEOUT, ssh_config=str(lab.ssh_config))
     result = probe_host(target)
     assert (result.error, result.error_kind) == ("ssh failed: no output", "ssh")
+
+
+@pytest.mark.parametrize(
+    ("scheme", "expected"),
+    [
+        ("paramiko", ("probe failed (exit 255): cat: /etc/shadow: Permission denied", "probe")),
+        # OpenSSH's client cannot tell its own exit status 255 from the command's: the words are the
+        # command's, and only OpenSSH's own line ("USER@HOST: Permission denied (publickey).") is auth.
+        ("ssh", ("ssh failed: cat: /etc/shadow: Permission denied", "ssh")),
+    ],
+)
+def test_a_command_that_says_permission_denied_is_not_an_authentication_failure(lab, scheme, expected):
+    from compliance.gather import probe_host
+
+    config = {"ssh_config": str(lab.ssh_config)} if scheme == "ssh" else {}
+    (target,) = lab_targets(lab, ["denied"], scheme, timeout=TIMEOUT, **config)
+    result = probe_host(target)
+    assert (result.error, result.error_kind) == expected
 
 
 def test_a_host_closed_for_its_budget_mid_command_is_a_timeout(lab):
