@@ -202,36 +202,47 @@ def _unresolved(line: str) -> socket.gaierror:
 _CONNECT_ERRNOS = {"No route to host": errno.EHOSTUNREACH, "Network is unreachable": errno.ENETUNREACH}
 
 
-def _socket_error(found: re.Match[str]) -> BaseException:
-    """A connect() that failed, by its error's words (strerror), as the socket's own exception."""
-    words = found[1]
+def _socket_kind(words: str) -> BaseException | None:
+    """A socket error, by its words (strerror), as the socket's own exception; None for one with no kind."""
     if words in ("Connection timed out", "Operation timed out"):
         return TimeoutError(words)  # ConnectTimeout; the backend makes it a HostTimeout
     if words == "Connection refused":
         return ConnectionRefusedError(errno.ECONNREFUSED, words)
     number = _CONNECT_ERRNOS.get(words)
-    return OSError(number, os.strerror(number)) if number is not None else SshFailed(unnamed(found[0]))
+    return OSError(number, os.strerror(number)) if number is not None else None
+
+
+def _connect_failed(found: re.Match[str]) -> BaseException:
+    """connect() failed: its kind, or its line's words (EACCES, EHOSTDOWN)."""
+    return _socket_kind(found[1]) or SshFailed(unnamed(found[0]))
+
+
+def _banner_failed(found: re.Match[str]) -> BaseException | None:
+    """The banner's read failed: its kind, if it has one (otherwise OpenSSH's last line says it)."""
+    return _socket_kind(found[1])
 
 
 # OpenSSH reports its failures only as text on stderr (exit status 255): this table is the one
 # place that reads it, turning each into the type the rest of the suite works with. Each line is
 # matched whole, as OpenSSH writes it: ssh passes the remote command's stderr on the same stream,
 # and a word there (a file the probe may not read: "Permission denied") must not decide the kind.
-_OPENSSH_FAILURES: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], BaseException]], ...] = (
+_OPENSSH_FAILURES: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], BaseException | None]], ...] = (
     # sshconnect.c's warning box, then "Host key verification failed.".
     (re.compile(r"@ *WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! *@"), lambda m: HostKeyMismatch(m[0])),
     (re.compile(r"Host key verification failed\."), lambda m: UnknownHostKey(m[0])),
-    # sshconnect2.c; "USER@HOST: " from OpenSSH 7.x on.
-    (re.compile(r"(?:\S+: )?Permission denied \([^)]*\)\."), lambda m: AuthenticationFailed(m[0])),
-    # sshconnect.c ssh_connect_direct, or a ProxyJump's bastion (channels.c) that could not connect.
-    (re.compile(r"ssh: connect to host \S+ port \d+: (.+)"), _socket_error),
-    (re.compile(r"channel \d+: open failed: connect failed: (.+)"), _socket_error),
-    # ConnectTimeout spent during the banner (sshconnect.c, packet.c's sshpkt_fatal; before 7.2 no port).
+    # sshconnect2.c; "USER@HOST: " from OpenSSH 7.6 on (a user name may hold spaces, a host not).
+    (re.compile(r"(?:.+@\S+: )?Permission denied \([^)]*\)\."), lambda m: AuthenticationFailed(m[0])),
+    # connect() failed: sshconnect.c ssh_connect_direct; or, for a user's `ProxyCommand ssh -W`,
+    # the bastion's (channels.c).
+    (re.compile(r"ssh: connect to host \S+ port \d+: (.+)"), _connect_failed),
+    (re.compile(r"channel \d+: open failed: connect failed: (.+)"), _connect_failed),
+    # Connected, then the banner's read failed (kex.c; ssh_exchange_identification before 8.0), and
+    # packet.c's sshpkt_fatal for it ("banner exchange: Connection to ADDRESS port 22: WORDS").
+    (re.compile(r"(?:kex|ssh)_exchange_identification: read: (.+)"), _banner_failed),
+    (re.compile(r"banner exchange: Connection to \S+(?: port \d+)?: (.+)"), _banner_failed),
+    # ConnectTimeout spent waiting for the banner (sshconnect.c; from 8.0 packet.c's line too, 7.0/7.1 no port).
     (
-        re.compile(
-            r"Connection timed out during banner exchange|Connection to \S+(?: port \d+)? timed out"
-            r"|(?:kex|ssh)_exchange_identification: read: Connection timed out"
-        ),
+        re.compile(r"Connection timed out during banner exchange|Connection to \S+(?: port \d+)? timed out"),
         lambda m: TimeoutError(m[0]),
     ),
     # clientloop.c, after ServerAliveCountMax unanswered keepalives (a ServerAliveInterval in the ssh_config).
@@ -295,8 +306,9 @@ def openssh_failure(stderr: str) -> BaseException:
     for pattern, kind in _OPENSSH_FAILURES:
         # The line that says it: after it may come a proxy's own words ("Connection closed by UNKNOWN ...").
         found = next((m for m in map(pattern.fullmatch, lines) if m is not None), None)
-        if found is not None:
-            return kind(found)
+        failure = kind(found) if found is not None else None
+        if failure is not None:
+            return failure
     return SshFailed(last_words(lines))
 
 
@@ -1499,7 +1511,7 @@ class SshBackend(NonInteractiveSudo, testinfra.backend.ssh.SshBackend):
         if self._bastion is None:
             return
         master = self._bastion.get(self.timeout)  # raises if the bastion is known gone
-        if _FORWARD_REFUSED in stderr:
+        if any(line.startswith(_FORWARD_REFUSED) for line in said_lines(stderr)):
             said = master.said(log_from)
             raise forward_failure(said, self._bastion.label, self._dest) or BastionError(
                 self._bastion.label, bastion.ChannelRefused(f"did not open a channel to {self._dest}")

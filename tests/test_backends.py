@@ -329,6 +329,11 @@ def test_openssh_words_for_a_connection_that_ended(stderr, expected):
             "ssh failed: ssh: connect to the host: Host is down",
         ),
         ("Connection closed by peer.corp.example port 22\n", "ssh failed: Connection closed by the host"),
+        # https://github.com/NixOS/infra/issues/352 (MaxStartups: the banner's read reset, then sshpkt_fatal's line)
+        (
+            "kex_exchange_identification: read: Connection reset by peer\r\nConnection reset by 135.181.230.86 port 22\r\n",
+            "ssh failed: Connection reset by the host",
+        ),
         # Not OpenSSH's own words (a remote command's, before it died by a signal): no kind from them.
         ("nfs: server fs1 not responding, still trying\n", "ssh failed: nfs: server fs1 not responding, still trying"),
         (
@@ -346,6 +351,7 @@ def test_a_message_from_openssh_never_names_the_host(stderr, message):
     described = describe_error(openssh_failure(stderr), None)
     assert described == message
     names = ("127.0.0.1", "UNKNOWN", "65535", "203.0.113.7", "10.0.0.5", "2001:db8::5", "linprog", "bastion.example")
+    names += ("135.181.230.86",)
     assert not any(name in described for name in names)
 
 
@@ -353,7 +359,7 @@ def test_a_message_from_openssh_never_names_the_host(stderr, message):
 @pytest.mark.parametrize(
     ("stderr", "kind"),
     [
-        # https://github.com/ansible/ansible/issues/82201 (OpenSSH 7.x and later: USER@HOST first)
+        # https://github.com/ansible/ansible/issues/82201 (OpenSSH 7.6 and later: USER@HOST first)
         ("root@193.84.2.125: Permission denied (publickey,password).\n", "auth"),
         # https://github.com/RedHatNordicsSA/ansible-roadshow/issues/26 (older: no USER@HOST)
         ("Permission denied (publickey,gssapi-keyex,gssapi-with-mic).\r\n", "auth"),
@@ -377,6 +383,15 @@ def test_a_message_from_openssh_never_names_the_host(stderr, message):
         ("channel 0: open failed: connect failed: Connection refused\r\nstdio forwarding failed\r\n", "refused"),
         # connect() refused by the local firewall or an LSM (EACCES): not an authentication failure.
         ("ssh: connect to host 10.0.0.5 port 22: Permission denied\n", "ssh"),
+        # Connected, then the banner's read failed (kex.c, then packet.c's sshpkt_fatal; OpenSSH 8.0 on).
+        (
+            "kex_exchange_identification: read: No route to host\r\n"
+            "banner exchange: Connection to 10.0.0.5 port 22: No route to host\r\n",
+            "unreachable",
+        ),
+        ("ssh_exchange_identification: read: Connection timed out\r\n", "timeout"),  # before 8.0
+        # A remote command's words, as cat says them (the root-only test below makes them for real).
+        ("cat: /etc/shadow: Permission denied\n", "ssh"),
     ],
 )
 def test_openssh_own_line_decides_the_kind(stderr, kind):

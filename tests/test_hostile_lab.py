@@ -184,6 +184,21 @@ def test_a_command_that_says_permission_denied_is_not_an_authentication_failure(
     assert (result.error, result.error_kind) == expected
 
 
+def test_openssh_refusing_a_user_name_with_spaces_is_an_authentication_failure(lab):
+    # OpenSSH 7.6 and later say "USER@HOST: Permission denied (...)", the user name as given.
+    from compliance.backends import openssh_failure
+    from compliance.gather import error_kind
+
+    proc = subprocess.run(
+        ["ssh", "-F", str(lab.ssh_config), "-l", r"CORP\John Doe", lab.hosts["good"].address, "true"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 255 and "John Doe@" in proc.stderr, proc.stderr
+    assert error_kind(openssh_failure(proc.stderr)) == "auth"
+
+
 def test_a_host_closed_for_its_budget_mid_command_is_a_timeout(lab):
     # As gather's watchdog closes a host that used up its budget: what the command had printed
     # by then ("x" lines) is cut short, a timeout, never the probe's failure.
