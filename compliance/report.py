@@ -245,10 +245,14 @@ def summary(
     shard: str | None = None,
     generated: datetime.datetime | None = None,
     waivers: Waivers | None = None,
+    require: Iterable[str] = (),
 ) -> dict[str, Any]:
+    """summary.json's content. ``require``: the --xennet-require-* options in force ("applicable",
+    "persistent"), each a ``require_*: true`` key, only when on: they change what passes, and
+    shards that differ on them are not one run (compliance.merge compares every such key)."""
     rows = sorted(records, key=Row.sort_key)
     counts = Counter(r.verdict for r in rows)
-    data = {
+    data: dict[str, Any] = {
         "schema": SCHEMA,
         "generated": (generated or datetime.datetime.now(datetime.timezone.utc)).isoformat(timespec="seconds"),
         "scope": scope,
@@ -256,8 +260,9 @@ def summary(
         "complete": complete,
         "host_key_policy": host_key_policy,
         "workaround": workaround,
-        "shard": shard,  # "K/N" for one shard of a split run (--xennet-shard), else null
     }
+    data.update((f"require_{name}", True) for name in sorted(require))
+    data["shard"] = shard  # "K/N" for one shard of a split run (--xennet-shard), else null
     if waivers is not None:  # only with --xennet-waivers
         data["waivers"] = waivers.file_info()
         data["unmatched_waivers"] = unmatched_waivers(waivers, rows)
@@ -614,6 +619,14 @@ class AuditReporter:
             workaround=self.workaround,
             shard=str(self.settings.shard) if self.settings.shard else None,
             waivers=self.waivers,
+            require=[
+                name
+                for name, on in (
+                    ("applicable", self.settings.require_applicable),
+                    ("persistent", self.settings.require_persistent),
+                )
+                if on
+            ],
         )
 
     @pytest.hookimpl(trylast=True)

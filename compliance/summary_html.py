@@ -45,7 +45,19 @@ FAILING_CHUNK, PASSING_CHUNK = 20, 100
 INDEX_OPEN_MAX = 100  # the index of failing hosts is open up to this many; beyond, one click opens it
 FAILING = ("error", "susceptible", "none-applicable", "not-persistent")  # a failing case's verdicts: host listed first
 # Run facts shown on the page, in this order (summary.json keys; absent ones are left out).
-FACTS = ("generated", "scope", "target", "complete", "host_key_policy", "workaround", "shard", "shards", "error")
+FACTS = (
+    "generated",
+    "scope",
+    "target",
+    "complete",
+    "host_key_policy",
+    "workaround",
+    "require_applicable",
+    "require_persistent",
+    "shard",
+    "shards",
+    "error",
+)
 
 
 def _shown(value: Any) -> Any:

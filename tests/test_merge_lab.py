@@ -120,6 +120,17 @@ def test_an_unsharded_or_mismatched_report_is_refused(shards, unsharded, tmp_pat
     assert not (tmp_path / "out" / "summary.json").exists()
 
 
+def test_a_shard_run_with_other_requirements_is_refused(lab, shards, tmp_path):
+    # --xennet-require-persistent changes what passes: a shard run with it is not the same run.
+    stricter = run_audit(
+        tmp_path / "shard2", *lab_args(lab), f"--xennet-shard=2/{SHARDS}", "--xennet-require-persistent"
+    )
+    assert stricter.summary["require_persistent"] is True and "require_persistent" not in shards[0].summary
+    proc = merge(tmp_path / "out", shards[0].reports, stricter.reports, shards[2].reports)
+    assert proc.returncode == 2 and "shards disagree on require_persistent: None" in proc.stderr, proc.stderr
+    assert not (tmp_path / "out" / "summary.json").exists()
+
+
 def test_an_incomplete_shard_makes_the_merge_incomplete(shards, tmp_path):
     partial = tmp_path / "partial"
     partial.mkdir()

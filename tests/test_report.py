@@ -77,6 +77,20 @@ def test_summary_counts_every_verdict_and_sorts_rows():
     assert data["schema"] == 2 and data["complete"] is True and data["generated"].endswith("+00:00")
 
 
+@pytest.mark.parametrize(
+    ("require", "keys"),
+    [
+        ((), []),
+        (["persistent"], ["require_persistent"]),
+        (["persistent", "applicable"], ["require_applicable", "require_persistent"]),
+    ],
+)
+def test_summary_names_the_requirements_that_change_what_passes_only_when_on(require, keys):
+    data = report.summary([record()], scope="xen", target="remote", complete=True, shard="1/2", require=require)
+    assert [k for k in data if k.startswith("require")] == keys and all(data[k] is True for k in keys)
+    assert list(data)[list(data).index("workaround") + 1 : list(data).index("shard")] == keys
+
+
 def test_html_columns_are_those_of_today():
     assert report.html_header_cells() == [
         f'<th class="sortable" data-column-type="{key}">{title}</th>'

@@ -261,3 +261,11 @@ def test_the_merge_writes_the_same_page_for_merged_shards(tmp_path):
     assert "&lt;b&gt;h$(x)\\x1b[2J\\u202eexe.txt" in page and "<b>" not in page
     assert "<tr><th>shards</th><td>2</td></tr>" in page
     assert (out / "summary.css").read_text() == summary_html.stylesheet()
+
+
+def test_the_run_table_names_the_requirements_in_force():
+    rows = [Row(host="h1", interface="eth0", verdict="not-persistent", message="m")]
+    data = report.summary(rows, scope="xen", target="remote", complete=True, require=["persistent"])
+    table = re.search(r'<table class="facts" id="run">(.*?)</table>', summary_html.render(data), re.S)
+    assert table is not None and "<tr><th>require_persistent</th><td>true</td></tr>" in table.group(1)
+    assert "require_applicable" not in table.group(1)
