@@ -111,7 +111,11 @@ class UnknownHostKey(HostError):
 
 
 class AuthenticationFailed(HostError):
-    """The host refused every credential offered."""
+    """The host refused every credential offered (``detail``: the host's reason, when it gave one)."""
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__("authentication failed" + (f": {detail}" if detail else ""))
+        self.detail = detail
 
 
 class SudoRefused(HostError):
@@ -231,7 +235,15 @@ _OPENSSH_FAILURES: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], BaseEx
     (re.compile(r"@ *WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! *@"), lambda m: HostKeyMismatch(m[0])),
     (re.compile(r"Host key verification failed\."), lambda m: UnknownHostKey(m[0])),
     # sshconnect2.c; "USER@HOST: " from OpenSSH 7.6 on (a user name may hold spaces, a host not).
-    (re.compile(r"(?:.+@\S+: )?Permission denied \([^)]*\)\."), lambda m: AuthenticationFailed(m[0])),
+    (re.compile(r"(?:.+@\S+: )?Permission denied \([^)]*\)\."), lambda m: AuthenticationFailed()),
+    # sshd's MaxAuthTries (auth2.c), in packet.c's disconnect line: the keys offered ran out its tries
+    # ("for USER" before OpenSSH 7.x; the address without " port N" before 7.2).
+    (
+        re.compile(
+            r"Received disconnect from \S+?(?: port \d+)?: ?\d+: (Too many authentication failures)(?: for .+)?"
+        ),
+        lambda m: AuthenticationFailed(m[1]),
+    ),
     # connect() failed: sshconnect.c ssh_connect_direct; or, for a user's `ProxyCommand ssh -W`,
     # the bastion's (channels.c).
     (re.compile(r"ssh: connect to host \S+ port \d+: (.+)"), _connect_failed),

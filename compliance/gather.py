@@ -145,7 +145,9 @@ def describe_error(exc: BaseException, target: Target, doing: str = "running the
         return "host key mismatch"
     if isinstance(exc, backends.UnknownHostKey):
         return "host key is not in known_hosts (add it, or pass --ssh-known-hosts FILE)"
-    if isinstance(exc, (backends.AuthenticationFailed, paramiko.AuthenticationException)):
+    if isinstance(exc, backends.AuthenticationFailed):
+        return str(exc)  # the suite's words, and the host's reason when it gave one
+    if isinstance(exc, paramiko.AuthenticationException):
         return "authentication failed"
     if isinstance(exc, backends.SudoRefused):
         return "sudo requires a password"

@@ -20,6 +20,7 @@ from compliance.backends import (
     integrity_lost,
     openssh_failure,
     record_file,
+    unnamed,
     with_loaded_key,
 )
 from compliance.gather import describe_error, error_kind, probe_host
@@ -268,17 +269,17 @@ def test_openssh_words_for_a_connection_that_ended(stderr, expected):
         (
             "Received disconnect from UNKNOWN port 65535:2: Too many authentication failures\n"
             "Disconnected from UNKNOWN port 65535\n",
-            "ssh failed: Disconnected from the host",
+            "authentication failed: Too many authentication failures",
         ),
         # https://github.com/jawj/IKEv2-setup/issues/146 (MaxAuthTries 2)
         (
             "Received disconnect from 203.0.113.7 port 22:2: Too many authentication failures\n",
-            "ssh failed: Received disconnect from the host: Too many authentication failures",
+            "authentication failed: Too many authentication failures",
         ),
         # https://github.com/sequelpro/sequelpro/issues/1722 (OpenSSH before 7.2, which added "port")
         (
             "Received disconnect from 203.0.113.7: 2: Too many authentication failures for root\n",
-            "ssh failed: Received disconnect from the host: Too many authentication failures for root",
+            "authentication failed: Too many authentication failures",
         ),
         # https://github.com/WassimBenzarti/colab-ssh/issues/70
         (
@@ -290,7 +291,7 @@ def test_openssh_words_for_a_connection_that_ended(stderr, expected):
         ("ssh: connect to host 10.0.0.5 port 22: Network is unreachable\n", "Network is unreachable"),
         (
             "Received disconnect from 2001:db8::5: 2: Too many authentication failures\n",
-            "ssh failed: Received disconnect from the host: Too many authentication failures",
+            "authentication failed: Too many authentication failures",
         ),
         # https://github.com/microsoft/vscode-remote-release/issues/9431 (the resolver's words kept)
         (
@@ -363,6 +364,8 @@ def test_a_message_from_openssh_never_names_the_host(stderr, message):
         ("root@193.84.2.125: Permission denied (publickey,password).\n", "auth"),
         # https://github.com/RedHatNordicsSA/ansible-roadshow/issues/26 (older: no USER@HOST)
         ("Permission denied (publickey,gssapi-keyex,gssapi-with-mic).\r\n", "auth"),
+        # https://github.com/jawj/IKEv2-setup/issues/146 (sshd's MaxAuthTries, in packet.c's disconnect line)
+        ("Received disconnect from 203.0.113.7 port 22:2: Too many authentication failures\n", "auth"),
         # https://github.com/wpoa/open-access-media-importer/issues/80
         ("ssh: connect to host tools.mi.ur.de port 22: Connection refused\n", "refused"),
         # https://github.com/0xNullGun/SSH-KaliLinux/issues/4 (ConnectTimeout, or the kernel's)
@@ -430,6 +433,24 @@ def test_a_remote_command_words_never_decide_the_kind():
     for said in (denied, refused, denied + refused):
         failure = openssh_failure(said)
         assert (error_kind(failure), describe_error(failure, None)) == ("ssh", f"ssh failed: {said.splitlines()[-1]}")
+
+
+@pytest.mark.parametrize(
+    ("line", "unnamed_line"),
+    [
+        # https://github.com/sequelpro/sequelpro/issues/1722 (OpenSSH before 7.2: no port)
+        (
+            "Received disconnect from 203.0.113.7: 2: Too many authentication failures for root",
+            "Received disconnect from the host: Too many authentication failures for root",
+        ),
+        (
+            "Received disconnect from 2001:db8::5: 2: Too many authentication failures",
+            "Received disconnect from the host: Too many authentication failures",
+        ),
+    ],
+)
+def test_a_disconnect_line_from_before_openssh_7_2_names_nobody(line, unnamed_line):
+    assert unnamed(line) == unnamed_line
 
 
 def test_a_name_that_does_not_resolve_reads_alike_under_both_backends():

@@ -199,6 +199,27 @@ def test_openssh_refusing_a_user_name_with_spaces_is_an_authentication_failure(l
     assert error_kind(openssh_failure(proc.stderr)) == "auth"
 
 
+def test_openssh_offering_more_keys_than_sshd_tries_is_an_authentication_failure(lab, tmp_path):
+    # sshd's MaxAuthTries (6 by default) ends the connection: OpenSSH prints the disconnect's reason.
+    from compliance.backends import openssh_failure
+    from compliance.gather import describe_error
+
+    keys = []
+    for k in range(7):
+        key = tmp_path / f"wrong{k}"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+        keys += ["-i", str(key)]
+    proc = subprocess.run(
+        ["ssh", "-F", str(lab.ssh_config), *keys, lab.hosts["good"].address, "true"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 255 and "Too many authentication failures" in proc.stderr, proc.stderr
+    failure = openssh_failure(proc.stderr)
+    assert describe_error(failure, None) == "authentication failed: Too many authentication failures", proc.stderr
+
+
 def test_a_host_closed_for_its_budget_mid_command_is_a_timeout(lab):
     # As gather's watchdog closes a host that used up its budget: what the command had printed
     # by then ("x" lines) is cut short, a timeout, never the probe's failure.
