@@ -33,7 +33,6 @@ from compliance.gather import GatherInterrupted, HostResult, gather, may_jump, p
 from compliance.options import Settings, UsageProblem, report_paths
 from compliance.plugin import is_audit_module
 from compliance.report import AuditReporter
-from compliance.row import Row
 from compliance.rule import Judgement, Verdict
 
 CHECK = "test_xennet_sg_mtu"  # the audit module's check: one CaseItem per case
@@ -98,17 +97,6 @@ def audit_targets(config: pytest.Config, settings: Settings) -> targets.Expansio
         known_hosts=settings.known_hosts,
         host_key_policy=settings.host_key_policy,
         max_output=settings.max_output,
-    )
-
-
-def at_boot(judgement: Judgement, record: Row) -> tuple[Judgement, Row]:
-    """--xennet-require-persistent: the case's judgement and row once the next boot is judged too."""
-    found = rule.persistent(judgement, record)
-    if found is judgement:
-        return judgement, record
-    kind = "probe" if found.verdict is Verdict.ERROR else None
-    return found, dataclasses.replace(
-        record, verdict=found.verdict.value, message=found.message, fixes=found.fixes, error_kind=kind
     )
 
 
@@ -422,7 +410,7 @@ class AuditPlugin:
                 judgement = outcome.judgement or judgement
                 waiver = self._waiver(case, judgement)  # a remediated interface needs no waiver
         if self.settings.require_persistent and case.interface is not None:
-            judgement, record = at_boot(judgement, record)
+            judgement, record = rule.at_boot(judgement, record)
         if waiver is not None:
             item.waiver = waiver
             record = dataclasses.replace(record, waiver=waiver.to_dict())

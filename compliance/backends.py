@@ -111,7 +111,8 @@ class UnknownHostKey(HostError):
 
 
 class AuthenticationFailed(HostError):
-    """The host refused every credential offered (``detail``: the host's reason, when it gave one)."""
+    """The host refused the credentials offered, or stopped trying them (sshd's MaxAuthTries);
+    ``detail``: the host's reason, when it gave one."""
 
     def __init__(self, detail: str = "") -> None:
         super().__init__("authentication failed" + (f": {detail}" if detail else ""))
@@ -236,8 +237,8 @@ _OPENSSH_FAILURES: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], BaseEx
     (re.compile(r"Host key verification failed\."), lambda m: UnknownHostKey(m[0])),
     # sshconnect2.c; "USER@HOST: " from OpenSSH 7.6 on (a user name may hold spaces, a host not).
     (re.compile(r"(?:.+@\S+: )?Permission denied \([^)]*\)\."), lambda m: AuthenticationFailed()),
-    # sshd's MaxAuthTries (auth2.c), in packet.c's disconnect line: the keys offered ran out its tries
-    # ("for USER" before OpenSSH 7.x; the address without " port N" before 7.2).
+    # sshd's MaxAuthTries, in the client's disconnect line (packet.c): the keys offered ran out its
+    # tries. sshd before 6.8 added " for USER" (6.7: and where from); a client before 7.2 has no " port N".
     (
         re.compile(
             r"Received disconnect from \S+?(?: port \d+)?: ?\d+: (Too many authentication failures)(?: for .+)?"

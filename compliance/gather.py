@@ -44,7 +44,7 @@ class GatherInterrupted(KeyboardInterrupt):
 ERROR_KINDS = {
     "refused": "the host refused the connection",
     "timeout": "the host did not answer in time (connecting, or running the probe)",
-    "auth": "the host refused every credential offered",
+    "auth": "the host refused the credentials offered, or stopped trying them (MaxAuthTries)",
     "host-key": "the host key is not the recorded one, or is not recorded",
     "unreachable": "no route to the host, the network is down, the connection was lost mid-run, or a bastion cannot connect to it",
     "dns": "the host name does not resolve",
@@ -146,7 +146,7 @@ def describe_error(exc: BaseException, target: Target, doing: str = "running the
     if isinstance(exc, backends.UnknownHostKey):
         return "host key is not in known_hosts (add it, or pass --ssh-known-hosts FILE)"
     if isinstance(exc, backends.AuthenticationFailed):
-        return str(exc)  # the suite's words, and the host's reason when it gave one
+        return "authentication failed" + (f": {excerpt(exc.detail)}" if exc.detail else "")
     if isinstance(exc, paramiko.AuthenticationException):
         return "authentication failed"
     if isinstance(exc, backends.SudoRefused):

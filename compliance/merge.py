@@ -151,8 +151,8 @@ def check(shards: Sequence[ShardReports]) -> int:
         for key in sorted(set(first.summary) | set(s.summary)):
             if key not in PER_SHARD_KEYS and first.summary.get(key) != s.summary.get(key):
                 raise MergeError(
-                    f"shards disagree on {key}: {first.summary.get(key)!r} ({first.source}) "
-                    f"vs {s.summary.get(key)!r} ({s.source})"
+                    f"shards disagree on {key}: {_value(first.summary, key)} ({first.source}) "
+                    f"vs {_value(s.summary, key)} ({s.source})"
                 )
     owner: dict[str, ShardReports] = {}
     for s in shards:
@@ -165,6 +165,15 @@ def check(shards: Sequence[ShardReports]) -> int:
         if s.summary.get("complete") and cases != len(s.rows):
             raise MergeError(f"{s.source}: junit.xml has {cases} cases, summary.json {len(s.rows)}: not from one run")
     return count
+
+
+def _value(summary: dict[str, Any], key: str) -> str:
+    """A run fact as a refusal names it; "(absent)" for one the shard does not have (an option not given).
+
+    >>> _value({"scope": "xen"}, "scope"), _value({}, "require_persistent")
+    ("'xen'", '(absent)')
+    """
+    return repr(summary[key]) if key in summary else "(absent)"
 
 
 def unmatched_everywhere(lists: Sequence[list[dict[str, Any]]]) -> list[dict[str, Any]]:

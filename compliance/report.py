@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 from _pytest.junitxml import xml_key  # the stash key pytest's own record_xml_attribute uses
 
+from compliance import rule
 from compliance.cases import Case
 from compliance.options import Settings
 from compliance.row import Row
@@ -245,11 +246,12 @@ def summary(
     shard: str | None = None,
     generated: datetime.datetime | None = None,
     waivers: Waivers | None = None,
-    require: Iterable[str] = (),
+    require_applicable: bool = False,
+    require_persistent: bool = False,
 ) -> dict[str, Any]:
-    """summary.json's content. ``require``: the --xennet-require-* options in force ("applicable",
-    "persistent"), each a ``require_*: true`` key, only when on: they change what passes, and
-    shards that differ on them are not one run (compliance.merge compares every such key)."""
+    """summary.json's content. The --xennet-require-* options are ``require_*: true`` keys, only
+    when on: they change what passes, and shards that differ on them are not one run
+    (compliance.merge compares every such key)."""
     rows = sorted(records, key=Row.sort_key)
     counts = Counter(r.verdict for r in rows)
     data: dict[str, Any] = {
@@ -261,7 +263,10 @@ def summary(
         "host_key_policy": host_key_policy,
         "workaround": workaround,
     }
-    data.update((f"require_{name}", True) for name in sorted(require))
+    if require_applicable:
+        data["require_applicable"] = True
+    if require_persistent:
+        data["require_persistent"] = True
     data["shard"] = shard  # "K/N" for one shard of a split run (--xennet-shard), else null
     if waivers is not None:  # only with --xennet-waivers
         data["waivers"] = waivers.file_info()
@@ -606,10 +611,10 @@ class AuditReporter:
         complete = exitstatus != 2 and not self.crashed and len(self.records) >= len(cases)
         rows = list(self.records.values())
         if exitstatus == 2:
-            # Interrupted: the hosts gathered by then keep their (audit-only) verdicts, the others say why they have none.
+            # Interrupted: the hosts gathered by then keep their (audit-only) verdicts, judged as the run
+            # judges them (the next boot too, under --xennet-require-persistent); the others say why they have none.
             seen = {r.sort_key() for r in rows}
-            scope = self.settings.scope
-            rows += [row for c in cases if (row := c.record(c.judge(scope))).sort_key() not in seen]
+            rows += [row for c in cases if (row := self._unrun(c)).sort_key() not in seen]
         return summary(
             rows,
             scope=self.settings.scope,
@@ -619,15 +624,15 @@ class AuditReporter:
             workaround=self.workaround,
             shard=str(self.settings.shard) if self.settings.shard else None,
             waivers=self.waivers,
-            require=[
-                name
-                for name, on in (
-                    ("applicable", self.settings.require_applicable),
-                    ("persistent", self.settings.require_persistent),
-                )
-                if on
-            ],
+            require_applicable=self.settings.require_applicable,
+            require_persistent=self.settings.require_persistent,
         )
+
+    def _unrun(self, case: Case) -> Row:
+        """The row of a case the run did not reach: its judgement alone, no workaround, no waiver."""
+        judgement = case.judge(self.settings.scope)
+        row = case.record(judgement)
+        return rule.at_boot(judgement, row)[1] if self.settings.require_persistent else row
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionstart(self, session: Any) -> None:

@@ -103,6 +103,17 @@ def judge(iface: InterfaceFacts, scope: str = "xen") -> Judgement:
     )
 
 
+def at_boot(judgement: Judgement, row: Row) -> tuple[Judgement, Row]:
+    """--xennet-require-persistent: a case's judgement and row once the next boot is judged too."""
+    found = persistent(judgement, row)
+    if found is judgement:
+        return judgement, row
+    kind = "probe" if found.verdict is Verdict.ERROR else None
+    return found, dataclasses.replace(
+        row, verdict=found.verdict.value, message=found.message, fixes=found.fixes, error_kind=kind
+    )
+
+
 def persistent(judgement: Judgement, row: Row) -> Judgement:
     """``--xennet-require-persistent``: a mitigated case must stay mitigated at the next boot.
 

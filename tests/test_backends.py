@@ -447,9 +447,16 @@ def test_a_remote_command_words_never_decide_the_kind():
             "Received disconnect from 2001:db8::5: 2: Too many authentication failures",
             "Received disconnect from the host: Too many authentication failures",
         ),
+        # https://github.com/jawj/IKEv2-setup/issues/146, and the line after it through a ProxyCommand
+        # (https://github.com/elpy1/ssh-over-ssm/issues/14)
+        (
+            "Received disconnect from 203.0.113.7 port 22:2: Too many authentication failures",
+            "Received disconnect from the host: Too many authentication failures",
+        ),
+        ("Disconnected from UNKNOWN port 65535", "Disconnected from the host"),
     ],
 )
-def test_a_disconnect_line_from_before_openssh_7_2_names_nobody(line, unnamed_line):
+def test_a_disconnect_line_names_nobody(line, unnamed_line):
     assert unnamed(line) == unnamed_line
 
 

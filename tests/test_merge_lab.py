@@ -120,15 +120,22 @@ def test_an_unsharded_or_mismatched_report_is_refused(shards, unsharded, tmp_pat
     assert not (tmp_path / "out" / "summary.json").exists()
 
 
-def test_a_shard_run_with_other_requirements_is_refused(lab, shards, tmp_path):
+def test_shards_run_with_other_requirements_are_refused_and_alike_ones_keep_them(lab, shards, tmp_path):
     # --xennet-require-persistent changes what passes: a shard run with it is not the same run.
-    stricter = run_audit(
-        tmp_path / "shard2", *lab_args(lab), f"--xennet-shard=2/{SHARDS}", "--xennet-require-persistent"
-    )
-    assert stricter.summary["require_persistent"] is True and "require_persistent" not in shards[0].summary
-    proc = merge(tmp_path / "out", shards[0].reports, stricter.reports, shards[2].reports)
-    assert proc.returncode == 2 and "shards disagree on require_persistent: None" in proc.stderr, proc.stderr
+    strict = [
+        run_audit(
+            tmp_path / f"strict{k}", *lab_args(lab), f"--xennet-shard={k}/{SHARDS}", "--xennet-require-persistent"
+        )
+        for k in range(1, SHARDS + 1)
+    ]
+    assert strict[1].summary["require_persistent"] is True and "require_persistent" not in shards[0].summary
+    proc = merge(tmp_path / "out", shards[0].reports, strict[1].reports, shards[2].reports)
+    assert proc.returncode == 2 and "shards disagree on require_persistent: (absent) (" in proc.stderr, proc.stderr
     assert not (tmp_path / "out" / "summary.json").exists()
+    proc = merge(tmp_path / "out", *(s.reports for s in strict))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["require_persistent"] is True
+    assert "<tr><th>require_persistent</th><td>true</td></tr>" in (tmp_path / "out" / "summary.html").read_text()
 
 
 def test_an_incomplete_shard_makes_the_merge_incomplete(shards, tmp_path):

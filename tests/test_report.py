@@ -80,13 +80,13 @@ def test_summary_counts_every_verdict_and_sorts_rows():
 @pytest.mark.parametrize(
     ("require", "keys"),
     [
-        ((), []),
-        (["persistent"], ["require_persistent"]),
-        (["persistent", "applicable"], ["require_applicable", "require_persistent"]),
+        ({}, []),
+        ({"require_persistent": True}, ["require_persistent"]),
+        ({"require_persistent": True, "require_applicable": True}, ["require_applicable", "require_persistent"]),
     ],
 )
 def test_summary_names_the_requirements_that_change_what_passes_only_when_on(require, keys):
-    data = report.summary([record()], scope="xen", target="remote", complete=True, shard="1/2", require=require)
+    data = report.summary([record()], scope="xen", target="remote", complete=True, shard="1/2", **require)
     assert [k for k in data if k.startswith("require")] == keys and all(data[k] is True for k in keys)
     assert list(data)[list(data).index("workaround") + 1 : list(data).index("shard")] == keys
 

@@ -265,7 +265,7 @@ def test_the_merge_writes_the_same_page_for_merged_shards(tmp_path):
 
 def test_the_run_table_names_the_requirements_in_force():
     rows = [Row(host="h1", interface="eth0", verdict="not-persistent", message="m")]
-    data = report.summary(rows, scope="xen", target="remote", complete=True, require=["persistent"])
+    data = report.summary(rows, scope="xen", target="remote", complete=True, require_persistent=True)
     table = re.search(r'<table class="facts" id="run">(.*?)</table>', summary_html.render(data), re.S)
     assert table is not None and "<tr><th>require_persistent</th><td>true</td></tr>" in table.group(1)
     assert "require_applicable" not in table.group(1)
