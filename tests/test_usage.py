@@ -400,3 +400,12 @@ def test_an_audit_run_in_process_freezes_each_stage_and_leaves_the_heap_collecta
     assert 0 < seen["gathered"] < seen["run loop"] < seen["session finish"], seen
     assert gc.get_freeze_count() == 0
     assert signal.getsignal(signal.SIGTERM) == handler
+
+
+def test_runxfail_with_waivers_is_refused_before_any_host(tmp_path):
+    # A waiver is pytest's xfail: --runxfail would fail every waived case while summary.json counts it waived.
+    (tmp_path / "w.yml").write_text(
+        'waivers:\n  - {host: "nosuch", interface: "*", justification: "j", expires: 2099-12-31, owner: "o"}\n'
+    )
+    error = one_line_error(run_audit(tmp_path / "r", f"--xennet-waivers={tmp_path / 'w.yml'}", "--runxfail"))
+    assert error == "--runxfail ignores every waiver (a waived case is an xfail): drop it, or --xennet-waivers"
