@@ -129,6 +129,11 @@ class AuditPlugin:
         )
         try:
             self.settings = Settings.from_options(option)
+            if self.settings.waivers is not None and not config.pluginmanager.has_plugin("skipping"):
+                # Its xfail makes a waived case waived: without it the case would fail, yet count as waived.
+                raise UsageProblem(
+                    "--xennet-waivers needs pytest's skipping plugin (a waived case is an xfail): drop -p no:skipping"
+                )
             if self.worker:
                 data = getattr(config, "workerinput").get(WAIVERS_KEY)  # noqa: B009 - set by xdist on workers only
                 self.waivers = None if data is None else waivers.Waivers.from_dict(data)

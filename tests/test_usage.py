@@ -409,3 +409,11 @@ def test_runxfail_with_waivers_is_refused_before_any_host(tmp_path):
     )
     error = one_line_error(run_audit(tmp_path / "r", f"--xennet-waivers={tmp_path / 'w.yml'}", "--runxfail"))
     assert error == "--runxfail ignores every waiver (a waived case is an xfail): drop it, or --xennet-waivers"
+
+
+def test_waivers_without_pytests_skipping_plugin_are_refused(tmp_path):
+    (tmp_path / "w.yml").write_text(
+        'waivers:\n  - {host: "nosuch", interface: "*", justification: "j", expires: 2099-12-31, owner: "o"}\n'
+    )
+    error = one_line_error(run_audit(tmp_path / "r", f"--xennet-waivers={tmp_path / 'w.yml'}", "-p", "no:skipping"))
+    assert error == "--xennet-waivers needs pytest's skipping plugin (a waived case is an xfail): drop -p no:skipping"
