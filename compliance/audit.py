@@ -100,6 +100,17 @@ def audit_targets(config: pytest.Config, settings: Settings) -> targets.Expansio
     )
 
 
+def _waivable(config: pytest.Config) -> None:
+    """A waived case is pytest's xfail (its skipping plugin): without it, or under --runxfail, the
+    case would fail while the reports count it waived."""
+    if not config.pluginmanager.has_plugin("skipping"):
+        raise UsageProblem(
+            "--xennet-waivers needs pytest's skipping plugin (a waived case is an xfail): drop -p no:skipping"
+        )
+    if config.option.runxfail:
+        raise UsageProblem("--runxfail ignores every waiver (a waived case is an xfail): drop it, or --xennet-waivers")
+
+
 class AuditPlugin:
     """One audit run: its checked settings, its targets (controller) and its results."""
 
@@ -129,11 +140,8 @@ class AuditPlugin:
         )
         try:
             self.settings = Settings.from_options(option)
-            if self.settings.waivers is not None and not config.pluginmanager.has_plugin("skipping"):
-                # Its xfail makes a waived case waived: without it the case would fail, yet count as waived.
-                raise UsageProblem(
-                    "--xennet-waivers needs pytest's skipping plugin (a waived case is an xfail): drop -p no:skipping"
-                )
+            if self.settings.waivers is not None:
+                _waivable(config)
             if self.worker:
                 data = getattr(config, "workerinput").get(WAIVERS_KEY)  # noqa: B009 - set by xdist on workers only
                 self.waivers = None if data is None else waivers.Waivers.from_dict(data)

@@ -146,7 +146,7 @@ def describe_error(exc: BaseException, target: Target, doing: str = "running the
     if isinstance(exc, backends.UnknownHostKey):
         return "host key is not in known_hosts (add it, or pass --ssh-known-hosts FILE)"
     if isinstance(exc, backends.AuthenticationFailed):
-        return "authentication failed" + (f": {excerpt(exc.detail)}" if exc.detail else "")
+        return excerpt(str(exc))  # "authentication failed", and the host's reason when it gave one
     if isinstance(exc, paramiko.AuthenticationException):
         return "authentication failed"
     if isinstance(exc, backends.SudoRefused):

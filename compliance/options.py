@@ -286,11 +286,6 @@ class Settings:
             raise UsageProblem("--xennet-persist needs --xennet-workaround=apply")
         if settings.allow_mtu and settings.workaround == "off":
             raise UsageProblem("--xennet-allow-mtu needs --xennet-workaround=dry-run or apply")
-        if settings.waivers is not None and getattr(option, "runxfail", False):
-            # A waiver is pytest's xfail: --runxfail would fail every waived case while the reports count it waived.
-            raise UsageProblem(
-                "--runxfail ignores every waiver (a waived case is an xfail): drop it, or --xennet-waivers"
-            )
         return settings
 
 
