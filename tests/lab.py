@@ -416,19 +416,22 @@ def _netns_pids(names: Iterable[str]) -> list[int]:
     return pids
 
 
-def _kill_netns_processes(names: Sequence[str]) -> None:
-    """SIGKILL everything in the namespaces; repeat since sshd may fork meanwhile."""
-    for _ in range(50):
-        pids = _netns_pids(names)
-        if not pids:
-            return
+def _kill_netns_processes(names: Sequence[str], timeout: float = 30.0) -> None:
+    """SIGKILL everything in the namespaces; repeat since sshd may fork meanwhile, until none is left.
+
+    Bounded by time, not by rounds: a process counts until it has exited, and a thousand sshds
+    dying on one busy CPU took longer than fifty rounds of 20 ms (bench/pinned.py's lab).
+    """
+    deadline = time.monotonic() + timeout
+    while pids := _netns_pids(names):
+        if time.monotonic() > deadline:
+            raise LabError(f"processes in {list(names)} survive SIGKILL for {timeout:g}s: {pids}")
         for pid in pids:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         time.sleep(0.02)
-    raise LabError(f"processes in {list(names)} survive SIGKILL: {_netns_pids(names)}")
 
 
 def _root_links() -> dict[str, dict]:
@@ -714,6 +717,21 @@ class Lab:
         """The host goes down: SIGKILL every process in its network namespace (sshd and its
         sessions; their connections close). Its namespace and links stay until the lab stops."""
         _kill_netns_processes([self.hosts[name].netns])
+
+    def pin(self, cpus: set[int]) -> None:
+        """Run the hosts on ``cpus`` only: every process of theirs now (each thread), and what those
+        start from now on (sshd's sessions, the remote commands). bench/pinned.py keeps the
+        client's CPU apart from the hosts' with it, as on a fleet whose hosts are other machines."""
+        for pid in _netns_pids([h.netns for h in self.hosts.values()] + [self.park_netns]):
+            try:
+                tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+            except OSError:  # exited meanwhile
+                continue
+            for tid in tids:
+                try:
+                    os.sched_setaffinity(tid, cpus)
+                except ProcessLookupError:
+                    pass
 
     def logins_from(self, name: str) -> list[str]:
         """The source address of each login this host's sshd has logged, in order."""

@@ -426,6 +426,22 @@ def test_hang_host_still_authenticates_quickly(lab: Lab) -> None:
     assert time.monotonic() - start < 5
 
 
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="pinning the hosts apart needs two CPUs")
+def test_pin_keeps_the_hosts_and_what_they_start_on_their_cpus(lab: Lab) -> None:
+    """bench/pinned.py's lab: sshd's later sessions and their commands inherit the hosts' CPUs."""
+    everything = os.sched_getaffinity(0)
+    theirs = min(everything)
+    lab.pin({theirs})
+    try:
+        with ssh(lab, "plain") as client:
+            assert run(client, "sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' /proc/self/status").strip() == str(theirs)
+    finally:
+        lab.pin(everything)
+    with ssh(lab, "plain") as client:
+        allowed = run(client, "sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' /proc/self/status").strip()
+    assert allowed != str(theirs)
+
+
 def test_neighbour_table_fits_the_lab(lab: Lab) -> None:
     """A 1,000-host lab overflows the default ARP table (1,024 entries); the lab raises it."""
     got = tuple(int(p.read_text()) for p in NEIGH_THRESHOLDS)
