@@ -9,7 +9,8 @@ Prints one JSON object: host -> interface names.
 
     python -m bench.floor --key KEY --known-hosts FILE --workers 16 HOST...
 
-With ``--script FILE`` (the audit's probe, written out by bench/run.py) it runs ``sh`` with
+With ``--aead-first`` it prefers AES-GCM, as the audit's own connections do (paramiko's default
+is AES-CTR with an HMAC). With ``--script FILE`` (the audit's probe, written out by bench/run.py) it runs ``sh`` with
 the file on its standard input and reads the whole output, as the audit does, but parses
 nothing beyond its ``iface`` lines: the least any client sending the probe spends.
 """
@@ -23,10 +24,12 @@ import socket
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import paramiko
 
 COMMAND = "echo /sys/class/net/*"
+AEAD_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")  # as compliance.backends prefers them
 
 
 Known = dict[str, list[paramiko.PKey]]
@@ -46,7 +49,19 @@ def read_known_hosts(path: str) -> Known:
     return known
 
 
-def interfaces(address: str, key: paramiko.PKey, known: Known, timeout: float, script: bytes = b"") -> list[str]:
+def aead_first(sock: socket.socket, **transport_args: Any) -> paramiko.Transport:
+    """paramiko's Transport preferring AES-GCM, then its own order, as the audit's connections do
+    (without importing the suite: the floor's start-up stays Python's and paramiko's)."""
+    transport = paramiko.Transport(sock, **transport_args)
+    options = transport.get_security_options()
+    aead = tuple(c for c in AEAD_CIPHERS if c in options.ciphers)
+    options.ciphers = aead + tuple(c for c in options.ciphers if c not in aead)
+    return transport
+
+
+def interfaces(
+    address: str, key: paramiko.PKey, known: Known, timeout: float, script: bytes = b"", aead: bool = False
+) -> list[str]:
     client = paramiko.SSHClient()
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
     for hostkey in known.get(address, []):
@@ -62,6 +77,7 @@ def interfaces(address: str, key: paramiko.PKey, known: Known, timeout: float, s
             timeout=timeout,
             look_for_keys=False,
             allow_agent=False,
+            transport_factory=aead_first if aead else None,
         )
         if script:
             stdin, stdout, _ = client.exec_command("sh", timeout=timeout)
@@ -83,13 +99,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=16)
     parser.add_argument("--timeout", type=float, default=30)
     parser.add_argument("--script", help="run sh with this file on standard input instead of the builtin command")
+    parser.add_argument("--aead-first", action="store_true", help="prefer AES-GCM, as the audit does")
     parser.add_argument("hosts", nargs="+")
     args = parser.parse_args(argv)
     known = read_known_hosts(args.known_hosts)
     key = paramiko.PKey.from_path(args.key)  # loaded once, not once per host
     script = Path(args.script).read_bytes() if args.script else b""
     with ThreadPoolExecutor(args.workers) as pool:
-        seen = pool.map(lambda h: interfaces(h, key, known, args.timeout, script), args.hosts)
+        seen = pool.map(lambda h: interfaces(h, key, known, args.timeout, script, args.aead_first), args.hosts)
         json.dump(dict(zip(args.hosts, seen)), sys.stdout)
     return 0
 

@@ -206,6 +206,18 @@ def probe_host(target: Target) -> HostResult:
         target.close()
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (taskset, a container's cpuset), not the machine's count.
+
+    >>> 1 <= usable_cpus() <= (os.cpu_count() or 1)
+    True
+    """
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS has no sched_getaffinity
+        return os.cpu_count() or 1
+
+
 def processes_for(hosts: int, asked: int | None, cores: int | None = None, may_jump: bool = False) -> int:
     """How many processes may gather ``hosts``: ``asked`` (None: auto), never more than the hosts.
 
@@ -221,7 +233,7 @@ def processes_for(hosts: int, asked: int | None, cores: int | None = None, may_j
     (1, 2)
     """
     if asked is None:
-        asked = 1 if may_jump else min(cores or os.cpu_count() or 1, max(1, hosts // HOSTS_PER_PROCESS))
+        asked = 1 if may_jump else min(cores or usable_cpus(), max(1, hosts // HOSTS_PER_PROCESS))
     return max(1, min(asked, hosts))
 
 

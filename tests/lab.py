@@ -721,7 +721,8 @@ class Lab:
     def pin(self, cpus: set[int]) -> None:
         """Run the hosts on ``cpus`` only: every process of theirs now (each thread), and what those
         start from now on (sshd's sessions, the remote commands). bench/pinned.py keeps the
-        client's CPU apart from the hosts' with it, as on a fleet whose hosts are other machines."""
+        client's CPU apart from the hosts' with it, as on a fleet whose hosts are other machines.
+        Call it while the lab is idle: a process forked between the scan and its turn keeps its CPUs."""
         for pid in _netns_pids([h.netns for h in self.hosts.values()] + [self.park_netns]):
             try:
                 tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]

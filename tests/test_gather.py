@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import paramiko
@@ -130,3 +133,25 @@ def test_a_lost_connection_is_one_line_of_kind_unreachable(exc, message):
 )
 def test_only_a_failed_mac_or_tag_is_an_integrity_failure(exc, failed):
     assert failed_integrity(exc) is failed
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2, reason="needs two usable CPUs"
+)
+def test_auto_processes_count_the_cpus_this_process_may_use() -> None:
+    """An agent limited by taskset or a container's cpuset forks no spare for CPUs it may not use."""
+    one = min(os.sched_getaffinity(0))
+    code = "from compliance.gather import processes_for; print(processes_for(1000, None))"
+
+    def auto(cpus: set[int]) -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            preexec_fn=lambda: os.sched_setaffinity(0, cpus),
+        )
+        return done.stdout.strip()
+
+    assert auto({one}) == "1"
+    assert auto(os.sched_getaffinity(0)) == str(min(len(os.sched_getaffinity(0)), 10))

@@ -426,20 +426,31 @@ def test_hang_host_still_authenticates_quickly(lab: Lab) -> None:
     assert time.monotonic() - start < 5
 
 
+def allowed_cpus(client: paramiko.SSHClient) -> set[int]:
+    """The CPUs a command the host's sshd starts may run on (its Cpus_allowed_list, e.g. ``0-1,3``)."""
+    listed = run(client, "sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' /proc/self/status").strip()
+    cpus: set[int] = set()
+    for part in listed.split(","):
+        low, _, high = part.partition("-")
+        cpus.update(range(int(low), int(high or low) + 1))
+    return cpus
+
+
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="pinning the hosts apart needs two CPUs")
 def test_pin_keeps_the_hosts_and_what_they_start_on_their_cpus(lab: Lab) -> None:
     """bench/pinned.py's lab: sshd's later sessions and their commands inherit the hosts' CPUs."""
-    everything = os.sched_getaffinity(0)
-    theirs = min(everything)
+    with ssh(lab, "plain") as client:
+        before = allowed_cpus(client)
+    assert len(before) > 1  # the hosts start with the test's CPUs: pinning them to one must show
+    theirs = min(before)
     lab.pin({theirs})
     try:
         with ssh(lab, "plain") as client:
-            assert run(client, "sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' /proc/self/status").strip() == str(theirs)
+            assert allowed_cpus(client) == {theirs}
     finally:
-        lab.pin(everything)
+        lab.pin(before)
     with ssh(lab, "plain") as client:
-        allowed = run(client, "sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' /proc/self/status").strip()
-    assert allowed != str(theirs)
+        assert allowed_cpus(client) == before
 
 
 def test_neighbour_table_fits_the_lab(lab: Lab) -> None:
