@@ -79,7 +79,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=OPTION_DEFAULTS["xennet_processes"],
         metavar="N",
         help="processes that gather, sharing --xennet-workers; auto (default): one, joined by one "
-        f"more per core (for every {HOSTS_PER_PROCESS} hosts) once the client's CPU is the limit",
+        f"more per usable CPU (for every {HOSTS_PER_PROCESS} hosts) once the client's CPU is the limit",
     )
     add(
         "--xennet-timeout",
