@@ -95,7 +95,9 @@ def tree() -> str:
         done = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True)
     except OSError as exc:
         return f"unknown ({exc.strerror})"
-    return done.stdout.strip() or "unknown (not a git checkout)"
+    if done.returncode != 0:
+        return f"unknown (git: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode})"
+    return done.stdout.strip()
 
 
 def per_minute(rows: dict[str, Row], hosts: int, cores: int) -> float:
@@ -141,10 +143,18 @@ def section(
     speed = speed_section(by_key, hosts)
     if speed:
         speed[0] = "### How fast the client's CPU ran"
+        # Without bench/run.py's speed-adjusted ratios: their bound is (a+)'s alone, not this section's.
+        speed = speed[: speed.index("", speed.index("|---|---:|---|---|---|"))]
+    problems = sorted({f"{row.approach.key}: {p}" for row in rows for p in row.problems})
     lines = [
         START,
         "## Client CPU with the client alone on its CPU",
         "",
+        *(
+            [f"**Runs that do not count are in these figures** ({'; '.join(problems)}): measure again.", ""]
+            if problems
+            else []
+        ),
         f"Measured {started:%Y-%m-%d %H:%M} UTC at {measured} by `bench/pinned.py` on {machine()}",
         f"({versions()}). As root: `python3 -m bench.pinned --hosts {hosts} --repeat {args.repeat} "
         f"--workers {args.workers}`.",
@@ -212,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = [HostPlan(f"b{i:03d}", STATES[i % len(STATES)]) for i in range(args.hosts)]
     text = None
     measured = tree()
-    keep = False
+    keep = False  # the runs' output, for a look at what went wrong
     try:
         print(f"building a lab of {args.hosts} hosts...", flush=True)
         with Lab(plan, prefix=PREFIX, network=NETWORK, workdir=workdir / "lab") as lab:
@@ -233,6 +243,9 @@ def main(argv: list[str] | None = None) -> int:
                 for approach in approaches:  # a warm-up each: bytecode, page cache
                     bench.measure(approach, workdir / f"warm-{approach.key}")
                 rows = run_round_robin(bench, approaches, n, args.repeat, "pinned")
+            except BaseException:
+                keep = True  # stopped, or a run that failed to run: what was measured stays on disk
+                raise
             finally:
                 os.sched_setaffinity(0, cpus)
                 lab.pin(cpus)  # the lab's teardown kills every host: on every CPU, not on one
@@ -241,14 +254,13 @@ def main(argv: list[str] | None = None) -> int:
             text = section(args, started, rows, client, theirs, measured)
     finally:
         if keep:
-            print(f"runs that do not count: their output is kept in {workdir}", file=sys.stderr)
+            print(f"the runs' output is kept in {workdir}", file=sys.stderr)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
         if text is not None:  # measured: kept, even when the lab's teardown fails
             update_section(args.out, text)
             print(text)
     return 1 if keep else 0
-    return 0
 
 
 if __name__ == "__main__":

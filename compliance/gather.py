@@ -207,7 +207,8 @@ def probe_host(target: Target) -> HostResult:
 
 
 def usable_cpus() -> int:
-    """The CPUs this process may run on (taskset, a container's cpuset), not the machine's count.
+    """The CPUs this process may run on (its affinity: taskset, a container's cpuset), not the machine's
+    count. A CPU quota (``docker --cpus``) is not an affinity: it is not seen.
 
     >>> 1 <= usable_cpus() <= (os.cpu_count() or 1)
     True
@@ -221,7 +222,7 @@ def usable_cpus() -> int:
 def processes_for(hosts: int, asked: int | None, cores: int | None = None, may_jump: bool = False) -> int:
     """How many processes may gather ``hosts``: ``asked`` (None: auto), never more than the hosts.
 
-    Auto is one process per core, for every HOSTS_PER_PROCESS hosts: below that, a second
+    Auto is one process per usable CPU, for every HOSTS_PER_PROCESS hosts: below that, a second
     process costs more than it saves; the audit starts with one and the others join only when
     the client's CPU is the limit (gather's ``spare``). Auto is one process when a host may be
     behind a bastion (``may_jump``): each process would open its own connection to it, and a

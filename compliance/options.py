@@ -26,7 +26,7 @@ from compliance.rule import JUMBO_MTU, SCOPES
 from compliance.shard import Shard
 
 DEFAULT_WORKERS = 16
-HOSTS_PER_PROCESS = 100  # --xennet-processes=auto: a spare gathering process per this many hosts, up to the cores
+HOSTS_PER_PROCESS = 100  # --xennet-processes=auto: a spare gathering process per this many hosts, up to the usable CPUs
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAX_OUTPUT = 4 << 20  # bytes per host: the probe prints ~1.9 KiB per interface, so ~2,000 interfaces
 DEFAULT_REPORTS_DIR = "reports"
