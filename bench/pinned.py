@@ -24,11 +24,9 @@ the lab's, whose hosts have one CPU fewer than in ``bench/run.py``: not the poin
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -40,16 +38,16 @@ from bench.run import (
     PREFIX,
     ROOT,
     STATES,
-    Approach,
     Bench,
     Row,
     machine,
     run_round_robin,
     speed_section,
+    stop_brings_the_lab_down,
     table,
     versions,
 )
-from tests.lab import HostPlan, Lab, require_root
+from tests.lab import HostPlan, Lab
 
 START, END = "<!-- pinned:start -->", "<!-- pinned:end -->"
 TARGET = 1.3
@@ -65,19 +63,6 @@ def split_cpus(cpus: set[int]) -> tuple[int, set[int]]:
     """
     client = max(cpus)
     return client, cpus - {client}
-
-
-def floor_probe_aead(bench: Bench, n: int) -> Approach:
-    """(a+g): the floor sending the probe, preferring AES-GCM as the audit's connections do."""
-    approach = bench.floor_probe(n)
-    base = approach.command
-
-    def command(run_dir: Path):
-        argv, cwd, env = base(run_dir)
-        return [*argv, "--aead-first"], cwd, env
-
-    title = "(a+g) the same, preferring AES-GCM as the audit does"
-    return dataclasses.replace(approach, key="a+g", title=title, command=command)
 
 
 def least(rows: dict[str, Row], i: int | None = None) -> float:
@@ -207,12 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=16)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "RESULTS.md")
     args = parser.parse_args(argv)
-    # Stopped (Ctrl-C, kill, a CI abort), the lab comes down, as in bench/run.py.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    reason = require_root()
-    if reason:
-        parser.error(reason)
+    stop_brings_the_lab_down(parser)
     cpus = os.sched_getaffinity(0)
     if len(cpus) < 2:
         parser.error(f"needs two CPUs, one for the client and one for the hosts: this process may use {sorted(cpus)}")
@@ -234,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
                 approaches = [
                     bench.floor(n),
                     bench.floor_probe(n),
-                    floor_probe_aead(bench, n),
+                    bench.floor_probe(n, aead=True),
                     bench.start_up(),
                     bench.pytest_floor(n),
                     bench.gather_only(n),

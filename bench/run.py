@@ -125,6 +125,7 @@ PROBE_VARIANTS: dict[tuple[str, ...], tuple[str, str]] = {
     ("boot",): ("a+nb", "(a+nb) the same, the probe without its boot-configuration section"),
     ("boot", "ethtool"): ("a+s", "(a+s) the same, the probe without that or its ethtool runs: sysfs reads only"),
 }
+AEAD_VARIANT = ("a+g", "(a+g) the same, preferring AES-GCM as the audit does")
 # What each part is in compliance.probe.PROBE_SCRIPT: (text it starts at, text it ends before), cut out;
 # or (text, replacement).
 _BOOT = ("# The boot configuration: file names", 'emit "XENNET-PROBE-END')
@@ -231,17 +232,18 @@ class Bench:
         title = f"(a) floor: paramiko, {self.workers} threads, one builtin command"
         return self.client("a", title, "bench.floor", n)
 
-    def floor_probe(self, n: int, without: tuple[str, ...] = ()) -> Approach:
+    def floor_probe(self, n: int, without: tuple[str, ...] = (), aead: bool = False) -> Approach:
         """(a+): the floor sending the audit's probe; ``without`` its boot section, or its ethtool runs too
-        (:func:`probe_without`): what the probe's remote work alone does to the lab's wall time."""
-        key, title = PROBE_VARIANTS[without]
+        (:func:`probe_without`): what the probe's remote work alone does to the lab's wall time.
+        ``aead`` (a+g): the whole probe, preferring AES-GCM as the audit's connections do."""
+        key, title = AEAD_VARIANT if aead else PROBE_VARIANTS[without]
         approach = self.client(key, title, "bench.floor", n)
         base = approach.command
 
         def command(run_dir: Path):
             (run_dir / "probe.sh").write_bytes(probe_without(without))
             argv, cwd, env = base(run_dir)
-            return [*argv, f"--script={run_dir / 'probe.sh'}"], cwd, env
+            return [*argv, f"--script={run_dir / 'probe.sh'}", *(["--aead-first"] if aead else [])], cwd, env
 
         return dataclasses.replace(approach, command=command)
 
@@ -552,6 +554,16 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({cpu}), {mem} MiB RAM, Debian {debian}, kernel {platform.release()}"
 
 
+def stop_brings_the_lab_down(parser: argparse.ArgumentParser) -> None:
+    """A bench's start: root, or a usage error; stopped (Ctrl-C, kill, a CI abort; or SIGINT when a
+    non-interactive shell started it with `&`, which starts it ignored), its lab comes down."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    reason = require_root()
+    if reason:
+        parser.error(reason)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -570,13 +582,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "RESULTS.md")
     parser.add_argument("--keep-output", action="store_true", help="keep every run's output (the lab goes anyway)")
     args = parser.parse_args(argv)
-    # Stopped (Ctrl-C, kill, a CI abort; or SIGINT when a non-interactive shell started it with `&`,
-    # which starts it ignored), the lab comes down.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    reason = require_root()
-    if reason:
-        parser.error(reason)
+    stop_brings_the_lab_down(parser)
     scale = [int(n) for n in args.scale.split(",") if n]
     size = max([args.hosts, *scale])
     skip = set(args.skip.split(","))
