@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 
 from bench.results import update_section
-from bench.run import STATES, machine, verdict, versions
-from tests.lab import HostPlan, Lab
+from bench.run import STATES, machine, stop_brings_the_lab_down, verdict, versions
+from tests.lab import HostPlan, Lab, run_client
 
 ROOT = Path(__file__).resolve().parent.parent
 START, END = "<!-- bastion:start -->", "<!-- bastion:end -->"
@@ -64,8 +64,7 @@ def run(lab: Lab, names: list[str], scheme: str, route: str, work: Path, workers
     logins = len(lab.logins_from("bastion"))
     started = time.monotonic()
     with open(work / "output", "wb") as output:
-        proc = subprocess.Popen(argv, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT)
-        _, _, usage = os.wait4(proc.pid, 0)
+        _, usage = run_client(argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT)
     wall = time.monotonic() - started
     if not (reports / "summary.json").exists():
         raise RuntimeError(f"the audit wrote no summary.json:\n{(work / 'output').read_text()[-3000:]}")
@@ -90,9 +89,7 @@ def main() -> int:
     parser.add_argument("--network", default=NETWORK, help=f"the lab's network (default {NETWORK})")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "RESULTS.md")
     args = parser.parse_args()
-    if os.geteuid() != 0:
-        print("bench.bastion needs root (the lab)", file=sys.stderr)
-        return 2
+    stop_brings_the_lab_down(parser)
     plan = [HostPlan("bastion")] + [
         HostPlan(f"b{i:03d}", STATES[i % len(STATES)], behind="bastion") for i in range(args.hosts)
     ]

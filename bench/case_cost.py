@@ -27,8 +27,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench.results import update_section
-from bench.run import NETWORK, PREFIX, ROOT, STATES, Approach, Bench, machine, versions
-from tests.lab import HostPlan, Lab, require_root
+from bench.run import NETWORK, PREFIX, ROOT, STATES, Approach, Bench, machine, stop_brings_the_lab_down, versions
+from tests.lab import HostPlan, Lab
 
 START, END = "<!-- case-cost:start -->", "<!-- case-cost:end -->"
 
@@ -132,9 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--before-label", default="before", help="what --before is, for the table")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "RESULTS.md")
     args = parser.parse_args(argv)
-    reason = require_root()
-    if reason:
-        parser.error(reason)
+    stop_brings_the_lab_down(parser)
     before = args.before.resolve() if args.before else None
     if before is not None and not (before / "compliance" / "test_xennet.py").is_file():
         parser.error(f"--before {before}: not a checkout of this project")

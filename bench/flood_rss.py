@@ -12,7 +12,7 @@ host kept every byte until its deadline: 0.8 to 3.5 GiB with paramiko, 5.2 GiB w
 from __future__ import annotations
 
 import argparse
-import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from bench.results import update_section
-from tests.lab import HostPlan, Lab
+from tests.lab import HostPlan, Lab, require_root, run_client, stop_signals_interrupt
 
 ROOT = Path(__file__).resolve().parent.parent
 START, END = "<!-- flood-rss:start -->", "<!-- flood-rss:end -->"
@@ -35,31 +35,38 @@ def audit(lab: Lab, names: list[str], scheme: str, timeout: float, reports: Path
         f"--ssh-identity-file={lab.key_file}", f"--ssh-known-hosts={lab.known_hosts}", "--xennet-scope=all",
         f"--xennet-timeout={timeout:g}", *([f"--ssh-config={lab.ssh_config}"] if scheme == "ssh" else []),
     ]  # fmt: skip
-    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
-    return os.waitstatus_to_exitcode(status), usage.ru_maxrss / 1024
+    status, usage = run_client(
+        argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    return status, usage.ru_maxrss / 1024
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.flood_rss", description=__doc__)
     parser.add_argument("--timeouts", default="2,5,10,30")
+    parser.add_argument("--prefix", default=PREFIX, help=f"the lab's name prefix (default {PREFIX})")
+    parser.add_argument("--network", default=NETWORK, help=f"the lab's network (default {NETWORK})")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "RESULTS.md")
     args = parser.parse_args()
-    if os.geteuid() != 0:
-        print("bench.flood_rss needs root (the lab)", file=sys.stderr)
-        return 2
+    stop_signals_interrupt()
+    reason = require_root()
+    if reason:
+        parser.error(reason)
     rows = []
     work = Path(tempfile.mkdtemp(prefix="xnf-bench-"))
     plan = [HostPlan("clean"), HostPlan("flood", force_command="exec yes")]
-    with Lab(plan, prefix=PREFIX, network=NETWORK, workdir=work / "lab") as lab:
-        for scheme in ("paramiko", "ssh"):
-            for timeout in (float(t) for t in args.timeouts.split(",")):
-                started = time.monotonic()
-                _, flooded = audit(lab, ["clean", "flood"], scheme, timeout, work / "r")
-                wall = time.monotonic() - started
-                _, clean = audit(lab, ["clean"], scheme, timeout, work / "r")
-                rows.append((scheme, timeout, clean, flooded, wall))
-                print(f"{scheme} {timeout:g}s: clean {clean:.0f} MiB, flooded {flooded:.0f} MiB", file=sys.stderr)
+    try:
+        with Lab(plan, prefix=args.prefix, network=args.network, workdir=work / "lab") as lab:
+            for scheme in ("paramiko", "ssh"):
+                for timeout in (float(t) for t in args.timeouts.split(",")):
+                    started = time.monotonic()
+                    _, flooded = audit(lab, ["clean", "flood"], scheme, timeout, work / "r")
+                    wall = time.monotonic() - started
+                    _, clean = audit(lab, ["clean"], scheme, timeout, work / "r")
+                    rows.append((scheme, timeout, clean, flooded, wall))
+                    print(f"{scheme} {timeout:g}s: clean {clean:.0f} MiB, flooded {flooded:.0f} MiB", file=sys.stderr)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     worst = max(f - c for _, _, c, f, _ in rows)
     text = "\n".join(
         [

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from bench.results import update_section
 from compliance.probe import PROBE_COMMAND, PROBE_SCRIPT, parse_probe
+from tests.lab import killed_on_stop, stop_signals_interrupt
 
 ROOT = Path(__file__).resolve().parent.parent
 NETNS = "xnbp-probe"
@@ -28,31 +29,33 @@ START, END = "<!-- probe-cost:start -->", "<!-- probe-cost:end -->"
 LOOP = 'for p in /sys/class/net/*; do ethtool -k "${p##*/}" >/dev/null 2>&1 </dev/null; done\n'
 
 
-def ip_batch(lines: list[str]) -> None:
-    subprocess.run(["ip", "-n", NETNS, "-batch", "-"], input="".join(f"{x}\n" for x in lines), text=True, check=True)
+def ip_batch(netns: str, lines: list[str]) -> None:
+    subprocess.run(["ip", "-n", netns, "-batch", "-"], input="".join(f"{x}\n" for x in lines), text=True, check=True)
 
 
-def timed(script: str) -> tuple[float, bytes]:
+def timed(netns: str, script: str) -> tuple[float, bytes]:
     started = time.perf_counter()
-    proc = subprocess.run(
-        ["ip", "netns", "exec", NETNS, PROBE_COMMAND], input=script.encode(), capture_output=True, check=True
-    )
-    return time.perf_counter() - started, proc.stdout
+    argv = ["ip", "netns", "exec", netns, PROBE_COMMAND]
+    with killed_on_stop(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        stdout, stderr = proc.communicate(script.encode())
+    if proc.returncode:
+        raise subprocess.CalledProcessError(proc.returncode, argv, stdout, stderr)
+    return time.perf_counter() - started, stdout
 
 
-def measure(sizes: list[int], repeat: int) -> list[tuple[int, float, float, int]]:
+def measure(netns: str, sizes: list[int], repeat: int) -> list[tuple[int, float, float, int]]:
     """(interfaces, probe seconds, loop seconds, probe output bytes) per size, medians."""
     rows = []
     pairs = 0
     for size in sizes:
         wanted = size // 2
-        ip_batch([f"link add pa{i} type veth peer name pb{i}" for i in range(pairs, wanted)])
+        ip_batch(netns, [f"link add pa{i} type veth peer name pb{i}" for i in range(pairs, wanted)])
         pairs = wanted
         probe, loop, out = [], [], b""
         for _ in range(repeat):  # round-robin: the machine's noise falls on both alike
-            seconds, out = timed(PROBE_SCRIPT)
+            seconds, out = timed(netns, PROBE_SCRIPT)
             probe.append(seconds)
-            loop.append(timed(LOOP)[0])
+            loop.append(timed(netns, LOOP)[0])
         facts = parse_probe(out)
         if len(facts.interfaces) != size or any(i.problem for i in facts.interfaces):
             raise SystemExit(f"the probe did not read all {size} interfaces right")
@@ -96,17 +99,22 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.probe_cost", description=__doc__)
     parser.add_argument("--sizes", default="150,300,600")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--netns",
+        default=NETNS,
+        help=f"the namespace it creates, and replaces if a stopped run left it (default {NETNS})",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "RESULTS.md")
     args = parser.parse_args()
+    stop_signals_interrupt()
     if os.geteuid() != 0:
-        print("bench.probe_cost needs root (a network namespace and veth pairs)", file=sys.stderr)
-        return 2
-    subprocess.run(["ip", "netns", "del", NETNS], capture_output=True)
-    subprocess.run(["ip", "netns", "add", NETNS], check=True)
+        parser.error("needs root (a network namespace and veth pairs)")
+    subprocess.run(["ip", "netns", "del", args.netns], capture_output=True)
+    subprocess.run(["ip", "netns", "add", args.netns], check=True)
     try:
-        rows = measure(sorted(int(s) for s in args.sizes.split(",")), args.repeat)
+        rows = measure(args.netns, sorted(int(s) for s in args.sizes.split(",")), args.repeat)
     finally:
-        subprocess.run(["ip", "netns", "del", NETNS], check=True)
+        subprocess.run(["ip", "netns", "del", args.netns], check=True)
     update_section(args.out, section(rows, args.repeat))
     print(f"wrote {args.out}", file=sys.stderr)
     return 0

@@ -25,7 +25,6 @@ import os
 import platform
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -36,7 +35,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.lab import HostPlan, IfacePlan, Lab, require_root
+from tests.lab import HostPlan, IfacePlan, Lab, require_root, run_client, stop_signals_interrupt
 
 ROOT = Path(__file__).resolve().parent.parent
 # Its own lab: tests/test_lab.py and tests/conftest.py stay clear of these.
@@ -186,15 +185,8 @@ class Bench:
         argv, cwd, env = approach.command(run_dir)
         with open(run_dir / "stdout", "wb") as out, open(run_dir / "stderr", "wb") as err, Speedometer() as speed:
             started = time.monotonic()
-            proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
-            try:
-                _, status, usage = os.wait4(proc.pid, 0)
-            except BaseException:  # stopped: the run must not outlive the lab it talks to
-                proc.kill()
-                proc.wait()
-                raise
+            _, usage = run_client(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
             wall = time.monotonic() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)
         approach.after(run_dir)
         stdout = (run_dir / "stdout").read_text(errors="replace")
         problem = approach.check(run_dir, stdout)
@@ -557,8 +549,7 @@ def machine() -> str:
 def stop_brings_the_lab_down(parser: argparse.ArgumentParser) -> None:
     """A bench's start: root, or a usage error; stopped (Ctrl-C, kill, a CI abort; or SIGINT when a
     non-interactive shell started it with `&`, which starts it ignored), its lab comes down."""
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    stop_signals_interrupt()
     reason = require_root()
     if reason:
         parser.error(reason)

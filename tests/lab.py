@@ -27,11 +27,13 @@ is also how leftovers of a killed run are found and removed.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import dataclasses
 import ipaddress
 import json
 import os
 import re
+import resource
 import shlex
 import shutil
 import signal
@@ -40,11 +42,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 __all__ = [
     "ETHTOOL_REFUSING_SG",
@@ -309,6 +311,42 @@ def raise_neighbour_limits(hosts: int) -> None:
     for path, needed in reversed(list(zip(NEIGH_THRESHOLDS, neighbour_limits_for(hosts)))):
         if int(path.read_text()) < needed:  # largest first: thresh1 <= thresh2 <= thresh3 holds throughout
             path.write_text(f"{needed}\n")
+
+
+def stop_signals_interrupt() -> None:
+    """Make SIGINT and SIGTERM raise KeyboardInterrupt, so that a program holding a lab (a bench)
+    stopped by Ctrl-C, kill, `timeout` or a CI abort unwinds through its ``with Lab(...)`` and the
+    lab comes down. SIGINT too: a non-interactive shell starts a background job with it ignored.
+    """
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
+@contextlib.contextmanager
+def killed_on_stop(argv: Sequence[str], **popen: Any) -> Iterator[subprocess.Popen[Any]]:
+    """Start a client of a lab (an audit, a bench's floor, a probe) in a session of its own.
+
+    Stopped while it runs (an exception in the block: SIGINT or SIGTERM made KeyboardInterrupt),
+    every process of its group is killed before the exception goes on: none outlives the lab it
+    talks to. Ctrl-C at a terminal reaches only the caller's group; the caller passes it on so.
+    """
+    proc = subprocess.Popen(argv, start_new_session=True, **popen)
+    try:
+        yield proc
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+
+
+def run_client(argv: Sequence[str], **popen: Any) -> tuple[int, resource.struct_rusage]:
+    """Run a client of a lab to its end (see :func:`killed_on_stop`): its exit status, and the
+    rusage of its process tree from wait4, which the benches measure."""
+    with killed_on_stop(argv, **popen) as proc:
+        _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage
 
 
 def require_root() -> str | None:
