@@ -30,7 +30,7 @@ from _pytest import timing  # the clock LogXML times its suite with
 from compliance import report, rule, shard, targets, waivers, workaround
 from compliance.cases import Case, build_cases
 from compliance.gather import GatherInterrupted, HostResult, gather, may_jump, processes_for
-from compliance.options import Settings, UsageProblem, report_paths
+from compliance.options import Settings, UsageProblem, pytest_arguments, report_paths, tb_given
 from compliance.plugin import is_audit_module
 from compliance.report import AuditReporter
 from compliance.rule import Judgement, Verdict
@@ -209,10 +209,10 @@ class AuditPlugin:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_configure(self, config: pytest.Config) -> None:
-        if config.option.tbstyle == "auto":
+        if config.option.tbstyle == "auto" and not tb_given(pytest_arguments(config)):
             # pytest's FAILURES and ERRORS sections repeat each case's message, which the Diagnostic
             # Results block already shows, at a cost quadratic in the cases (4.5 s of client CPU at
-            # 1,000 hosts, bench/RESULTS.md). --tb=short (or long, line, native) brings them back;
+            # 1,000 hosts, bench/RESULTS.md). --tb (auto, short, long, line, native) brings them back;
             # a bug's traceback is shown whatever the style (pytest_runtest_makereport).
             config.option.tbstyle = "no"
         # At exit the interpreter's last garbage collection walks every object the run made

@@ -15,8 +15,11 @@ environment, audit or not.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
+import os
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -322,3 +325,21 @@ def given(option: Any) -> list[str]:
         for dest, default in OPTION_DEFAULTS.items()
         if getattr(option, dest, default) != default
     ]
+
+
+def tb_given(args: list[str]) -> bool:
+    """Whether ``args`` set pytest's ``--tb``, in any spelling pytest takes (no abbreviations).
+
+    >>> [tb_given(a) for a in (["-q"], ["--tb=auto"], ["--tb", "short", "-q"], ["--hosts=--tb"])]
+    [False, True, True, False]
+    """
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--tb")
+    return parser.parse_known_args(args)[0].tb is not None
+
+
+def pytest_arguments(config: pytest.Config) -> list[str]:
+    """The arguments pytest parsed for this run: the ini file's ``addopts``, then ``PYTEST_ADDOPTS``,
+    then the command line's (as ``Config.parse`` puts them together)."""
+    env = shlex.split(os.environ.get("PYTEST_ADDOPTS", ""))
+    return [*config.getini("addopts"), *env, *(str(a) for a in config.invocation_params.args)]

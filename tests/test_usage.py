@@ -310,6 +310,26 @@ def test_a_report_path_that_is_a_directory_is_refused_before_any_host(tmp_path):
     assert error == f"report path {tmp_path / 's'} is a directory"
 
 
+@pytest.mark.parametrize(
+    ("args", "env", "shown"),
+    [
+        ((), {}, False),
+        (("--tb=auto",), {}, True),
+        (("--tb", "auto"), {}, True),
+        ((), {"PYTEST_ADDOPTS": "--tb=auto"}, True),
+        (("-o", "addopts=--tb=auto"), {}, True),  # as the ini file's addopts
+        (("--tb=no",), {}, False),
+    ],
+    ids=["default", "tb=auto", "tb auto", "PYTEST_ADDOPTS", "ini addopts", "tb=no"],
+)
+def test_tb_given_in_any_way_pytest_takes_it_is_kept(tmp_path, args, env, shown):
+    """pytest's FAILURES and ERRORS sections are off by default in an audit (--tb=no); a --tb the user
+    gave, even pytest's own default `auto`, is theirs."""
+    audit = run_audit(tmp_path, "--hosts=paramiko://root@127.0.0.1:1", "--xennet-scope=all", *args, env=env)
+    assert audit.returncode == 1, audit.stdout + audit.stderr  # the refused port is an error, not a pass
+    assert ("= ERRORS =" in audit.stdout) is shown, audit.stdout
+
+
 @pytest.mark.parametrize("waivers", [False, True], ids=["plain", "waivers"])
 def test_a_bug_in_the_suite_shows_its_traceback_whatever_tb_says(tmp_path, waivers):
     """--tb=no is the audit's default; an exception that is no verdict is a bug, and its traceback is shown.
