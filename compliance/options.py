@@ -21,7 +21,7 @@ import math
 import os
 import shlex
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -327,15 +327,29 @@ def given(option: Any) -> list[str]:
     ]
 
 
-def tb_given(args: list[str]) -> bool:
-    """Whether ``args`` set pytest's ``--tb``, in any spelling pytest takes (no abbreviations).
+class _ArgsError(Exception):
+    pass
 
-    >>> [tb_given(a) for a in (["-q"], ["--tb=auto"], ["--tb", "short", "-q"], ["--hosts=--tb"])]
-    [False, True, True, False]
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # argparse's own would print a usage banner and exit
+        raise _ArgsError(message)
+
+
+def tb_given(args: list[str]) -> bool:
+    """Whether ``args`` set pytest's ``--tb``, in any spelling pytest takes: ``--tb=X``, ``--tb X``,
+    or in an ``@file`` of arguments (no abbreviations). Arguments pytest itself could not read
+    (an ``@file`` gone meanwhile) set nothing.
+
+    >>> [tb_given(a) for a in (["-q"], ["--tb=auto"], ["--tb", "short", "-q"], ["--hosts=--tb"], ["@/nonexistent"])]
+    [False, True, True, False, False]
     """
-    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser = _Parser(add_help=False, allow_abbrev=False, fromfile_prefix_chars="@")  # as pytest's parser
     parser.add_argument("--tb")
-    return parser.parse_known_args(args)[0].tb is not None
+    try:
+        return parser.parse_known_args(args)[0].tb is not None
+    except _ArgsError:
+        return False
 
 
 def pytest_arguments(config: pytest.Config) -> list[str]:

@@ -42,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -322,22 +323,68 @@ def stop_signals_interrupt() -> None:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
+CLIENT_MARK = "XENNET_LAB_CLIENT"  # in the environment of every process a client of the lab started
+CLIENT_GRACE = 10.0  # seconds a stopped client has to end by itself, before it is killed
+
+
+def processes_with(variable: str, value: str | None = None) -> dict[int, str]:
+    """The live processes whose environment sets ``variable`` (to ``value``, if given): pid ->
+    command line. The environment is inherited, so this finds a process's descendants wherever
+    they went (a session of their own, orphaned); a zombie is dead already and is left out."""
+    found = {}
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            env = (proc / "environ").read_bytes().split(b"\0")
+            if value is None:
+                hit = any(entry.startswith(f"{variable}=".encode()) for entry in env)
+            else:
+                hit = f"{variable}={value}".encode() in env
+            if hit and (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                found[int(proc.name)] = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, IndexError):  # gone meanwhile
+            pass
+    return found
+
+
 @contextlib.contextmanager
 def killed_on_stop(argv: Sequence[str], **popen: Any) -> Iterator[subprocess.Popen[Any]]:
     """Start a client of a lab (an audit, a bench's floor, a probe) in a session of its own.
 
     Stopped while it runs (an exception in the block: SIGINT or SIGTERM made KeyboardInterrupt),
-    every process of its group is killed before the exception goes on: none outlives the lab it
-    talks to. Ctrl-C at a terminal reaches only the caller's group; the caller passes it on so.
+    the client ends before the exception goes on, so that nothing it started outlives the lab it
+    talks to: its group gets SIGTERM (an audit then closes its connections and removes its
+    temporary files) and up to CLIENT_GRACE seconds; then every process it started is killed,
+    found by a mark in their environment (OpenSSH clients and ControlPersist masters run in
+    sessions of their own). Ctrl-C at a terminal reaches only the caller's group, so it is
+    passed on this way too.
     """
-    proc = subprocess.Popen(argv, start_new_session=True, **popen)
+    mark = uuid.uuid4().hex
+    env = {**(popen.pop("env", None) or os.environ), CLIENT_MARK: mark}
+    proc = subprocess.Popen(argv, start_new_session=True, env=env, **popen)
     try:
         yield proc
     except BaseException:
+        _end_client(proc, mark)
+        raise
+
+
+def _end_client(proc: subprocess.Popen[Any], mark: str) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=CLIENT_GRACE)
+    deadline = time.monotonic() + 10
+    while True:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        raise
+        left = processes_with(CLIENT_MARK, mark)
+        if not left or time.monotonic() > deadline:
+            break
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.02)
+    proc.wait()
 
 
 def run_client(argv: Sequence[str], **popen: Any) -> tuple[int, resource.struct_rusage]:

@@ -1,7 +1,9 @@
 """Every bench that builds a lab brings it down when it is stopped: Ctrl-C, kill, `timeout`, a CI abort.
 
-Each bench runs as a user runs it (``python -m bench.X``), is sent SIGTERM once its lab's sshds
-are up, and must then leave no namespace, root link or process behind, and write no results.
+Each bench runs as a user runs it (``python -m bench.X``) and is sent SIGTERM while one of its
+clients (an audit, a floor, the probe) is running against its lab. The client must have ended
+before the lab starts to come down; then no namespace, root link or process may be left, no
+audit's temporary directory, and no results written.
 """
 
 from __future__ import annotations
@@ -9,20 +11,23 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.lab import _links_with_prefix, _netns_with_prefix, cleanup_prefix, require_root
+from tests.lab import CLIENT_MARK, _links_with_prefix, _netns_with_prefix, cleanup_prefix, processes_with, require_root
 
 ROOT = Path(__file__).resolve().parent.parent
 
-MARK = "XENNET_BENCH_STOP_TEST"
+MARK = "XENNET_BENCH_STOP_TEST"  # in the environment of the bench, and so of everything it starts
 LAB_INDEX = 14  # tests/conftest.py make_lab: the index-th /24 of XENNET_LAB_NETWORK
 
 
@@ -33,69 +38,59 @@ def lab_names() -> tuple[str, str]:
 
 
 def bench_argv(module: str, prefix: str, network: str, out: Path) -> tuple[list[str], dict[str, str]]:
-    """The bench's command line at its smallest size, and its environment: this test's lab names, and
-    a mark that every process it starts inherits."""
+    """The bench's command line at a small size, and its environment: this test's lab names, and a mark."""
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)])  # ansible
     env = dict(os.environ, PATH=path, XENNET_BENCH_PREFIX=prefix, XENNET_BENCH_NETWORK=network)
-    env[MARK] = f"{prefix}-{uuid.uuid4().hex}"
+    env[MARK] = uuid.uuid4().hex
     args = {
         "run": ["--hosts", "2", "--scale", "2", "--repeat", "1"],
         "pinned": ["--hosts", "2", "--repeat", "1"],
         "case_cost": ["--hosts", "2", "--repeat", "1"],
         "bastion": ["--hosts", "2", "--repeat", "1", "--prefix", prefix, "--network", network],
         "flood_rss": ["--timeouts", "30", "--prefix", prefix, "--network", network],
-        # enough interfaces that creating them outlasts the wait below
-        "probe_cost": ["--sizes", "2000", "--repeat", "1", "--netns", f"{prefix}-probe"],
+        "probe_cost": ["--sizes", "300", "--repeat", "5", "--netns", f"{prefix}-probe"],
     }[module]
     return [sys.executable, "-m", f"bench.{module}", *args, "--out", str(out)], env
 
 
-def hosts_up(prefix: str) -> bool:
-    """Every host's namespace has its sshd (the lab's park has no process; probe_cost's namespace is no host's)."""
-    names = _netns_with_prefix(prefix)
-    if names == [f"{prefix}-probe"]:
-        return True
-    hosts = [n for n in names if n != f"{prefix}-park"]
-    return bool(hosts) and all(
-        subprocess.run(["ip", "netns", "pids", n], capture_output=True, text=True).stdout for n in hosts
-    )
+def inode(path: str) -> int | None:
+    with contextlib.suppress(OSError):
+        return os.stat(path).st_ino
+    return None
 
 
-def namespaces(prefix: str) -> set[int]:
-    """The inodes of the lab's network namespaces, by which a process in one is found after it is unnamed."""
-    return {os.stat(f"/run/netns/{name}").st_ino for name in _netns_with_prefix(prefix)}
+def host_namespaces(prefix: str) -> dict[str, int]:
+    """The lab hosts' namespaces (not the lab's park, nor probe_cost's own): name -> inode."""
+    names = [n for n in _netns_with_prefix(prefix) if n not in (f"{prefix}-park", f"{prefix}-probe")]
+    return {n: i for n in names if (i := inode(f"/run/netns/{n}")) is not None}
 
 
-def processes_in(inodes: set[int]) -> list[str]:
-    found = []
-    for ns in Path("/proc").glob("[0-9]*/ns/net"):
-        try:
-            if os.stat(ns).st_ino in inodes:
-                found.append((ns.parent.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
-        except OSError:  # gone meanwhile
-            pass
-    return found
+def occupied() -> set[int]:
+    """The network namespaces (inodes) that some process is in."""
+    return {i for ns in Path("/proc").glob("[0-9]*/ns/net") if (i := inode(str(ns))) is not None}
 
 
-def marked(mark: str) -> dict[int, str]:
-    """The live processes whose environment holds ``mark``: the bench and all it started, wherever
-    they went (a session of their own, orphaned). A zombie is dead already: init reaps it."""
-    found = {}
-    needle = f"{MARK}={mark}".encode()
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            if (
-                needle in (proc / "environ").read_bytes().split(b"\0")
-                and (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-            ):
-                found[int(proc.name)] = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except (OSError, IndexError):  # gone meanwhile
-            pass
-    return found
+def clients(mark: str) -> dict[int, str]:
+    """The bench's clients of its lab, and all they started (tests.lab.killed_on_stop marks them)."""
+    ours = processes_with(MARK, mark)
+    return {pid: cmd for pid, cmd in processes_with(CLIENT_MARK).items() if pid in ours}
+
+
+def ready(module: str, running: dict[int, str]) -> bool:
+    """Whether to stop the bench now. bench.bastion: once an ssh:// audit's OpenSSH clients run, in
+    sessions of their own (its ControlMaster, ProxyJump's ssh), with its temporary directory."""
+    if module != "bastion":
+        return bool(running)
+    commands = running.values()
+    return any("--hosts=ssh://" in c for c in commands) and any(c.startswith("ssh ") for c in commands)
+
+
+def audit_temporaries() -> set[Path]:
+    return set(Path(tempfile.gettempdir()).glob("xennet-ssh-*"))
 
 
 @pytest.mark.parametrize("module", ["run", "pinned", "case_cost", "bastion", "flood_rss", "probe_cost"])
-def test_a_stopped_bench_leaves_nothing_behind(module: str, tmp_path: Path) -> None:
+def test_a_stopped_bench_ends_its_clients_then_leaves_nothing_behind(module: str, tmp_path: Path) -> None:
     reason = require_root()
     if reason:
         pytest.skip(f"the benches need root and the lab's tools: {reason}")
@@ -105,34 +100,49 @@ def test_a_stopped_bench_leaves_nothing_behind(module: str, tmp_path: Path) -> N
     cleanup_prefix(prefix)  # a killed run's leftovers: the prefix is this test's own
     out = tmp_path / "RESULTS.md"
     argv, env = bench_argv(module, prefix, network, out)
+    mark = env[MARK]
+    temporaries = audit_temporaries()
     log = tmp_path / "bench.log"
+    during: dict[int, str] | None = None  # the clients alive when the lab started to come down
     with log.open("wb") as sink:
         bench = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=sink, stderr=sink)
     try:
         deadline = time.monotonic() + 120
-        while not hosts_up(prefix):
-            assert bench.poll() is None, f"the bench ended before its lab was up:\n{log.read_text()}"
-            assert time.monotonic() < deadline, f"its lab was not up in 120 s:\n{log.read_text()}"
-            time.sleep(0.1)
-        time.sleep(0.5)  # into its work
-        inodes = namespaces(prefix)
-        assert bench.poll() is None, f"the bench ended before it was stopped:\n{log.read_text()}"
+        while not ready(module, clients(mark)):
+            assert bench.poll() is None, f"the bench ended before a client of its lab ran:\n{log.read_text()}"
+            assert time.monotonic() < deadline, f"no client of its lab ran in 120 s:\n{log.read_text()}"
+            time.sleep(0.02)
+        hosts = host_namespaces(prefix)
+        inodes = set(hosts.values()) | {i for i in [inode(f"/run/netns/{prefix}-probe")] if i is not None}
         bench.send_signal(signal.SIGTERM)
-        bench.wait(timeout=90)
-        left = marked(env[MARK])
+        deadline = time.monotonic() + 90
+        while bench.poll() is None and time.monotonic() < deadline:
+            if during is None and (
+                len(host_namespaces(prefix)) < len(hosts)
+                or set(hosts.values()) - occupied()  # a host's sshd killed: the teardown's first step
+                or (module == "probe_cost" and not _netns_with_prefix(prefix))
+            ):
+                during = clients(mark)
+            time.sleep(0.01)
     finally:
         if bench.poll() is None:
             bench.kill()
             bench.wait()
-        for pid in marked(env[MARK]):
+        left = processes_with(MARK, mark)
+        for pid in left:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         leftovers = _netns_with_prefix(prefix), _links_with_prefix(prefix)
         cleanup_prefix(prefix)
-    text = log.read_text()
+        text = log.read_text()
+        for kept in re.findall(r"the runs' output is kept in (\S+)", text):  # bench.pinned's, for a look
+            shutil.rmtree(kept, ignore_errors=True)
     assert bench.returncode != 0, text
     assert "KeyboardInterrupt" in text, text  # it unwound, rather than dying where it stood
+    assert during is not None, f"its lab never started to come down:\n{text}"
+    assert not during, f"clients still running as its lab came down: {during}"
     assert leftovers == ([], []), text
     assert not left, f"processes it started were still running: {left}"
-    assert not processes_in(inodes), "processes were left in its lab's namespaces"
+    assert not inodes & occupied(), "processes were left in its lab's namespaces"
+    assert not audit_temporaries() - temporaries, "an audit's temporary directory was left"
     assert not out.exists(), "a stopped bench wrote results"

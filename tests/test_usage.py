@@ -318,13 +318,16 @@ def test_a_report_path_that_is_a_directory_is_refused_before_any_host(tmp_path):
         (("--tb", "auto"), {}, True),
         ((), {"PYTEST_ADDOPTS": "--tb=auto"}, True),
         (("-o", "addopts=--tb=auto"), {}, True),  # as the ini file's addopts
+        (("@{args}",), {}, True),  # a file of arguments
         (("--tb=no",), {}, False),
     ],
-    ids=["default", "tb=auto", "tb auto", "PYTEST_ADDOPTS", "ini addopts", "tb=no"],
+    ids=["default", "tb=auto", "tb auto", "PYTEST_ADDOPTS", "ini addopts", "@file", "tb=no"],
 )
 def test_tb_given_in_any_way_pytest_takes_it_is_kept(tmp_path, args, env, shown):
     """pytest's FAILURES and ERRORS sections are off by default in an audit (--tb=no); a --tb the user
     gave, even pytest's own default `auto`, is theirs."""
+    (tmp_path / "args").write_text("--tb=auto\n")
+    args = [a.format(args=tmp_path / "args") for a in args]
     audit = run_audit(tmp_path, "--hosts=paramiko://root@127.0.0.1:1", "--xennet-scope=all", *args, env=env)
     assert audit.returncode == 1, audit.stdout + audit.stderr  # the refused port is an error, not a pass
     assert ("= ERRORS =" in audit.stdout) is shown, audit.stdout
