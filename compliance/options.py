@@ -338,18 +338,34 @@ class _Parser(argparse.ArgumentParser):
 
 def tb_given(args: list[str]) -> bool:
     """Whether ``args`` set pytest's ``--tb``, in any spelling pytest takes: ``--tb=X``, ``--tb X``,
-    or in an ``@file`` of arguments (no abbreviations). Arguments pytest itself could not read
-    (an ``@file`` gone meanwhile) set nothing.
+    or in an ``@file`` of arguments, one per line (no abbreviations).
 
     >>> [tb_given(a) for a in (["-q"], ["--tb=auto"], ["--tb", "short", "-q"], ["--hosts=--tb"], ["@/nonexistent"])]
     [False, True, True, False, False]
     """
-    parser = _Parser(add_help=False, allow_abbrev=False, fromfile_prefix_chars="@")  # as pytest's parser
+    parser = _Parser(add_help=False, allow_abbrev=False)
     parser.add_argument("--tb")
     try:
-        return parser.parse_known_args(args)[0].tb is not None
+        return parser.parse_known_args(_from_files(args))[0].tb is not None
     except _ArgsError:
         return False
+
+
+def _from_files(args: list[str], depth: int = 0) -> list[str]:
+    """``args`` with each ``@file`` replaced by its lines, as pytest's parser reads them. Only a
+    regular file is read again: pytest has read a FIFO or ``@/dev/stdin`` already (a second read
+    would wait, or find nothing)."""
+    expanded = []
+    for arg in args:
+        if arg.startswith("@") and depth < 20 and os.path.isfile(arg[1:]):
+            try:
+                lines = Path(arg[1:]).read_text().splitlines()
+            except (OSError, UnicodeDecodeError):
+                continue
+            expanded += _from_files(lines, depth + 1)
+        else:
+            expanded.append(arg)
+    return expanded
 
 
 def pytest_arguments(config: pytest.Config) -> list[str]:

@@ -351,15 +351,16 @@ def killed_on_stop(argv: Sequence[str], **popen: Any) -> Iterator[subprocess.Pop
     """Start a client of a lab (an audit, a bench's floor, a probe) in a session of its own.
 
     Stopped while it runs (an exception in the block: SIGINT or SIGTERM made KeyboardInterrupt),
-    the client ends before the exception goes on, so that nothing it started outlives the lab it
-    talks to: its group gets SIGTERM (an audit then closes its connections and removes its
-    temporary files) and up to CLIENT_GRACE seconds; then every process it started is killed,
-    found by a mark in their environment (OpenSSH clients and ControlPersist masters run in
-    sessions of their own). Ctrl-C at a terminal reaches only the caller's group, so it is
-    passed on this way too.
+    the client ends before the exception goes on: its group gets SIGTERM (an audit then closes its
+    connections and removes its temporary files) and up to CLIENT_GRACE seconds, or until a second
+    stop; then whatever it started that still runs is killed, found by a mark in its environment
+    (OpenSSH clients run in sessions of their own). Not found so: an ssh ControlPersist master
+    (ansible's), which blanks its environment as it renames itself; it ends with the lab's sshd.
+    Ctrl-C at a terminal reaches only the caller's group, so it is passed on this way too.
     """
     mark = uuid.uuid4().hex
-    env = {**(popen.pop("env", None) or os.environ), CLIENT_MARK: mark}
+    base = popen.pop("env", None)
+    env = {**(os.environ if base is None else base), CLIENT_MARK: mark}
     proc = subprocess.Popen(argv, start_new_session=True, env=env, **popen)
     try:
         yield proc
@@ -369,22 +370,26 @@ def killed_on_stop(argv: Sequence[str], **popen: Any) -> Iterator[subprocess.Pop
 
 
 def _end_client(proc: subprocess.Popen[Any], mark: str) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
+    try:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=CLIENT_GRACE)
+    except (subprocess.TimeoutExpired, KeyboardInterrupt):  # out of time, or stopped again: no more grace
+        pass
     deadline = time.monotonic() + 10
     while True:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        left = processes_with(CLIENT_MARK, mark)
-        if not left or time.monotonic() > deadline:
-            break
-        for pid in left:
+        try:  # a further stop does not cut this short: it takes a moment, and leaves nothing running
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.02)
-    proc.wait()
+                os.killpg(proc.pid, signal.SIGKILL)
+            left = processes_with(CLIENT_MARK, mark)
+            for pid in left:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            if (not left and proc.poll() is not None) or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        except KeyboardInterrupt:
+            continue
 
 
 def run_client(argv: Sequence[str], **popen: Any) -> tuple[int, resource.struct_rusage]:

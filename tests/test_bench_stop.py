@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -85,10 +84,6 @@ def ready(module: str, running: dict[int, str]) -> bool:
     return any("--hosts=ssh://" in c for c in commands) and any(c.startswith("ssh ") for c in commands)
 
 
-def audit_temporaries() -> set[Path]:
-    return set(Path(tempfile.gettempdir()).glob("xennet-ssh-*"))
-
-
 @pytest.mark.parametrize("module", ["run", "pinned", "case_cost", "bastion", "flood_rss", "probe_cost"])
 def test_a_stopped_bench_ends_its_clients_then_leaves_nothing_behind(module: str, tmp_path: Path) -> None:
     reason = require_root()
@@ -101,7 +96,8 @@ def test_a_stopped_bench_ends_its_clients_then_leaves_nothing_behind(module: str
     out = tmp_path / "RESULTS.md"
     argv, env = bench_argv(module, prefix, network, out)
     mark = env[MARK]
-    temporaries = audit_temporaries()
+    # The bench's and its audits' temporary files, apart from other runs' (short: ssh's sockets live there).
+    env["TMPDIR"] = temporary = tempfile.mkdtemp(prefix="xnq-")
     log = tmp_path / "bench.log"
     during: dict[int, str] | None = None  # the clients alive when the lab started to come down
     with log.open("wb") as sink:
@@ -135,8 +131,8 @@ def test_a_stopped_bench_ends_its_clients_then_leaves_nothing_behind(module: str
         leftovers = _netns_with_prefix(prefix), _links_with_prefix(prefix)
         cleanup_prefix(prefix)
         text = log.read_text()
-        for kept in re.findall(r"the runs' output is kept in (\S+)", text):  # bench.pinned's, for a look
-            shutil.rmtree(kept, ignore_errors=True)
+        audits = sorted(p.name for p in Path(temporary).glob("**/xennet-ssh-*"))
+        shutil.rmtree(temporary)  # bench.pinned keeps its runs' output there, for a look
     assert bench.returncode != 0, text
     assert "KeyboardInterrupt" in text, text  # it unwound, rather than dying where it stood
     assert during is not None, f"its lab never started to come down:\n{text}"
@@ -144,5 +140,5 @@ def test_a_stopped_bench_ends_its_clients_then_leaves_nothing_behind(module: str
     assert leftovers == ([], []), text
     assert not left, f"processes it started were still running: {left}"
     assert not inodes & occupied(), "processes were left in its lab's namespaces"
-    assert not audit_temporaries() - temporaries, "an audit's temporary directory was left"
+    assert not audits, f"an audit's temporary directory was left: {audits}"
     assert not out.exists(), "a stopped bench wrote results"

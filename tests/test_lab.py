@@ -6,8 +6,10 @@ import hashlib
 import os
 import select
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,12 +19,14 @@ import paramiko
 import pytest
 
 from tests.lab import (
+    CLIENT_GRACE,
     NEIGH_THRESHOLDS,
     HostPlan,
     IfacePlan,
     Lab,
     LabError,
     neighbour_limits_for,
+    processes_with,
     raise_neighbour_limits,
     read_sg,
     require_root,
@@ -465,3 +469,47 @@ def test_neighbour_limits_are_never_lowered(lab: Lab) -> None:
     assert all(b > n for b, n in zip(before, neighbour_limits_for(0)))  # the lab raised them above this
     raise_neighbour_limits(0)
     assert tuple(int(p.read_text()) for p in NEIGH_THRESHOLDS) == before
+
+
+STOPPED_CLIENT = """
+import sys, time
+from tests.lab import killed_on_stop, stop_signals_interrupt
+stop_signals_interrupt()
+# a client that ignores SIGTERM and leaves a process in a session of its own
+with killed_on_stop(["sh", "-c", "trap '' TERM; setsid sleep 300 & sleep 300"]) as proc:
+    print("running", flush=True)
+    proc.wait()
+"""
+
+
+@pytest.mark.parametrize("stops", [1, 2], ids=["stopped", "stopped twice"])
+def test_a_stopped_client_ends_with_all_it_started(tmp_path: Path, stops: int) -> None:
+    """killed_on_stop: SIGTERM and a grace, cut short by a second stop; then SIGKILL to everything the
+    client started, found by its environment mark, before the stop goes on. No root needed."""
+    mark = f"XENNET_TEST_{os.getpid()}_{stops}"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent), **{mark: "1"})
+    caller = subprocess.Popen(
+        [sys.executable, "-c", STOPPED_CLIENT], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert caller.stdout is not None and caller.stdout.readline() == "running\n", caller.stderr
+        deadline = time.monotonic() + 10
+        while len(processes_with(mark)) < 4:  # the caller, sh, and both sleeps
+            assert time.monotonic() < deadline, processes_with(mark)
+            time.sleep(0.02)
+        started = time.monotonic()
+        caller.send_signal(signal.SIGTERM)
+        if stops == 2:
+            time.sleep(0.5)
+            caller.send_signal(signal.SIGINT)
+        _, err = caller.communicate(timeout=CLIENT_GRACE + 15)
+        took = time.monotonic() - started
+    finally:
+        for pid in processes_with(mark):
+            os.kill(pid, signal.SIGKILL)
+    assert "KeyboardInterrupt" in err, err
+    assert processes_with(mark) == {}, "the client, or what it started, outlived the stop"
+    if stops == 1:
+        assert took >= CLIENT_GRACE - 1, f"{took:.1f} s: no grace for a client that ignores SIGTERM"
+    else:
+        assert took < CLIENT_GRACE - 2, f"{took:.1f} s: the second stop did not cut the grace short"

@@ -9,13 +9,14 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
 from compliance import targets
-from compliance.options import UsageProblem
+from compliance.options import UsageProblem, tb_given
 from tests.conftest import ROOT, run_audit
 
 INVENTORIES = ROOT / "inventories"
@@ -331,6 +332,17 @@ def test_tb_given_in_any_way_pytest_takes_it_is_kept(tmp_path, args, env, shown)
     audit = run_audit(tmp_path, "--hosts=paramiko://root@127.0.0.1:1", "--xennet-scope=all", *args, env=env)
     assert audit.returncode == 1, audit.stdout + audit.stderr  # the refused port is an error, not a pass
     assert ("= ERRORS =" in audit.stdout) is shown, audit.stdout
+
+
+def test_tb_given_does_not_read_a_fifo_pytest_has_read_already(tmp_path):
+    """A second read of an @fifo (or @/dev/stdin) would wait for a writer that is gone: the audit would hang."""
+    fifo = tmp_path / "args"
+    os.mkfifo(fifo)
+    answer: list[bool] = []
+    reader = threading.Thread(target=lambda: answer.append(tb_given([f"@{fifo}", "-q"])), daemon=True)
+    reader.start()
+    reader.join(timeout=10)
+    assert answer == [False]
 
 
 @pytest.mark.parametrize("waivers", [False, True], ids=["plain", "waivers"])
