@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 
 from bench.results import update_section
-from tests.lab import HostPlan, Lab, require_root, run_client, stop_signals_interrupt
+from bench.run import stop_brings_the_lab_down
+from tests.lab import HostPlan, Lab, run_client
 
 ROOT = Path(__file__).resolve().parent.parent
 START, END = "<!-- flood-rss:start -->", "<!-- flood-rss:end -->"
@@ -48,10 +49,7 @@ def main() -> int:
     parser.add_argument("--network", default=NETWORK, help=f"the lab's network (default {NETWORK})")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "RESULTS.md")
     args = parser.parse_args()
-    stop_signals_interrupt()
-    reason = require_root()
-    if reason:
-        parser.error(reason)
+    stop_brings_the_lab_down(parser)
     rows = []
     work = Path(tempfile.mkdtemp(prefix="xnf-bench-"))
     plan = [HostPlan("clean"), HostPlan("flood", force_command="exec yes")]
